@@ -1,0 +1,1 @@
+"""Catalogs in: reading CSV/JSON/JSONL, mapping columns, fetching images safely, ingesting."""

@@ -1,0 +1,167 @@
+"""A source row becomes a normalised product record, or a list of problems."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from vitrine.catalog.columns import ColumnMap
+from vitrine.catalog.readers import Row
+
+MAX_ID_LENGTH = 256
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with one row. `severity` "error" means the row was not ingested."""
+
+    row: int
+    product_id: str | None
+    field: str
+    message: str
+    severity: str = "error"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"row": self.row, "id": self.product_id, "field": self.field, "message": self.message,
+                "severity": self.severity}
+
+
+@dataclass(frozen=True)
+class ProductRecord:
+    id: str
+    title: str
+    description: str
+    category: str
+    colour: str
+    price: float | None
+    image_refs: tuple[str, ...]
+    attributes: dict[str, Any] = field(default_factory=dict)
+    row: int = 0
+
+    @property
+    def content_hash(self) -> str:
+        """Changes whenever anything we store for the row changes; re-ingesting equal rows is a no-op."""
+        payload = json.dumps(
+            [self.id, self.title, self.description, self.category, self.colour, self.price,
+             list(self.image_refs), self.attributes],
+            sort_keys=True, ensure_ascii=False, default=str,
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    @property
+    def search_text(self) -> str:
+        """What the text encoder reads: the most telling fields first, as truncation cuts the tail."""
+        parts = [self.title, self.category, self.colour, self.description]
+        return ". ".join(p for p in parts if p)
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and math.isnan(value):
+        return ""
+    if isinstance(value, list):
+        return "|".join(_text(v) for v in value if _text(v))
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return str(value).strip()
+
+
+def parse_price(value: Any) -> float | None:
+    """'52', '$52.00', '52,00 €', 52 -> 52.0; '' -> None; anything else raises ValueError."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, bool):
+        raise ValueError("not a number")
+    if isinstance(value, int | float):
+        price = float(value)
+    else:
+        text = re.sub(r"[^\d.,\-]", "", str(value))
+        if "," in text and "." not in text:
+            text = text.replace(",", ".")
+        text = text.replace(",", "")
+        price = float(text)
+    if not math.isfinite(price) or price < 0:
+        raise ValueError("not a finite, non-negative number")
+    return price
+
+
+def parse_image_refs(value: Any) -> tuple[str, ...]:
+    """A JSON list (of strings or {url|src}), a JSON list in a string, or a `|`-separated cell."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                value = text
+        else:
+            value = [part for part in text.split("|")]
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list):
+        value = [value]
+    refs: list[str] = []
+    for item in value:
+        if isinstance(item, dict):
+            item = item.get("url") or item.get("src") or item.get("href") or item.get("path")
+        ref = _text(item)
+        if ref and ref not in refs:
+            refs.append(ref)
+    return tuple(refs)
+
+
+def _leaf_category(value: str) -> str:
+    for separator in (" > ", ">", "/"):
+        if separator in value:
+            return value.split(separator)[-1].strip()
+    return value
+
+
+def to_record(number: int, row: Row, columns: ColumnMap) -> tuple[ProductRecord | None, list[Problem]]:
+    """Normalises one row; returns (None, problems) when the row cannot be ingested."""
+    problems: list[Problem] = []
+    id_column = columns.source("id")
+    product_id = _text(row.get(id_column)) if id_column else ""
+    if not product_id:
+        return None, [Problem(number, None, "id", "missing id")]
+    if len(product_id) > MAX_ID_LENGTH or any(ord(ch) < 32 for ch in product_id):
+        return None, [Problem(number, product_id[:40], "id", "id is too long or holds control characters")]
+
+    def get(field_name: str) -> Any:
+        column = columns.source(field_name)
+        return row.get(column) if column else None
+
+    price: float | None = None
+    try:
+        price = parse_price(get("price"))
+    except (ValueError, TypeError):
+        problems.append(Problem(number, product_id, "price", f"bad price {_text(get('price'))[:40]!r}", "warning"))
+
+    category_raw = _text(get("category"))
+    attributes = {
+        key: value for key, value in row.items() if key not in columns.mapped and _text(value) != ""
+    }
+    category = _leaf_category(category_raw)
+    if category != category_raw:
+        attributes.setdefault("category_path", category_raw)
+    record = ProductRecord(
+        id=product_id,
+        title=_text(get("title")),
+        description=_text(get("description")),
+        category=category,
+        colour=_text(get("colour")),
+        price=price,
+        image_refs=parse_image_refs(get("images")),
+        attributes=attributes,
+        row=number,
+    )
+    if not record.image_refs:
+        problems.append(Problem(number, product_id, "images", "missing image", "warning"))
+    return record, problems

@@ -1,0 +1,138 @@
+"""Reads product images: local files confined to the catalog's folder, or http(s) URLs fetched safely."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urljoin
+
+import httpx
+
+from vitrine.catalog.netguard import check_url
+from vitrine.errors import ImageError, UnsafeSource
+from vitrine.models.imaging import sniff_image_type
+
+_RETRY_STATUS = {429, 500, 502, 503, 504}
+_MAX_REDIRECTS = 5
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    max_bytes: int
+    timeout_s: float
+    retries: int
+    allow_private: bool
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    ref: str
+    path: Path  # where the bytes can be read again (the file, or the download cache)
+    data: bytes
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+def is_url(ref: str) -> bool:
+    return ref.lower().startswith(("http://", "https://"))
+
+
+def resolve_local(ref: str, base_dir: Path) -> Path:
+    """The file `ref` names, relative to `base_dir`; refuses anything outside that folder (symlinks too)."""
+    if "\x00" in ref:
+        raise UnsafeSource("path holds a NUL byte", field="images")
+    ref = ref.removeprefix("file://")
+    base = base_dir.resolve()
+    path = (base / ref).resolve()
+    if not path.is_relative_to(base):
+        raise UnsafeSource(f"path {ref!r} points outside the catalog folder", field="images")
+    return path
+
+
+class ImageFetcher:
+    """Loads image bytes for catalog refs. URL downloads are cached on disk by URL."""
+
+    def __init__(self, *, base_dir: Path, cache_dir: Path, policy: FetchPolicy) -> None:
+        self.base_dir = base_dir
+        self.cache_dir = cache_dir
+        self.policy = policy
+        self._client: httpx.Client | None = None
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    def load(self, ref: str) -> LoadedImage:
+        """Bytes of one image, checked to be an image within the size cap; raises ImageError/UnsafeSource."""
+        if is_url(ref):
+            path = self._download(ref)
+        else:
+            path = resolve_local(ref, self.base_dir)
+            if not path.is_file():
+                raise ImageError(f"image file not found: {ref}", field="images")
+        size = path.stat().st_size
+        if size > self.policy.max_bytes:
+            raise ImageError(f"image {ref!r} is {size} bytes, over the cap of {self.policy.max_bytes}", field="images")
+        data = path.read_bytes()
+        if sniff_image_type(data) is None:
+            raise ImageError(f"{ref!r} is not an image", field="images")
+        return LoadedImage(ref=ref, path=path, data=data)
+
+    def _download(self, url: str) -> Path:
+        target = self.cache_dir / hashlib.sha256(url.encode()).hexdigest()
+        if target.is_file():
+            return target
+        attempt = 0
+        while True:
+            try:
+                data = self._fetch(url)
+                break
+            except (httpx.TransportError, _Retryable) as exc:
+                if attempt >= self.policy.retries:
+                    raise ImageError(f"download of {url!r} failed: {exc}", field="images") from exc
+                time.sleep(min(0.25 * 2**attempt, 2.0))  # back off before retrying a flaky host
+                attempt += 1
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+        return target
+
+    def _fetch(self, url: str) -> bytes:
+        if self._client is None:
+            self._client = httpx.Client(timeout=self.policy.timeout_s, follow_redirects=False)
+        for _ in range(_MAX_REDIRECTS + 1):
+            # Every hop is checked: a public URL may redirect to a private one.
+            check_url(url, allow_private=self.policy.allow_private)
+            with self._client.stream("GET", url, headers={"User-Agent": "vitrine/0.1"}) as response:
+                if response.is_redirect:
+                    url = urljoin(url, response.headers.get("location", ""))
+                    continue
+                if response.status_code in _RETRY_STATUS:
+                    raise _Retryable(f"HTTP {response.status_code}")
+                if response.status_code != 200:
+                    raise ImageError(f"download of {url!r} answered HTTP {response.status_code}", field="images")
+                declared = int(response.headers.get("content-length") or 0)
+                if declared > self.policy.max_bytes:
+                    raise ImageError(f"{url!r} is {declared} bytes, over the cap", field="images")
+                chunks: list[bytes] = []
+                received = 0
+                for chunk in response.iter_bytes():
+                    received += len(chunk)
+                    if received > self.policy.max_bytes:
+                        raise ImageError(f"{url!r} is over the cap of {self.policy.max_bytes} bytes", field="images")
+                    chunks.append(chunk)
+                data = b"".join(chunks)
+                if sniff_image_type(data) is None:
+                    raise ImageError(f"{url!r} did not return an image", field="images")
+                return data
+        raise ImageError(f"{url!r} redirected more than {_MAX_REDIRECTS} times", field="images")
+
+
+class _Retryable(Exception):
+    pass

@@ -1,0 +1,230 @@
+"""The library's front door: `open_engine(settings)` wires stores, encoders and the searcher.
+
+Every interface (CLI, HTTP API) is a thin layer over `Engine`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from vitrine.catalog.ingest import Ingestor, Progress
+from vitrine.catalog.report import IngestReport
+from vitrine.catalog.sources import FetchPolicy, ImageFetcher, is_url
+from vitrine.errors import ImageError, InvalidInput, NotFound
+from vitrine.index.sqlite_store import SqliteStore
+from vitrine.index.store import Product
+from vitrine.index.vectors import CollectionVectors
+from vitrine.models.embedder import ImageEmbedder
+from vitrine.models.feature_cache import FeatureCache
+from vitrine.models.image_encoder import ImageEncoder
+from vitrine.models.registry import image_model_spec, text_model_spec
+from vitrine.models.text_encoder import TextEncoder
+from vitrine.search.query import Query, SearchResponse
+from vitrine.search.searcher import Searcher, SearchTarget
+from vitrine.settings import Settings
+
+log = logging.getLogger(__name__)
+
+COLLECTION_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+IMAGE_MODEL = "efficientnet-lite0"
+TEXT_MODEL = "all-minilm-l6-v2"
+FACET_FIELDS = ("category", "colour")
+
+
+def check_collection_name(name: str) -> str:
+    if not isinstance(name, str) or not COLLECTION_NAME.match(name):
+        raise InvalidInput(
+            "a collection name is 1-64 lower-case letters, digits, '-' or '_', starting with a letter or digit",
+            field="collection",
+        )
+    return name
+
+
+class Engine:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.home = settings.home
+        self.collections_dir = self.home / "collections"
+        self.collections_dir.mkdir(parents=True, exist_ok=True)
+        model_dir = self.home / "models"
+        self.image_encoder = ImageEncoder(image_model_spec(IMAGE_MODEL), model_dir=model_dir, threads=settings.threads)
+        self.text_encoder = TextEncoder(text_model_spec(TEXT_MODEL), model_dir=model_dir, threads=settings.threads)
+        self.feature_cache = FeatureCache(self.home / "cache" / f"features-{IMAGE_MODEL}.sqlite",
+                                          dim=self.image_encoder.dim)
+        self.embedder = ImageEmbedder(
+            self.image_encoder, cache=self.feature_cache, max_pixels=settings.max_image_pixels,
+            batch_size=settings.batch_size, threads=settings.threads,
+        )
+        self.searcher = Searcher(
+            text_encoder=self.text_encoder, image_embedder=self.embedder, keyword_weight=settings.keyword_weight
+        )
+        self._stores: dict[str, SqliteStore] = {}
+        self._vectors: dict[str, CollectionVectors] = {}
+        self._lock = threading.RLock()
+
+    # -- lifetime ---------------------------------------------------------------------------------
+
+    def warm(self) -> None:
+        """Loads (and on first use exports) both models, so the first query is not slow."""
+        self.image_encoder.load()
+        self.text_encoder.load()
+
+    def close(self) -> None:
+        with self._lock:
+            for store in self._stores.values():
+                store.close()
+            self._stores.clear()
+            self._vectors.clear()
+        self.embedder.close()
+        self.feature_cache.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- collections ------------------------------------------------------------------------------
+
+    def collection_names(self) -> list[str]:
+        return sorted(
+            p.name for p in self.collections_dir.iterdir()
+            if p.is_dir() and COLLECTION_NAME.match(p.name) and (p / "store.sqlite").is_file()
+        )
+
+    def collections(self) -> list[dict[str, Any]]:
+        return [self.collection_info(name) for name in self.collection_names()]
+
+    def collection_info(self, name: str) -> dict[str, Any]:
+        return self.store(name).info()
+
+    def create_collection(self, name: str) -> SqliteStore:
+        check_collection_name(name)
+        with self._lock:
+            store = self._open(name)
+            if not store.meta().get("created_at"):
+                store.set_meta("created_at", str(time.time()))
+                store.set_meta("image_model", IMAGE_MODEL)
+                store.set_meta("text_model", TEXT_MODEL)
+            return store
+
+    def delete_collection(self, name: str) -> None:
+        check_collection_name(name)
+        with self._lock:
+            if name not in self.collection_names():
+                raise NotFound(f"no collection named {name!r}", field="collection")
+            store = self._stores.pop(name, None)
+            if store is not None:
+                store.close()
+            self._vectors.pop(name, None)
+            # Rename first: the collection disappears at once and completely, even if removal is cut short.
+            trash = self.collections_dir / f".deleted-{name}-{os.getpid()}-{time.time_ns()}"
+            os.replace(self.collections_dir / name, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def store(self, name: str) -> SqliteStore:
+        check_collection_name(name)
+        with self._lock:
+            if name in self._stores:
+                return self._stores[name]
+            if not (self.collections_dir / name / "store.sqlite").is_file():
+                raise NotFound(f"no collection named {name!r}", field="collection")
+            return self._open(name)
+
+    def _open(self, name: str) -> SqliteStore:
+        if name not in self._stores:
+            self._stores[name] = SqliteStore(self.collections_dir / name / "store.sqlite", name=name)
+        return self._stores[name]
+
+    def vectors(self, name: str) -> CollectionVectors:
+        """The collection's in-memory vectors, reloaded when a write has changed the store."""
+        store = self.store(name)
+        generation = store.generation()
+        with self._lock:
+            current = self._vectors.get(name)
+            if current is None or current.generation != generation:
+                current = CollectionVectors.build(
+                    store.load_vectors(FACET_FIELDS), generation=generation,
+                    exact_limit=self.settings.exact_search_limit,
+                )
+                self._vectors[name] = current
+            return current
+
+    def get_product(self, collection: str, product_id: str) -> Product:
+        found = self.store(collection).get_products([product_id])
+        if not found:
+            raise NotFound(f"product {product_id!r} is not in collection {collection!r}", field="product_id")
+        return found[0]
+
+    # -- ingest -----------------------------------------------------------------------------------
+
+    def ingest(
+        self, collection: str, path: Path, *, mapping: dict[str, str] | None = None, fmt: str | None = None,
+        prune: bool = False, progress: Progress | None = None,
+    ) -> IngestReport:
+        """Creates the collection if needed; the report is also saved under the collection's folder."""
+        path = Path(path)
+        store = self.create_collection(collection)
+        fetcher = ImageFetcher(base_dir=path.parent, cache_dir=self.home / "cache" / "downloads",
+                               policy=self._fetch_policy())
+        ingestor = Ingestor(store=store, fetcher=fetcher, embedder=self.embedder, text_encoder=self.text_encoder,
+                            batch_size=self.settings.batch_size, io_threads=self.settings.download_concurrency)
+        report = IngestReport(collection=collection, source=str(path))
+        try:
+            ingestor.run(path=path, mapping=mapping, fmt=fmt, prune=prune, progress=progress, report=report)
+        finally:
+            ingestor.close()
+            fetcher.close()
+            if report.completed:
+                stamp = time.strftime("%Y%m%d-%H%M%S")
+                report_path = report.save(self.collections_dir / collection / "reports" / f"ingest-{stamp}.json")
+                store.set_meta("last_ingest_report", str(report_path))
+        return report
+
+    def _fetch_policy(self) -> FetchPolicy:
+        s = self.settings
+        return FetchPolicy(max_bytes=s.max_download_bytes, timeout_s=s.download_timeout_s,
+                           retries=s.download_retries, allow_private=s.allow_private_urls)
+
+    # -- search -----------------------------------------------------------------------------------
+
+    def search(self, query: Query) -> SearchResponse:
+        names = [query.collection] if query.collection else self.collection_names()
+        if query.product_id is not None and not query.collection:
+            raise InvalidInput("more-like-this needs a collection", field="collection")
+        targets = [SearchTarget(name=n, store=self.store(n), vectors=lambda n=n: self.vectors(n)) for n in names]
+        return self.searcher.search(query, targets)
+
+    def load_query_image(self, ref: str) -> bytes:
+        """The bytes of a query image given as a local path or an http(s) URL (fetched with the URL guard)."""
+        if is_url(ref):
+            fetcher = ImageFetcher(base_dir=self.home, cache_dir=self.home / "cache" / "downloads",
+                                   policy=self._fetch_policy())
+            try:
+                return fetcher.load(ref).data
+            finally:
+                fetcher.close()
+        path = Path(ref).expanduser()
+        if not path.is_file():
+            raise ImageError(f"image file not found: {ref}", field="image")
+        if path.stat().st_size > self.settings.max_download_bytes:
+            raise ImageError(f"image file is over {self.settings.max_download_bytes} bytes", field="image")
+        return path.read_bytes()
+
+
+@contextmanager
+def open_engine(settings: Settings | None = None) -> Iterator[Engine]:
+    engine = Engine(settings or Settings())
+    try:
+        yield engine
+    finally:
+        engine.close()

@@ -1,0 +1,57 @@
+"""One small error tree. Interfaces (CLI, HTTP) map these once; the core never exits or prints."""
+
+from __future__ import annotations
+
+
+class VitrineError(Exception):
+    """Base of every error Vitrine raises on purpose."""
+
+    code = "error"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}" if self.field else self.message
+
+
+class InvalidInput(VitrineError):
+    """The caller sent something we cannot use (a query, a file, a field)."""
+
+    code = "invalid_input"
+
+
+class CatalogError(InvalidInput):
+    """The catalog file as a whole cannot be ingested (malformed, bad mapping)."""
+
+    code = "invalid_catalog"
+
+    def __init__(self, message: str, *, field: str | None = None, row: int | None = None) -> None:
+        super().__init__(message if row is None else f"row {row}: {message}", field=field)
+        self.row = row
+
+
+class ImageError(InvalidInput):
+    """An image is missing, corrupt, too large or not an image."""
+
+    code = "invalid_image"
+
+
+class UnsafeSource(InvalidInput):
+    """A path escapes its catalog folder, or a URL points at a refused address."""
+
+    code = "unsafe_source"
+
+
+class NotFound(VitrineError):
+    """An unknown collection or product."""
+
+    code = "not_found"
+
+
+class ModelUnavailable(VitrineError):
+    """A model's files cannot be found or loaded."""
+
+    code = "model_unavailable"

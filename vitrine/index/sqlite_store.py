@@ -1,0 +1,348 @@
+"""The embedded store: one SQLite database (WAL) per collection holds products, images, vectors and
+a full-text index. Every write is one transaction, so a crash never leaves a product without its
+vectors; the `generation` counter tells in-memory indexes when to reload."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vitrine.index.store import Filters, Product, ProductImage, ProductWrite, VectorData
+
+SCHEMA_VERSION = 1
+# bm25 column weights: id, title, category, colour, description, attributes
+_BM25 = "bm25(products_fts, 10.0, 4.0, 3.0, 3.0, 1.0, 0.5)"
+_STOPWORDS = frozenset(
+    "a an and are as at be by for from in is it of on or the to with under over below above than".split()
+)
+_MAX_VALUE_LEN = 120
+_FIELD_ALIASES = {"color": "colour", "colors": "colour", "colours": "colour"}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS products(
+    row INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    title TEXT NOT NULL,
+    description TEXT NOT NULL,
+    category TEXT NOT NULL,
+    colour TEXT NOT NULL,
+    price REAL,
+    attributes TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    text_vector BLOB NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS images(
+    product_row INTEGER NOT NULL REFERENCES products(row) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    ref TEXT NOT NULL,
+    path TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    features BLOB NOT NULL,
+    PRIMARY KEY(product_row, position)
+);
+CREATE INDEX IF NOT EXISTS images_by_sha ON images(sha256);
+CREATE TABLE IF NOT EXISTS product_values(
+    product_row INTEGER NOT NULL REFERENCES products(row) ON DELETE CASCADE,
+    field TEXT NOT NULL,
+    value TEXT NOT NULL,
+    value_norm TEXT NOT NULL,
+    num REAL
+);
+CREATE INDEX IF NOT EXISTS values_by_field ON product_values(field, value_norm);
+CREATE INDEX IF NOT EXISTS values_by_num ON product_values(field, num);
+CREATE INDEX IF NOT EXISTS values_by_row ON product_values(product_row);
+CREATE VIRTUAL TABLE IF NOT EXISTS products_fts USING fts5(
+    id, title, category, colour, description, attributes, tokenize='unicode61 remove_diacritics 2'
+);
+"""
+
+
+def normalise_field(name: str) -> str:
+    name = name.strip().lower()
+    return _FIELD_ALIASES.get(name, name)
+
+
+def _number(value: str) -> float | None:
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if np.isfinite(number) else None
+
+
+def _values(field: str, raw: Any) -> Iterator[tuple[str, str, str, float | None]]:
+    """Filterable values of one field: list cells (`a|b`, JSON lists) give one value each."""
+    items = raw if isinstance(raw, list) else str(raw).split("|") if isinstance(raw, str) else [raw]
+    for item in items:
+        if isinstance(item, dict | list) or item is None:
+            continue
+        text = str(item).strip()
+        if text and len(text) <= _MAX_VALUE_LEN:
+            yield field, text, text.lower(), _number(text)
+
+
+def keyword_match_expression(query: str) -> str | None:
+    """A safe FTS5 expression: the query's words OR-ed, each quoted (no FTS syntax reaches SQLite)."""
+    words = [w for w in re.findall(r"\w+", query.lower()) if w not in _STOPWORDS]
+    words = list(dict.fromkeys(words))[:32]
+    return " OR ".join(f'"{w}"' for w in words) or None
+
+
+class SqliteStore:
+    """`CollectionStore` on SQLite. Thread-safe: one connection behind a lock."""
+
+    def __init__(self, path: Path, *, name: str) -> None:
+        self.name = name
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA busy_timeout=10000")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self._lock:
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(f"{self.path} was written by a newer Vitrine (schema {version})")
+            if version < SCHEMA_VERSION:
+                self._db.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction that also bumps the generation; rolled back on any error."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                if self._db.execute("SELECT name FROM sqlite_master WHERE name='meta'").fetchone():
+                    self._db.execute(
+                        "INSERT INTO meta(key, value) VALUES('generation', '1') ON CONFLICT(key) "
+                        "DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+                    )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- metadata ---------------------------------------------------------------------------------
+
+    def generation(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
+        return int(row[0]) if row else 0
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._write() as db:
+            db.execute("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                       (key, value))
+
+    def meta(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM products").fetchone()[0])
+
+    def info(self) -> dict[str, Any]:
+        with self._lock:
+            images = int(self._db.execute("SELECT count(*) FROM images").fetchone()[0])
+        meta = self.meta()
+        return {
+            "name": self.name,
+            "products": self.count(),
+            "images": images,
+            "generation": int(meta.pop("generation", 0)),
+            **meta,
+        }
+
+    def product_hashes(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._db.execute("SELECT id, content_hash FROM products").fetchall())
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    def upsert(self, products: Sequence[ProductWrite]) -> None:
+        if not products:
+            return
+        now = time.time()
+        with self._write() as db:
+            for product in products:
+                r = product.record
+                row = db.execute(
+                    """INSERT INTO products(id, title, description, category, colour, price, attributes,
+                                            content_hash, text_vector, updated_at)
+                       VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                       ON CONFLICT(id) DO UPDATE SET title=excluded.title, description=excluded.description,
+                         category=excluded.category, colour=excluded.colour, price=excluded.price,
+                         attributes=excluded.attributes, content_hash=excluded.content_hash,
+                         text_vector=excluded.text_vector, updated_at=excluded.updated_at
+                       RETURNING row""",
+                    (r.id, r.title, r.description, r.category, r.colour, r.price,
+                     json.dumps(r.attributes, ensure_ascii=False, default=str), r.content_hash,
+                     np.asarray(product.text_vector, dtype=np.float32).tobytes(), now),
+                ).fetchone()[0]
+                self._clear_children(db, row)
+                db.executemany(
+                    "INSERT INTO images(product_row, position, ref, path, sha256, features) VALUES(?, ?, ?, ?, ?, ?)",
+                    [(row, i, im.ref, im.path, im.sha256, np.asarray(im.features, dtype=np.float32).tobytes())
+                     for i, im in enumerate(product.images)],
+                )
+                values = [("category", r.category), ("colour", r.colour)]
+                values += [(normalise_field(k), v) for k, v in r.attributes.items()]
+                rows = [(row, *v) for f, raw in values if raw not in (None, "") for v in _values(f, raw)]
+                if r.price is not None:
+                    rows.append((row, "price", repr(r.price), repr(r.price), r.price))
+                db.executemany(
+                    "INSERT INTO product_values(product_row, field, value, value_norm, num) VALUES(?, ?, ?, ?, ?)",
+                    rows,
+                )
+                attribute_text = " ".join(str(v) for v in r.attributes.values() if isinstance(v, str | int | float))
+                db.execute(
+                    "INSERT INTO products_fts(rowid, id, title, category, colour, description, attributes) "
+                    "VALUES(?, ?, ?, ?, ?, ?, ?)",
+                    (row, r.id, r.title, r.attributes.get("category_path", r.category), r.colour, r.description,
+                     attribute_text),
+                )
+
+    @staticmethod
+    def _clear_children(db: sqlite3.Connection, row: int) -> None:
+        db.execute("DELETE FROM images WHERE product_row=?", (row,))
+        db.execute("DELETE FROM product_values WHERE product_row=?", (row,))
+        db.execute("DELETE FROM products_fts WHERE rowid=?", (row,))
+
+    def delete(self, ids: Iterable[str]) -> int:
+        ids = list(ids)
+        if not ids:
+            return 0
+        deleted = 0
+        with self._write() as db:
+            for product_id in ids:
+                found = db.execute("SELECT row FROM products WHERE id=?", (product_id,)).fetchone()
+                if found:
+                    self._clear_children(db, found[0])
+                    db.execute("DELETE FROM products WHERE row=?", (found[0],))
+                    deleted += 1
+        return deleted
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    def get_products(self, ids: Sequence[str]) -> list[Product]:
+        """Products in the order of `ids`; unknown ids are left out."""
+        if not ids:
+            return []
+        with self._lock:
+            marks = ",".join("?" * len(ids))
+            rows = self._db.execute(
+                f"SELECT row, id, title, description, category, colour, price, attributes FROM products "
+                f"WHERE id IN ({marks})", list(ids),
+            ).fetchall()
+            by_row = {r[0]: r for r in rows}
+            images: dict[int, list[ProductImage]] = {}
+            if by_row:
+                for prow, pos, ref, path, sha in self._db.execute(
+                    f"SELECT product_row, position, ref, path, sha256 FROM images WHERE product_row IN "
+                    f"({','.join('?' * len(by_row))}) ORDER BY product_row, position", list(by_row),
+                ):
+                    images.setdefault(prow, []).append(ProductImage(pos, ref, path, sha))
+        products = {
+            r[1]: Product(id=r[1], title=r[2], description=r[3], category=r[4], colour=r[5], price=r[6],
+                          attributes=json.loads(r[7]), images=tuple(images.get(r[0], ())))
+            for r in rows
+        }
+        return [products[i] for i in ids if i in products]
+
+    def filter_rows(self, filters: Filters) -> np.ndarray:
+        """Store rows of the products matching every filter (sorted)."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        for field, values in filters.equals.items():
+            marks = ",".join("?" * len(values))
+            clauses.append(f"SELECT product_row FROM product_values WHERE field=? AND value_norm IN ({marks})")
+            params += [normalise_field(field), *[str(v).strip().lower() for v in values]]
+        for field, bounds in filters.ranges.items():
+            clause = "SELECT product_row FROM product_values WHERE field=? AND num IS NOT NULL"
+            params.append(normalise_field(field))
+            if bounds.low is not None:
+                clause += " AND num >= ?"
+                params.append(bounds.low)
+            if bounds.high is not None:
+                clause += " AND num <= ?"
+                params.append(bounds.high)
+            clauses.append(clause)
+        if not clauses:
+            sql, params = "SELECT row FROM products", []
+        else:
+            sql = " INTERSECT ".join(clauses)
+        with self._lock:
+            found = [r[0] for r in self._db.execute(sql, params)]
+        return np.unique(np.asarray(found, dtype=np.int64))
+
+    def keyword_scores(self, query: str) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, bm25 scores, higher is better) of every product matching any word of `query`."""
+        expression = keyword_match_expression(query)
+        if expression is None:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        with self._lock:
+            found = self._db.execute(
+                f"SELECT rowid, -{_BM25} FROM products_fts WHERE products_fts MATCH ?", (expression,)
+            ).fetchall()
+        if not found:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        array = np.asarray(found, dtype=np.float64)
+        return array[:, 0].astype(np.int64), array[:, 1].astype(np.float32)
+
+    def load_vectors(self, facet_fields: Sequence[str]) -> VectorData:
+        with self._lock:
+            products = self._db.execute("SELECT row, id, text_vector FROM products ORDER BY row").fetchall()
+            images = self._db.execute(
+                "SELECT product_row, position, features FROM images ORDER BY product_row, position"
+            ).fetchall()
+            marks = ",".join("?" * len(facet_fields))
+            facet_rows = self._db.execute(
+                f"SELECT product_row, field, value FROM product_values WHERE field IN ({marks})",
+                list(facet_fields),
+            ).fetchall() if facet_fields else []
+        rows = np.asarray([p[0] for p in products], dtype=np.int64)
+        text_dim = len(products[0][2]) // 4 if products else 0
+        text = np.frombuffer(b"".join(p[2] for p in products), dtype=np.float32).reshape(len(products), text_dim)
+        image_dim = len(images[0][2]) // 4 if images else 0
+        features = np.frombuffer(b"".join(i[2] for i in images), dtype=np.float32).reshape(len(images), image_dim)
+        facets: dict[str, tuple[np.ndarray, np.ndarray, list[str]]] = {}
+        for field in facet_fields:
+            pairs = [(r, v) for r, f, v in facet_rows if f == field]
+            values = sorted({v for _, v in pairs})
+            code = {v: i for i, v in enumerate(values)}
+            facets[field] = (
+                np.searchsorted(rows, np.asarray([r for r, _ in pairs], dtype=np.int64)).astype(np.int32),
+                np.asarray([code[v] for _, v in pairs], dtype=np.int32),
+                values,
+            )
+        return VectorData(
+            rows=rows,
+            ids=[p[1] for p in products],
+            text_vectors=text.copy(),
+            image_features=features.copy(),
+            image_product=np.searchsorted(rows, np.asarray([i[0] for i in images], dtype=np.int64)).astype(np.int32),
+            image_position=np.asarray([i[1] for i in images], dtype=np.int16),
+            facets=facets,
+        )

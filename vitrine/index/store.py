@@ -1,0 +1,101 @@
+"""The store interface and the plain data that crosses it.
+
+A second backend (PostgreSQL + pgvector) implements the same Protocol; the search and ingest code
+only ever talk to `CollectionStore`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from vitrine.catalog.records import ProductRecord
+
+
+@dataclass(frozen=True)
+class ImageWrite:
+    ref: str
+    path: str
+    sha256: str
+    features: np.ndarray  # raw image features (float32), kept so heads can be trained without re-reading images
+
+
+@dataclass(frozen=True)
+class ProductWrite:
+    record: ProductRecord
+    text_vector: np.ndarray
+    images: tuple[ImageWrite, ...]
+
+
+@dataclass(frozen=True)
+class ProductImage:
+    position: int
+    ref: str
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Product:
+    id: str
+    title: str
+    description: str
+    category: str
+    colour: str
+    price: float | None
+    attributes: dict[str, Any]
+    images: tuple[ProductImage, ...]
+
+    @property
+    def main_image(self) -> ProductImage | None:
+        return self.images[0] if self.images else None
+
+
+@dataclass(frozen=True)
+class RangeFilter:
+    low: float | None = None
+    high: float | None = None
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Equality / one-of on any attribute (case-insensitive), numeric ranges on price or any number."""
+
+    equals: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    ranges: Mapping[str, RangeFilter] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.equals or self.ranges)
+
+
+@dataclass
+class VectorData:
+    """Everything search needs in memory, in product order (`rows` ascending)."""
+
+    rows: np.ndarray  # (n_products,) int64 store row ids
+    ids: list[str]
+    text_vectors: np.ndarray  # (n_products, d_text) float32, normalised
+    image_features: np.ndarray  # (n_images, d_image) float32, raw
+    image_product: np.ndarray  # (n_images,) int32 product position; images grouped by product
+    image_position: np.ndarray  # (n_images,) int16 position of the image within its product
+    facets: dict[str, tuple[np.ndarray, np.ndarray, list[str]]]  # field -> (product pos, value code, values)
+
+
+class CollectionStore(Protocol):
+    name: str
+
+    def generation(self) -> int: ...
+    def count(self) -> int: ...
+    def info(self) -> dict[str, Any]: ...
+    def set_meta(self, key: str, value: str) -> None: ...
+    def product_hashes(self) -> dict[str, str]: ...
+    def upsert(self, products: Sequence[ProductWrite]) -> None: ...
+    def delete(self, ids: Iterable[str]) -> int: ...
+    def get_products(self, ids: Sequence[str]) -> list[Product]: ...
+    def filter_rows(self, filters: Filters) -> np.ndarray: ...
+    def keyword_scores(self, query: str) -> tuple[np.ndarray, np.ndarray]: ...
+    def load_vectors(self, facet_fields: Sequence[str]) -> VectorData: ...
+    def close(self) -> None: ...

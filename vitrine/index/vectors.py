@@ -1,0 +1,107 @@
+"""In-memory vectors of one collection: exact inner-product search with numpy up to a size limit,
+faiss HNSW candidates above it (then re-scored exactly)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from vitrine.index.store import VectorData
+from vitrine.search.scoring import best_per_product, image_search_vectors
+
+log = logging.getLogger(__name__)
+
+HNSW_NEIGHBOURS = 32
+HNSW_EF_SEARCH = 128
+
+
+def build_hnsw(vectors: np.ndarray) -> Any:
+    import faiss
+
+    index = faiss.IndexHNSWFlat(vectors.shape[1], HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = 80
+    index.hnsw.efSearch = HNSW_EF_SEARCH
+    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return index
+
+
+@dataclass
+class CollectionVectors:
+    generation: int
+    data: VectorData
+    image_vectors: np.ndarray  # (n_images, d) unit vectors
+    image_start: np.ndarray  # (n_products,) index of each product's first image
+    image_count: np.ndarray  # (n_products,) how many images each product has
+    text_ann: Any = None
+    image_ann: Any = None
+    _positions: dict[str, int] | None = None
+
+    @classmethod
+    def build(cls, data: VectorData, *, generation: int, exact_limit: int) -> CollectionVectors:
+        image_vectors = image_search_vectors(data.image_features) if len(data.image_features) else \
+            np.zeros((0, 0), dtype=np.float32)
+        products = np.arange(len(data.ids))
+        start = np.searchsorted(data.image_product, products, side="left")
+        count = np.searchsorted(data.image_product, products, side="right") - start
+        vectors = cls(generation=generation, data=data, image_vectors=image_vectors, image_start=start,
+                      image_count=count)
+        if len(data.ids) > exact_limit:
+            log.info("building HNSW indexes", extra={"products": len(data.ids), "images": len(image_vectors)})
+            vectors.text_ann = build_hnsw(data.text_vectors)
+            vectors.image_ann = build_hnsw(image_vectors)
+        return vectors
+
+    @property
+    def size(self) -> int:
+        return len(self.data.ids)
+
+    @property
+    def exact(self) -> bool:
+        return self.text_ann is None
+
+    def position_of(self, product_id: str) -> int | None:
+        if self._positions is None:
+            self._positions = {pid: i for i, pid in enumerate(self.data.ids)}
+        return self._positions.get(product_id)
+
+    def positions_of_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Product positions (ascending) for store rows; rows unknown to this snapshot are dropped."""
+        return np.intersect1d(rows, self.data.rows, assume_unique=True, return_indices=True)[2]
+
+    def text_scores(self, query: np.ndarray, positions: np.ndarray | None = None) -> np.ndarray:
+        """Cosine of each product's text vector (all products, or those at `positions`)."""
+        if positions is None:
+            return self.data.text_vectors @ query
+        if len(positions) > self.size // 4:  # one full product beats a large gather
+            return (self.data.text_vectors @ query)[positions]
+        return self.data.text_vectors[positions] @ query
+
+    def image_scores(self, query: np.ndarray, positions: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Per product (all, or those at `positions`): the best image's cosine and that image's index."""
+        if positions is None:
+            if len(self.image_vectors) == 0:
+                return np.full(self.size, -np.inf, dtype=np.float32), np.full(self.size, -1, dtype=np.int64)
+            return best_per_product(self.image_vectors @ query, self.data.image_product, self.size)
+        if len(positions) > self.size // 4:
+            best, which = self.image_scores(query)
+            return best[positions], which[positions]
+        starts, counts = self.image_start[positions], self.image_count[positions]
+        images = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+        owners = np.repeat(np.arange(len(positions)), counts)
+        best, which_local = best_per_product(self.image_vectors[images] @ query, owners, len(positions))
+        which = np.where(which_local >= 0, images[np.maximum(which_local, 0)], -1)
+        return best, which
+
+    def ann_candidates(self, text_query: np.ndarray | None, image_query: np.ndarray | None, n: int) -> np.ndarray:
+        """Product positions near either query, for exact re-scoring (approximate mode only)."""
+        found: list[np.ndarray] = []
+        if text_query is not None:
+            _, ids = self.text_ann.search(text_query[None, :].astype(np.float32), n)
+            found.append(ids[0][ids[0] >= 0])
+        if image_query is not None:
+            _, ids = self.image_ann.search(image_query[None, :].astype(np.float32), n)
+            found.append(self.data.image_product[ids[0][ids[0] >= 0]])
+        return np.unique(np.concatenate(found)) if found else np.zeros(0, dtype=np.int64)

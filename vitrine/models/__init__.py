@@ -1,0 +1,1 @@
+"""Encoders: images and texts to vectors, plus the defensive image decoding they share."""

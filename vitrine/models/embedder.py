@@ -1,0 +1,63 @@
+"""From image bytes to raw features: decode defensively, preprocess, encode, with the content-hash cache."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from vitrine.models.feature_cache import FeatureCache
+from vitrine.models.image_encoder import ImageEncoder
+from vitrine.models.imaging import decode_image, to_model_input
+
+
+class ImageEmbedder:
+    def __init__(
+        self, encoder: ImageEncoder, *, cache: FeatureCache | None, max_pixels: int, batch_size: int, threads: int
+    ) -> None:
+        self.encoder = encoder
+        self.cache = cache
+        self.max_pixels = max_pixels
+        self.batch_size = batch_size
+        self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="decode")
+
+    @property
+    def dim(self) -> int:
+        return self.encoder.dim
+
+    def preprocess(self, data: bytes) -> np.ndarray:
+        """Bytes to model input; raises ImageError for anything that is not a sound, reasonably sized image."""
+        spec = self.encoder.spec
+        image = decode_image(data, max_pixels=self.max_pixels, draft_px=spec.size_px)
+        return to_model_input(image, size_px=spec.size_px, mean=spec.mean, std=spec.std)
+
+    def preprocess_many(self, blobs: Sequence[bytes]) -> list[np.ndarray | Exception]:
+        """Decodes in a thread pool (PIL releases the GIL); each item is an array or the error it raised."""
+
+        def attempt(data: bytes) -> np.ndarray | Exception:
+            try:
+                return self.preprocess(data)
+            except Exception as exc:  # returned, not raised: one bad image must not fail its batch
+                return exc
+
+        return list(self._pool.map(attempt, blobs))
+
+    def encode_arrays(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
+        out = np.zeros((len(arrays), self.dim), dtype=np.float32)
+        for start in range(0, len(arrays), self.batch_size):
+            out[start : start + self.batch_size] = self.encoder.encode(np.stack(arrays[start : start + self.batch_size]))
+        return out
+
+    def features(self, data: bytes) -> np.ndarray:
+        """Raw features of one image (a query): (dim,) float32. Raises ImageError."""
+        sha = hashlib.sha256(data).hexdigest()
+        if self.cache is not None:
+            cached = self.cache.get_many([sha]).get(sha)
+            if cached is not None:
+                return cached
+        return self.encoder.encode(self.preprocess(data)[None])[0]
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,57 @@
+"""Image features cached by the image's content hash: each image is encoded once, across ingests,
+collections and restarts (an ingest killed half-way resumes without re-encoding)."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+
+
+class FeatureCache:
+    def __init__(self, path: Path, *, dim: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.dim = dim
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=10000")
+        self._db.execute("CREATE TABLE IF NOT EXISTS features(sha256 TEXT PRIMARY KEY, vector BLOB NOT NULL)")
+
+    def get_many(self, hashes: Iterable[str]) -> dict[str, np.ndarray]:
+        hashes = list(dict.fromkeys(hashes))
+        found: dict[str, np.ndarray] = {}
+        with self._lock:
+            for start in range(0, len(hashes), 500):
+                chunk = hashes[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for sha, blob in self._db.execute(
+                    f"SELECT sha256, vector FROM features WHERE sha256 IN ({marks})", chunk
+                ):
+                    vector = np.frombuffer(blob, dtype=np.float32)
+                    if vector.shape == (self.dim,):
+                        found[sha] = vector
+        return found
+
+    def put_many(self, vectors: Mapping[str, np.ndarray]) -> None:
+        if not vectors:
+            return
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO features(sha256, vector) VALUES(?, ?)",
+                    [(sha, np.asarray(v, dtype=np.float32).tobytes()) for sha, v in vectors.items()],
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

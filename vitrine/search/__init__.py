@@ -1,0 +1,1 @@
+"""Search: queries, pure scoring functions, and the searcher that ties store, index and encoders."""

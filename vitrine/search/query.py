@@ -1,0 +1,95 @@
+"""What a search asks and what it answers: frozen dataclasses, validated at construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from vitrine.errors import InvalidInput
+from vitrine.index.store import Filters
+
+MAX_TOP_K = 1000
+MAX_OFFSET = 10_000
+MAX_TEXT_CHARS = 1000
+
+
+@dataclass(frozen=True)
+class Query:
+    """A text, an image (bytes), or both; or a product id for "more like this"."""
+
+    text: str | None = None
+    image: bytes | None = None
+    product_id: str | None = None
+    collection: str | None = None  # None: every collection
+    alpha: float | None = None  # 1 = image only, 0 = text only; default 0.5 when both are given
+    filters: Filters = field(default_factory=Filters)
+    facets: tuple[str, ...] = ("category", "colour")
+    top_k: int = 10
+    offset: int = 0
+    min_score: float | None = None
+
+    def __post_init__(self) -> None:
+        text = (self.text or "").strip()
+        object.__setattr__(self, "text", text or None)
+        if self.text is None and self.image is None and self.product_id is None:
+            raise InvalidInput("the query is empty: give a text, an image or a product id", field="text")
+        if self.text is not None and len(self.text) > MAX_TEXT_CHARS:
+            raise InvalidInput(f"text is over {MAX_TEXT_CHARS} characters", field="text")
+        if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
+            raise InvalidInput("alpha must be between 0 and 1", field="alpha")
+        if not 1 <= self.top_k <= MAX_TOP_K:
+            raise InvalidInput(f"top_k must be between 1 and {MAX_TOP_K}", field="top_k")
+        if not 0 <= self.offset <= MAX_OFFSET:
+            raise InvalidInput(f"offset must be between 0 and {MAX_OFFSET}", field="offset")
+        if self.min_score is not None and not -1.0 <= self.min_score <= 1.0:
+            raise InvalidInput("min_score must be between -1 and 1", field="min_score")
+        for name, bounds in self.filters.ranges.items():
+            if bounds.low is not None and bounds.high is not None and bounds.low > bounds.high:
+                raise InvalidInput(f"range of {name!r} has its minimum above its maximum", field="filters")
+
+    @property
+    def effective_alpha(self) -> float:
+        return 0.5 if self.alpha is None else self.alpha
+
+
+@dataclass(frozen=True)
+class Hit:
+    collection: str
+    id: str
+    title: str
+    price: float | None
+    category: str
+    colour: str
+    main_image: str | None
+    matched_image: str | None
+    matched_image_position: int | None
+    score: float
+    scores: dict[str, float]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "collection": self.collection, "id": self.id, "title": self.title, "price": self.price,
+            "category": self.category, "colour": self.colour, "main_image": self.main_image,
+            "matched_image": self.matched_image, "matched_image_position": self.matched_image_position,
+            "score": round(self.score, 6), "scores": {k: round(v, 6) for k, v in self.scores.items()},
+        }
+
+
+@dataclass(frozen=True)
+class SearchResponse:
+    hits: list[Hit]
+    total: int  # products that matched the filters (and min_score)
+    facets: dict[str, dict[str, int]]
+    timing_ms: dict[str, float]
+    offset: int
+    top_k: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "hits": [h.as_dict() for h in self.hits],
+            "total": self.total,
+            "offset": self.offset,
+            "top_k": self.top_k,
+            "facets": self.facets,
+            "timing_ms": {k: round(v, 2) for k, v in self.timing_ms.items()},
+        }

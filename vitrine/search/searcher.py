@@ -1,0 +1,197 @@
+"""Runs a Query over one or more collections: encode, score every signal exactly on the (filtered)
+candidates, fuse, page, and fetch the page's products."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from vitrine.errors import NotFound
+from vitrine.index.store import CollectionStore, Product
+from vitrine.index.vectors import CollectionVectors
+from vitrine.models.embedder import ImageEmbedder
+from vitrine.models.text_encoder import TextEncoder
+from vitrine.search.query import Hit, Query, SearchResponse
+from vitrine.search.scoring import facet_counts, fuse, image_search_vectors, normalise_rows, saturate, top_indices
+
+# bm25 of about this value maps to a keyword score of 0.5 (a title word plus a category/colour word).
+KEYWORD_HALF_POINT = 8.0
+ANN_CANDIDATES = 2000
+
+
+@dataclass(frozen=True)
+class SearchTarget:
+    """One open collection as the searcher needs it: its store, and its current in-memory vectors."""
+
+    name: str
+    store: CollectionStore
+    vectors: Callable[[], CollectionVectors]
+
+
+@dataclass
+class _Scored:
+    target: SearchTarget
+    vectors: CollectionVectors
+    positions: np.ndarray
+    total: np.ndarray
+    signals: dict[str, np.ndarray]
+    matched_image: np.ndarray | None
+
+
+class Searcher:
+    def __init__(self, *, text_encoder: TextEncoder, image_embedder: ImageEmbedder, keyword_weight: float) -> None:
+        self.text_encoder = text_encoder
+        self.image_embedder = image_embedder
+        self.keyword_weight = keyword_weight
+
+    def search(self, query: Query, targets: Sequence[SearchTarget]) -> SearchResponse:
+        started = time.perf_counter()
+        text_vector = self.text_encoder.encode([query.text])[0] if query.text else None
+        image_vector = None
+        if query.image is not None:
+            image_vector = image_search_vectors(self.image_embedder.features(query.image)[None])[0]
+        exclude: tuple[str, str] | None = None
+        if query.product_id is not None:
+            target = targets[0]
+            text_vector, image_vector = self._product_vectors(target, query.product_id)
+            exclude = (target.name, query.product_id)
+        encoded = time.perf_counter()
+
+        scored = [self._score(query, t, text_vector, image_vector, exclude) for t in targets]
+        facets: dict[str, dict[str, int]] = {}
+        for s in scored:
+            mask = np.zeros(s.vectors.size, dtype=bool)
+            mask[s.positions] = True
+            for name in query.facets:
+                if name in s.vectors.data.facets:
+                    counts = facet_counts(*s.vectors.data.facets[name], mask)
+                    merged = facets.setdefault(name, {})
+                    for value, n in counts.items():
+                        merged[value] = merged.get(value, 0) + n
+        facets = {k: dict(sorted(v.items(), key=lambda kv: (-kv[1], kv[0]))) for k, v in facets.items()}
+
+        totals = np.concatenate([s.total for s in scored]) if scored else np.zeros(0, dtype=np.float32)
+        owner = np.concatenate([np.full(len(s.total), i) for i, s in enumerate(scored)]) if scored else totals
+        local = np.concatenate([np.arange(len(s.total)) for s in scored]) if scored else totals
+        keep = np.isfinite(totals)
+        if query.min_score is not None:
+            keep &= totals >= query.min_score
+        eligible = np.flatnonzero(keep)
+        ranked = eligible[top_indices(totals[eligible], query.offset + query.top_k)][query.offset :]
+        scored_at = time.perf_counter()
+
+        hits = self._hits(ranked, scored, owner, local, totals)
+        done = time.perf_counter()
+        return SearchResponse(
+            hits=hits,
+            total=int(len(eligible)),
+            facets=facets,
+            timing_ms={
+                "encode": (encoded - started) * 1000,
+                "index": (scored_at - encoded) * 1000,
+                "fetch": (done - scored_at) * 1000,
+                "total": (done - started) * 1000,
+            },
+            offset=query.offset,
+            top_k=query.top_k,
+        )
+
+    def _product_vectors(self, target: SearchTarget, product_id: str) -> tuple[np.ndarray, np.ndarray | None]:
+        vectors = target.vectors()
+        position = vectors.position_of(product_id)
+        if position is None:
+            raise NotFound(f"product {product_id!r} is not in collection {target.name!r}", field="product_id")
+        text = vectors.data.text_vectors[position]
+        start, count = vectors.image_start[position], vectors.image_count[position]
+        image = None
+        if count:
+            image = normalise_rows(vectors.image_vectors[start : start + count].mean(axis=0)[None])[0]
+        return text, image
+
+    def _score(
+        self,
+        query: Query,
+        target: SearchTarget,
+        text_vector: np.ndarray | None,
+        image_vector: np.ndarray | None,
+        exclude: tuple[str, str] | None,
+    ) -> _Scored:
+        vectors = target.vectors()
+        positions: np.ndarray | None = None
+        if query.filters:
+            positions = vectors.positions_of_rows(target.store.filter_rows(query.filters))
+        elif not vectors.exact:
+            wanted = max(ANN_CANDIDATES, 10 * (query.offset + query.top_k))
+            positions = vectors.ann_candidates(text_vector, image_vector, wanted)
+        signals: dict[str, np.ndarray] = {}
+        text_score = image_score = matched = None
+        if text_vector is not None:
+            semantic = vectors.text_scores(text_vector, positions)
+            signals["semantic"] = semantic
+            text_score = semantic
+            if query.text:
+                keyword = self._keyword_scores(target, vectors, query.text, positions)
+                signals["keyword"] = keyword
+                text_score = (1 - self.keyword_weight) * semantic + self.keyword_weight * keyword
+            signals["text"] = text_score
+        if image_vector is not None:
+            image_score, matched = vectors.image_scores(image_vector, positions)
+            signals["image"] = image_score
+        alpha = query.effective_alpha
+        if query.product_id is not None and image_score is not None and text_score is not None:
+            # "more like this": images first, product text as the tie-breaker
+            total = fuse(image_score, text_score, 0.5 if query.alpha is None else alpha)
+        else:
+            total = fuse(image_score, text_score, alpha)
+        total = np.asarray(total, dtype=np.float32)
+        final_positions = np.arange(vectors.size) if positions is None else positions
+        if exclude is not None and exclude[0] == target.name:
+            own = vectors.position_of(exclude[1])
+            total = np.where(final_positions == own, -np.inf, total).astype(np.float32)
+        return _Scored(target, vectors, final_positions, total, signals, matched)
+
+    @staticmethod
+    def _keyword_scores(
+        target: SearchTarget, vectors: CollectionVectors, text: str, positions: np.ndarray | None
+    ) -> np.ndarray:
+        rows, bm25 = target.store.keyword_scores(text)
+        full = np.zeros(vectors.size, dtype=np.float32)
+        if len(rows):
+            _, found, at = np.intersect1d(rows, vectors.data.rows, assume_unique=True, return_indices=True)
+            full[at] = saturate(bm25[found], KEYWORD_HALF_POINT)
+        return full if positions is None else full[positions]
+
+    @staticmethod
+    def _hits(
+        ranked: np.ndarray, scored: list[_Scored], owner: np.ndarray, local: np.ndarray, totals: np.ndarray
+    ) -> list[Hit]:
+        wanted: dict[int, list[str]] = {}
+        for i in ranked:
+            s = scored[int(owner[i])]
+            wanted.setdefault(int(owner[i]), []).append(s.vectors.data.ids[int(s.positions[int(local[i])])])
+        products: dict[tuple[int, str], Product] = {}
+        for o, ids in wanted.items():
+            for p in scored[o].target.store.get_products(ids):
+                products[(o, p.id)] = p
+        hits: list[Hit] = []
+        for i in ranked:
+            o, li = int(owner[i]), int(local[i])
+            s = scored[o]
+            product = products.get((o, s.vectors.data.ids[int(s.positions[li])]))
+            if product is None:  # deleted between scoring and fetching
+                continue
+            matched_ref = matched_pos = None
+            if s.matched_image is not None and s.matched_image[li] >= 0:
+                matched_pos = int(s.vectors.data.image_position[s.matched_image[li]])
+                matched_ref = next((im.ref for im in product.images if im.position == matched_pos), None)
+            main = product.main_image
+            hits.append(Hit(
+                collection=s.target.name, id=product.id, title=product.title, price=product.price,
+                category=product.category, colour=product.colour, main_image=main.ref if main else None,
+                matched_image=matched_ref, matched_image_position=matched_pos, score=float(totals[i]),
+                scores={k: float(v[li]) for k, v in s.signals.items()},
+            ))
+        return hits

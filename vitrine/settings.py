@@ -1,0 +1,74 @@
+"""The one settings object: defaults < config file (TOML) < environment (VITRINE_*)."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "vitrine"
+
+
+class Settings(BaseSettings):
+    """Everything configurable. Read once at the edge (CLI, API) and passed down as plain values."""
+
+    model_config = SettingsConfigDict(env_prefix="VITRINE_", extra="forbid")
+
+    home: Path = Field(default_factory=_default_home, description="Where collections, models and caches live.")
+    data_dir: Path = Field(Path("../shared/data"), description="The shared real data (demo catalog, dev sets).")
+    demo_catalog: Path | None = Field(None, description="Demo catalog; defaults to <data_dir>/luma/catalog.csv.")
+    threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
+    batch_size: int = Field(32, ge=1, le=1024, description="Images per encoder batch.")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="Decompression-bomb guard.")
+    max_download_bytes: int = Field(20_000_000, ge=1)
+    download_timeout_s: float = Field(10.0, gt=0)
+    download_retries: int = Field(2, ge=0, le=10)
+    download_concurrency: int = Field(8, ge=1, le=64)
+    allow_private_urls: bool = Field(False, description="Allow fetching loopback/private/link-local hosts.")
+    exact_search_limit: int = Field(
+        250_000, ge=0, description="Up to this many vectors a collection is searched exactly; above, HNSW."
+    )
+    keyword_weight: float = Field(0.35, ge=0, le=1, description="Share of the keyword signal in text scores.")
+
+    @field_validator("home", "data_dir", mode="after")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @property
+    def demo_catalog_path(self) -> Path:
+        return self.demo_catalog or self.data_dir / "luma" / "catalog.csv"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlFileSource(settings_cls))
+
+
+class _TomlFileSource(PydanticBaseSettingsSource):
+    """Reads `VITRINE_CONFIG` (or ./vitrine.toml if present): flat keys named like the fields."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get("VITRINE_CONFIG")
+        candidate = Path(path) if path else Path("vitrine.toml")
+        if not candidate.is_file():
+            return {}
+        with candidate.open("rb") as fh:
+            data = tomllib.load(fh)
+        return dict(data.get("vitrine", data))
