@@ -123,13 +123,14 @@ class SqliteStore:
                 self._db.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One IMMEDIATE transaction that also bumps the generation; rolled back on any error."""
+    def _write(self, *, bump: bool = True) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction, rolled back on any error. Writes to products bump the
+        generation, which tells in-memory indexes to reload."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
-                if self._db.execute("SELECT name FROM sqlite_master WHERE name='meta'").fetchone():
+                if bump:
                     self._db.execute(
                         "INSERT INTO meta(key, value) VALUES('generation', '1') ON CONFLICT(key) "
                         "DO UPDATE SET value = CAST(value AS INTEGER) + 1"
@@ -151,7 +152,7 @@ class SqliteStore:
         return int(row[0]) if row else 0
 
     def set_meta(self, key: str, value: str) -> None:
-        with self._write() as db:
+        with self._write(bump=False) as db:
             db.execute("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                        (key, value))
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from vitrine.errors import ModelUnavailable
+from vitrine.models.export_quiet import quiet_export
 from vitrine.models.registry import ImageModelSpec
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,8 @@ class ImageEncoder:
             import onnxruntime as ort
 
             if not self.model_path.is_file():
-                export_onnx(self.spec, self.model_path)
+                with quiet_export():
+                    export_onnx(self.spec, self.model_path)
             options = ort.SessionOptions()
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1

@@ -60,7 +60,9 @@ def decode_image(data: bytes, *, max_pixels: int, draft_px: int | None = None) -
             return _to_rgb(image)
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"image is over the limit of {max_pixels} pixels (decompression bomb guard)") from exc
+    except UnidentifiedImageError as exc:
         raise ImageError(f"unreadable image: {exc}") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated or corrupt data
         raise ImageError(f"corrupt or truncated image: {exc}") from exc

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from vitrine.errors import ModelUnavailable
+from vitrine.models.export_quiet import quiet_export
 from vitrine.models.registry import TextModelSpec
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,8 @@ class TextEncoder:
             from tokenizers import Tokenizer
 
             if not self.model_path.is_file():
-                export_onnx(self.spec, self.model_path)
+                with quiet_export():
+                    export_onnx(self.spec, self.model_path)
             try:
                 tokenizer = Tokenizer.from_file(str(_model_dir(self.spec) / "tokenizer.json"))
                 tokenizer.no_padding()  # the shipped tokenizer pads to 128: we pad per batch

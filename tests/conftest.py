@@ -1,0 +1,98 @@
+"""Shared fixtures: the real shared data, real models (exported once per session), real SQLite."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vitrine.engine import Engine
+from vitrine.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("VITRINE_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
+LUMA = DATA / "luma"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if not (LUMA / "catalog.csv").is_file():
+        raise pytest.UsageError(f"the shared data is missing at {DATA}; set VITRINE_DATA_DIR")
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ONNX models exported once for the whole session (each engine links to them)."""
+    home = tmp_path_factory.mktemp("models-home")
+    engine = Engine(Settings(home=home, threads=2))
+    engine.warm()
+    engine.close()
+    return home / "models"
+
+
+def make_settings(home: Path, models_dir: Path, **overrides: object) -> Settings:
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "models").exists():
+        (home / "models").symlink_to(models_dir, target_is_directory=True)
+    return Settings(home=home, data_dir=DATA, threads=2, **overrides)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, models_dir: Path) -> Settings:
+    return make_settings(tmp_path / "home", models_dir)
+
+
+@pytest.fixture
+def engine(settings: Settings) -> Iterator[Engine]:
+    with Engine(settings) as e:
+        yield e
+
+
+def luma_rows() -> list[dict[str, str]]:
+    with (LUMA / "catalog.csv").open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def write_catalog(folder: Path, rows: list[dict[str, str]], name: str = "catalog.csv") -> Path:
+    """A catalog of Luma rows in `folder`, with the images it names copied beside it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for row in rows:
+        for ref in filter(None, row.get("images", "").split("|")):
+            source, target = LUMA / ref, folder / ref
+            if source.is_file() and not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)
+    path = folder / name
+    fields = list(rows[0].keys()) if rows else ["product_id"]
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def small_luma(tmp_path: Path) -> Path:
+    """12 real Luma products (hoodies, jackets, pants, bags) with their photos, in a private folder."""
+    wanted = {"MH01", "MH02", "MH03", "MJ01", "MJ02", "MP01", "MP02", "WH01", "WS01", "WP01", "24-MB01", "24-MB04"}
+    rows = [r for r in luma_rows() if r["product_id"] in wanted]
+    return write_catalog(tmp_path / "catalog", rows)
+
+
+@pytest.fixture(scope="session")
+def luma_home(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Path:
+    """A home holding the full Luma demo catalog as collection `luma`, ingested once per session."""
+    home = tmp_path_factory.mktemp("luma-home")
+    with Engine(make_settings(home, models_dir)) as engine:
+        report = engine.ingest("luma", LUMA / "catalog.csv")
+    assert report.completed and report.valid == 191
+    return home
+
+
+@pytest.fixture
+def luma_engine(luma_home: Path, models_dir: Path) -> Iterator[Engine]:
+    with Engine(make_settings(luma_home, models_dir)) as e:
+        yield e

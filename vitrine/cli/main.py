@@ -1,0 +1,253 @@
+"""`vitrine`: ingest catalogs, search them, manage collections. Parses, calls the engine, prints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from vitrine import __version__
+from vitrine.catalog.columns import parse_mapping
+from vitrine.cli.format import format_collections, format_report, format_response
+from vitrine.engine import Engine, open_engine
+from vitrine.errors import InvalidInput, ModelUnavailable, NotFound, VitrineError
+from vitrine.index.store import Filters, RangeFilter
+from vitrine.logs import configure_logging
+from vitrine.search.query import Query
+from vitrine.settings import Settings
+
+EXIT_CODES: dict[type[VitrineError], int] = {InvalidInput: 2, NotFound: 3, ModelUnavailable: 4}
+
+
+def _print(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def parse_filters(equals: Sequence[str], ranges: Sequence[str], min_price: float | None,
+                  max_price: float | None) -> Filters:
+    """`field=a,b` (one of) and `field=low:high` (either end may be empty) to Filters."""
+    eq: dict[str, tuple[str, ...]] = {}
+    for item in equals:
+        name, sep, values = item.partition("=")
+        parts = tuple(v.strip() for v in values.split(",") if v.strip())
+        if not sep or not name.strip() or not parts:
+            raise InvalidInput(f"filter {item!r} is not of the form field=value[,value...]", field="filter")
+        eq[name.strip()] = eq.get(name.strip(), ()) + parts
+    rng: dict[str, RangeFilter] = {}
+    for item in ranges:
+        name, sep, bounds = item.partition("=")
+        low, colon, high = bounds.partition(":")
+        try:
+            if not sep or not colon or not name.strip():
+                raise ValueError
+            rng[name.strip()] = RangeFilter(float(low) if low.strip() else None, float(high) if high.strip() else None)
+        except ValueError:
+            raise InvalidInput(f"range {item!r} is not of the form field=low:high", field="range") from None
+    if min_price is not None or max_price is not None:
+        rng["price"] = RangeFilter(min_price, max_price)
+    return Filters(equals=eq, ranges=rng)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vitrine", description="Fashion search over your product catalogs.")
+    parser.add_argument("--version", action="version", version=f"vitrine {__version__}")
+    parser.add_argument("--home", type=Path, help="data home (default: $VITRINE_HOME or ~/.local/share/vitrine)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details (JSON lines on stderr)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ingest = sub.add_parser("ingest", help="add or update a collection from a CSV, JSON or JSONL catalog")
+    ingest.add_argument("catalog", type=Path)
+    ingest.add_argument("--collection", "-c", required=True)
+    ingest.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN",
+                        help="map a product field (id, title, description, category, colour, price, images)")
+    ingest.add_argument("--format", choices=["csv", "tsv", "json", "jsonl"])
+    ingest.add_argument("--prune", action="store_true", help="delete products that are no longer in the file")
+    ingest.add_argument("--report", type=Path, help="also write the validation report (JSON) here")
+    ingest.add_argument("--json", action="store_true", help="print the report as JSON")
+    ingest.add_argument("--no-progress", action="store_true")
+
+    def add_search_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--filter", "-f", action="append", default=[], metavar="FIELD=V1[,V2]",
+                       help="keep products whose FIELD is one of the values (case-insensitive)")
+        p.add_argument("--range", action="append", default=[], metavar="FIELD=LOW:HIGH")
+        p.add_argument("--min-price", type=float)
+        p.add_argument("--max-price", type=float)
+        p.add_argument("--top-k", "-k", type=int, default=10)
+        p.add_argument("--offset", type=int, default=0)
+        p.add_argument("--min-score", type=float)
+        p.add_argument("--json", action="store_true")
+
+    search = sub.add_parser("search", help="search by text, image, or both")
+    search.add_argument("collection", nargs="?", help="collection to search (default: all of them)")
+    search.add_argument("--text", "-t")
+    search.add_argument("--image", "-i", help="path or http(s) URL of a query photo")
+    search.add_argument("--alpha", type=float, help="weight of the image when both are given (1 = image only)")
+    add_search_options(search)
+
+    similar = sub.add_parser("similar", help="products like a given product")
+    similar.add_argument("collection")
+    similar.add_argument("product_id")
+    similar.add_argument("--alpha", type=float, help="weight of the images against the product text")
+    add_search_options(similar)
+
+    collections = sub.add_parser("collections", help="list, inspect or delete collections")
+    csub = collections.add_subparsers(dest="action")
+    clist = csub.add_parser("list")
+    clist.add_argument("--json", action="store_true")
+    cinfo = csub.add_parser("info")
+    cinfo.add_argument("name")
+    cinfo.add_argument("--json", action="store_true")
+    cdel = csub.add_parser("delete")
+    cdel.add_argument("name")
+
+    demo = sub.add_parser("demo", help="ingest the demo catalog (if needed) and run example searches")
+    demo.add_argument("--catalog", type=Path, help="demo catalog (default: <data_dir>/luma/catalog.csv)")
+    return parser
+
+
+def _progress_bar(enabled: bool) -> Any:
+    if not enabled:
+        return None, None
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, unit="product", dynamic_ncols=True, file=sys.stderr, smoothing=0.1)
+
+    def update(done: int, total: int, images: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.set_postfix(images=images, refresh=False)
+        bar.refresh()
+
+    return bar, update
+
+
+def cmd_ingest(engine: Engine, args: argparse.Namespace) -> int:
+    bar, update = _progress_bar(not args.no_progress and not args.json and sys.stderr.isatty())
+    try:
+        report = engine.ingest(args.collection, args.catalog, mapping=parse_mapping(args.map), fmt=args.format,
+                               prune=args.prune, progress=update)
+    finally:
+        if bar is not None:
+            bar.close()
+    saved = engine.store(args.collection).meta().get("last_ingest_report")
+    if args.report:
+        report.save(args.report)
+    if args.json:
+        _print_json({**report.as_dict(), "report_path": saved})
+    else:
+        _print(format_report(report, path=saved))
+    return 0
+
+
+def _query(args: argparse.Namespace, engine: Engine, **kwargs: Any) -> Query:
+    return Query(
+        filters=parse_filters(args.filter, args.range, args.min_price, args.max_price),
+        top_k=args.top_k, offset=args.offset, min_score=args.min_score, alpha=args.alpha, **kwargs,
+    )
+
+
+def cmd_search(engine: Engine, args: argparse.Namespace) -> int:
+    if args.collection:
+        engine.store(args.collection)  # unknown collection: a clear error before any model loads
+    image = engine.load_query_image(args.image) if args.image else None
+    response = engine.search(_query(args, engine, text=args.text, image=image, collection=args.collection))
+    if args.json:
+        _print_json(response.as_dict())
+    else:
+        _print(format_response(response, show_collection=not args.collection))
+    return 0
+
+
+def cmd_similar(engine: Engine, args: argparse.Namespace) -> int:
+    engine.get_product(args.collection, args.product_id)
+    response = engine.search(_query(args, engine, product_id=args.product_id, collection=args.collection))
+    if args.json:
+        _print_json(response.as_dict())
+    else:
+        _print(format_response(response, show_collection=False))
+    return 0
+
+
+def cmd_collections(engine: Engine, args: argparse.Namespace) -> int:
+    action = args.action or "list"
+    if action == "list":
+        infos = engine.collections()
+        _print_json(infos) if getattr(args, "json", False) else _print(format_collections(infos))
+    elif action == "info":
+        info = engine.collection_info(args.name)
+        _print_json(info) if args.json else _print("\n".join(f"{k}: {v}" for k, v in info.items()))
+    elif action == "delete":
+        engine.delete_collection(args.name)
+        _print(f"deleted collection {args.name}")
+    return 0
+
+
+def cmd_demo(engine: Engine, args: argparse.Namespace) -> int:
+    catalog = args.catalog or engine.settings.demo_catalog_path
+    if not catalog.is_file():
+        raise InvalidInput(f"demo catalog not found at {catalog}; set VITRINE_DATA_DIR or pass --catalog",
+                           field="catalog")
+    bar, update = _progress_bar(sys.stderr.isatty())
+    try:
+        report = engine.ingest("demo", catalog, progress=update)
+    finally:
+        if bar is not None:
+            bar.close()
+    _print(format_report(report, path=None, max_problems=5))
+    first_image = engine.get_product("demo", engine.vectors("demo").data.ids[0]).main_image
+    examples: list[tuple[str, Query]] = [
+        ('text "black hoodie"', Query(text="black hoodie", collection="demo", top_k=5)),
+        ('text "yoga pants" under 50', Query(text="yoga pants", collection="demo", top_k=5,
+                                              filters=Filters(ranges={"price": RangeFilter(None, 50)}))),
+    ]
+    if first_image is not None:
+        examples.append((f"photo {first_image.ref}", Query(image=Path(first_image.path).read_bytes(),
+                                                           collection="demo", top_k=5)))
+    examples.append(("more like MH01", Query(product_id="MH01", collection="demo", top_k=5)))
+    width = shutil.get_terminal_size((100, 20)).columns
+    for title, query in examples:
+        _print("\n" + f"== {title} ".ljust(min(width, 100), "="))
+        try:
+            _print(format_response(engine.search(query), show_collection=False))
+        except NotFound as exc:
+            _print(f"skipped: {exc}")
+    return 0
+
+
+COMMANDS = {"ingest": cmd_ingest, "search": cmd_search, "similar": cmd_similar,
+            "collections": cmd_collections, "demo": cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(logging.INFO if args.verbose else logging.WARNING)
+    try:
+        settings = Settings(**({"home": args.home} if args.home else {}))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        sys.stderr.write(f"error: setting {'.'.join(map(str, first['loc']))}: {first['msg']}\n")
+        return 2
+    try:
+        with open_engine(settings) as engine:
+            return COMMANDS[args.command](engine, args)
+    except VitrineError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return next((code for cls, code in EXIT_CODES.items() if isinstance(exc, cls)), 1)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
