@@ -1,0 +1,164 @@
+"""Search over the full Luma catalog: the must-show queries, filters against brute force, facets,
+paging, thresholds, several collections, "more like this", and bad queries."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import LUMA, make_settings, write_catalog, luma_rows
+from vitrine.engine import Engine
+from vitrine.errors import ImageError, InvalidInput, NotFound
+from vitrine.index.store import Filters, RangeFilter
+from vitrine.search.query import Query
+
+HOODIE_CATEGORIES = {"Hoodies & Sweatshirts"}
+
+
+def test_black_hoodie_text_query(luma_engine: Engine) -> None:
+    response = luma_engine.search(Query(text="black hoodie", collection="luma", top_k=5))
+    assert [h.category for h in response.hits] == ["Hoodies & Sweatshirts"] * 5
+    assert all("Black" in h.colour for h in response.hits[:3])
+    assert set(response.hits[0].scores) == {"semantic", "keyword", "text"}
+    assert response.timing_ms["total"] > 0
+
+
+def test_sku_hits_by_keyword(luma_engine: Engine) -> None:
+    assert luma_engine.search(Query(text="MJ02", collection="luma", top_k=1)).hits[0].id == "MJ02"
+
+
+@pytest.mark.parametrize("photo, product", [
+    ("mh01-gray_main.jpg", "MH01"), ("wj03-red_back.jpg", "WJ03"), ("ms01-blue_back.jpg", "MS01"),
+])
+def test_photo_query_finds_its_product_and_matched_image(luma_engine: Engine, photo: str, product: str) -> None:
+    hit = luma_engine.search(Query(image=(LUMA / "images" / photo).read_bytes(), collection="luma", top_k=3)).hits[0]
+    assert hit.id == product
+    assert hit.matched_image == f"images/{photo}"
+    assert hit.scores["image"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_more_like_this_returns_other_hoodies(luma_engine: Engine) -> None:
+    hits = luma_engine.search(Query(product_id="MH01", collection="luma", top_k=5)).hits
+    assert "MH01" not in [h.id for h in hits]
+    assert sum(h.category in HOODIE_CATEGORIES for h in hits) >= 4
+
+
+def test_hybrid_alpha_moves_between_signals(luma_engine: Engine) -> None:
+    photo = (LUMA / "images" / "mp01-black_main.jpg").read_bytes()
+    text_only = luma_engine.search(Query(text="gym bag", image=photo, alpha=0.0, collection="luma", top_k=3))
+    image_only = luma_engine.search(Query(text="gym bag", image=photo, alpha=1.0, collection="luma", top_k=3))
+    assert text_only.hits[0].category == "Bags"
+    assert image_only.hits[0].id == "MP01"
+    for hit in text_only.hits:
+        assert hit.score == pytest.approx(hit.scores["text"], abs=1e-5)
+
+
+def _brute_force(engine: Engine, query: Query, keep: set[str], k: int) -> list[str]:
+    """Scores every product without filters, then filters in Python: the ground truth."""
+    everything = engine.search(Query(text=query.text, image=query.image, collection="luma", top_k=1000))
+    return [h.id for h in everything.hits if h.id in keep][:k]
+
+
+def _matching(engine: Engine, predicate: object) -> set[str]:
+    store = engine.store("luma")
+    products = store.get_products(list(store.product_hashes()))
+    return {p.id for p in products if predicate(p)}  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("filters, predicate", [
+    (Filters(equals={"category": ("Tees",)}), lambda p: p.category == "Tees"),
+    (Filters(equals={"colour": ("red", "Yellow")}),
+     lambda p: bool({"Red", "Yellow"} & set(p.colour.split("|")))),
+    (Filters(ranges={"price": RangeFilter(20, 45)}), lambda p: p.price is not None and 20 <= p.price <= 45),
+    (Filters(equals={"category": ("Pants", "Shorts"), "material": ("Cotton",)},
+             ranges={"price": RangeFilter(None, 60)}),
+     lambda p: p.category in ("Pants", "Shorts") and "Cotton" in p.attributes.get("material", "").split("|")
+     and p.price is not None and p.price <= 60),
+])
+def test_filtered_search_is_exact(luma_engine: Engine, filters: Filters, predicate: object) -> None:
+    keep = _matching(luma_engine, predicate)
+    assert 0 < len(keep) < 191
+    for text, image in [("black hoodie", None), ("running shorts", None),
+                        (None, (LUMA / "images" / "ms01-blue_main.jpg").read_bytes())]:
+        query = Query(text=text, image=image, collection="luma", top_k=7, filters=filters)
+        response = luma_engine.search(query)
+        assert [h.id for h in response.hits] == _brute_force(luma_engine, query, keep, 7)
+        assert response.total == len(keep)
+        assert sum(response.facets["category"].values()) == len(keep)
+
+
+def test_facets_count_the_filtered_set(luma_engine: Engine) -> None:
+    response = luma_engine.search(Query(text="jacket", collection="luma", filters=Filters(
+        ranges={"price": RangeFilter(None, 50)})))
+    cheap = _matching(luma_engine, lambda p: p.price is not None and p.price <= 50)
+    store = luma_engine.store("luma")
+    categories: dict[str, int] = {}
+    for p in store.get_products(sorted(cheap)):
+        categories[p.category] = categories.get(p.category, 0) + 1
+    assert response.facets["category"] == dict(sorted(categories.items(), key=lambda kv: (-kv[1], kv[0])))
+    assert response.facets["colour"]["Black"] > 0
+
+
+def test_paging_and_min_score(luma_engine: Engine) -> None:
+    full = [h.id for h in luma_engine.search(Query(text="women tank top", collection="luma", top_k=30)).hits]
+    pages = [luma_engine.search(Query(text="women tank top", collection="luma", top_k=10, offset=o)).hits
+             for o in (0, 10, 20)]
+    assert [h.id for h in itertools.chain(*pages)] == full
+    scored = luma_engine.search(Query(text="women tank top", collection="luma", top_k=50))
+    cut = scored.hits[9].score
+    above = luma_engine.search(Query(text="women tank top", collection="luma", top_k=50, min_score=cut))
+    assert [h.id for h in above.hits] == [h.id for h in scored.hits if h.score >= cut]
+    assert above.total == len(above.hits) >= 10
+
+
+def test_search_across_collections(luma_engine: Engine, tmp_path: Path) -> None:
+    rows = [r for r in luma_rows() if r["product_id"] in {"MH01", "WJ01"}]
+    luma_engine.ingest("mini", write_catalog(tmp_path / "mini", rows))
+    try:
+        response = luma_engine.search(Query(text="Chaz Kangeroo Hoodie", top_k=2))
+        assert {(h.collection, h.id) for h in response.hits} == {("luma", "MH01"), ("mini", "MH01")}
+    finally:
+        luma_engine.delete_collection("mini")
+    assert "mini" not in luma_engine.collection_names()
+
+
+def test_bad_queries(luma_engine: Engine) -> None:
+    for kwargs, field in [
+        ({}, "text"), ({"text": "   "}, "text"), ({"text": "x", "alpha": 1.5}, "alpha"),
+        ({"text": "x", "top_k": 0}, "top_k"), ({"text": "x", "top_k": 100_000}, "top_k"),
+        ({"text": "x", "offset": -1}, "offset"), ({"text": "x", "min_score": 7}, "min_score"),
+        ({"text": "x", "filters": Filters(ranges={"price": RangeFilter(50, 10)})}, "filters"),
+    ]:
+        with pytest.raises(InvalidInput) as error:
+            Query(**kwargs)  # type: ignore[arg-type]
+        assert error.value.field == field
+    with pytest.raises(NotFound):
+        luma_engine.search(Query(text="x", collection="nope"))
+    with pytest.raises(NotFound):
+        luma_engine.search(Query(product_id="NOPE", collection="luma"))
+    with pytest.raises(ImageError):
+        luma_engine.search(Query(image=b"GIF89a-not-really", collection="luma"))
+    with pytest.raises(ImageError):
+        luma_engine.load_query_image("/no/such/photo.jpg")
+
+
+def test_approximate_index_agrees_with_exact(luma_home: Path, models_dir: Path) -> None:
+    """Above the exact limit, HNSW proposes candidates that are then scored exactly."""
+    with Engine(make_settings(luma_home, models_dir, exact_search_limit=10)) as approx, \
+            Engine(make_settings(luma_home, models_dir)) as exact:
+        assert not approx.vectors("luma").exact and exact.vectors("luma").exact
+        for query in [Query(text="black hoodie", collection="luma", top_k=10),
+                      Query(image=(LUMA / "images" / "wj03-red_back.jpg").read_bytes(), collection="luma")]:
+            a = [h.id for h in approx.search(query).hits]
+            e = [h.id for h in exact.search(query).hits]
+            assert len(set(a) & set(e)) >= 9 and a[0] == e[0]
+
+
+def test_scores_are_deterministic(luma_engine: Engine) -> None:
+    a = luma_engine.search(Query(text="blue jacket", collection="luma", top_k=20))
+    b = luma_engine.search(Query(text="blue jacket", collection="luma", top_k=20))
+    assert [h.id for h in a.hits] == [h.id for h in b.hits]
+    assert np.allclose([h.score for h in a.hits], [h.score for h in b.hits])

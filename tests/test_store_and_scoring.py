@@ -1,0 +1,82 @@
+"""The store's transactions and the pure scoring functions, checked against brute force."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vitrine.catalog.records import ProductRecord
+from vitrine.index.sqlite_store import SqliteStore, keyword_match_expression
+from vitrine.index.store import Filters, ImageWrite, ProductWrite, RangeFilter
+from vitrine.search.scoring import best_per_product, facet_counts, fuse, saturate, top_indices
+
+
+def write(pid: str, *, colour: str = "Red", price: float | None = 10.0, features: object = None) -> ProductWrite:
+    record = ProductRecord(id=pid, title=f"{colour} dress {pid}", description="", category="Dresses",
+                           colour=colour, price=price, image_refs=("a.jpg",), attributes={"size": "S|M"})
+    feats = np.ones(4, dtype=np.float32) if features is None else features
+    return ProductWrite(record=record, text_vector=np.ones(3, dtype=np.float32),
+                        images=(ImageWrite(ref="a.jpg", path="/x/a.jpg", sha256=pid, features=feats),))  # type: ignore[arg-type]
+
+
+class Unstorable:
+    """Stands for a vector that fails half-way through a batch."""
+
+    def __array__(self, *args: object, **kwargs: object) -> np.ndarray:
+        raise RuntimeError("disk full")
+
+
+def test_a_failing_batch_writes_nothing(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "s.sqlite", name="s")
+    store.upsert([write("A")])
+    generation, hashes = store.generation(), store.product_hashes()
+    with pytest.raises(RuntimeError, match="disk full"):
+        store.upsert([write("A", colour="Blue"), write("B"), write("C", features=Unstorable())])
+    assert (store.generation(), store.product_hashes()) == (generation, hashes)
+    assert store.get_products(["A"])[0].colour == "Red"
+    assert store.info()["images"] == 1
+    store.close()
+
+
+def test_filters_and_keywords(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "s.sqlite", name="s")
+    store.upsert([write("A", colour="Red", price=10), write("B", colour="Blue", price=30),
+                  write("C", colour="Blue", price=None)])
+    rows = dict(zip(["A", "B", "C"], store.filter_rows(Filters()), strict=True))
+    assert list(store.filter_rows(Filters(equals={"color": ("BLUE",)}))) == [rows["B"], rows["C"]]
+    assert list(store.filter_rows(Filters(ranges={"price": RangeFilter(20, None)}))) == [rows["B"]]
+    assert list(store.filter_rows(Filters(equals={"size": ("m",)}, ranges={"price": RangeFilter(None, 15)}))) \
+        == [rows["A"]]
+    found, scores = store.keyword_scores('blue "dress" OR NEAR(')  # FTS syntax in a query is just words
+    assert set(found) == {rows["A"], rows["B"], rows["C"]} and scores.max() > scores.min()
+    assert keyword_match_expression("the of a") is None
+    store.delete(["B"])
+    assert store.count() == 2 and not store.filter_rows(Filters(ranges={"price": RangeFilter(20, None)})).size
+    store.close()
+
+
+def test_best_per_product_matches_brute_force() -> None:
+    rng = np.random.default_rng(3)
+    owners = np.sort(rng.choice(np.arange(0, 40, 2), size=120))  # odd products have no image
+    scores = rng.normal(size=120).astype(np.float32)
+    best, which = best_per_product(scores, owners, 41)
+    for product in range(41):
+        mine = np.flatnonzero(owners == product)
+        if len(mine) == 0:
+            assert best[product] == -np.inf and which[product] == -1
+        else:
+            assert best[product] == scores[mine].max() and which[product] == mine[np.argmax(scores[mine])]
+
+
+def test_small_functions() -> None:
+    scores = np.array([0.1, 0.9, 0.5, 0.9], dtype=np.float32)
+    assert list(top_indices(scores, 3)) == [1, 3, 2]
+    assert list(top_indices(scores, 10)) == [1, 3, 2, 0]
+    assert saturate(np.array([0.0, 8.0]), 8.0).tolist() == [0.0, 0.5]
+    image, text = np.array([1.0, -np.inf]), np.array([0.2, 0.4])
+    assert fuse(image, text, 0.0).tolist() == [0.2, 0.4]  # alpha 0 ignores a missing image entirely
+    assert fuse(image, text, 0.5)[0] == pytest.approx(0.6)
+    counts = facet_counts(np.array([0, 1, 2, 2]), np.array([0, 1, 1, 0]), ["Blue", "Red"], np.array([1, 0, 1], bool))
+    assert counts == {"Blue": 2, "Red": 1}

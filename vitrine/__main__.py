@@ -1,0 +1,5 @@
+import sys
+
+from vitrine.cli.main import main
+
+sys.exit(main())
