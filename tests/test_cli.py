@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import LUMA, REPO
+
 from vitrine.cli.main import main
 
 

@@ -8,9 +8,9 @@ import zlib
 
 import numpy as np
 import pytest
+from conftest import LUMA
 from PIL import Image
 
-from conftest import LUMA
 from vitrine.errors import ImageError
 from vitrine.models.imaging import decode_image, sniff_image_type, to_model_input
 

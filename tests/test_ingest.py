@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import LUMA, REPO, luma_rows, write_catalog
+
 from vitrine.engine import Engine
 from vitrine.errors import CatalogError, InvalidInput
 from vitrine.search.query import Query
@@ -37,8 +37,8 @@ def test_ingest_search_update_prune(engine: Engine, small_luma: Path) -> None:
     saved = json.loads(Path(engine.store("shop").meta()["last_ingest_report"]).read_text())
     assert saved["added"] == 12
 
-    hits = engine.search(Query(text="hoodie", collection="shop", top_k=3)).hits
-    assert {h.id for h in hits} == {"MH01", "MH02", "MH03"}
+    hits = engine.search(Query(text="hoodie", collection="shop", top_k=4)).hits
+    assert {h.id for h in hits} == {"MH01", "MH02", "MH03", "WH01"}  # the four hoodies
 
     # Re-ingesting the same file changes nothing, not even the generation.
     before = snapshot(engine, "shop")

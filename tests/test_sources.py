@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from conftest import LUMA
+
 from vitrine.catalog.netguard import check_url, is_public_address
 from vitrine.catalog.sources import FetchPolicy, ImageFetcher, resolve_local
 from vitrine.errors import ImageError, UnsafeSource

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from vitrine.catalog.records import ProductRecord
-from vitrine.index.sqlite_store import SqliteStore, keyword_match_expression
+from vitrine.index.sqlite_store import SqliteStore, keyword_terms
 from vitrine.index.store import Filters, ImageWrite, ProductWrite, RangeFilter
-from vitrine.search.scoring import best_per_product, facet_counts, fuse, saturate, top_indices
+from vitrine.search.scoring import best_per_product, facet_counts, fuse, top_indices
 
 
 def write(pid: str, *, colour: str = "Red", price: float | None = 10.0, features: object = None) -> ProductWrite:
@@ -49,9 +49,15 @@ def test_filters_and_keywords(tmp_path: Path) -> None:
     assert list(store.filter_rows(Filters(ranges={"price": RangeFilter(20, None)}))) == [rows["B"]]
     assert list(store.filter_rows(Filters(equals={"size": ("m",)}, ranges={"price": RangeFilter(None, 15)}))) \
         == [rows["A"]]
-    found, scores = store.keyword_scores('blue "dress" OR NEAR(')  # FTS syntax in a query is just words
-    assert set(found) == {rows["A"], rows["B"], rows["C"]} and scores.max() > scores.min()
-    assert keyword_match_expression("the of a") is None
+    found, scores = store.keyword_scores('blue "dresses" OR NEAR(')  # FTS syntax in a query is just words
+    by_row = dict(zip(found.tolist(), scores.tolist(), strict=True))
+    # 3 words (blue, dresses, near; "or" is a stop word); "dresses" is stemmed to match every title
+    assert by_row == pytest.approx({rows["A"]: 1 / 3, rows["B"]: 2 / 3, rows["C"]: 2 / 3})
+    found, scores = store.keyword_scores("small")  # only in an attribute: half a match
+    assert found.size == 0
+    found, scores = store.keyword_scores("S")
+    assert scores.tolist() == [0.5, 0.5, 0.5]
+    assert keyword_terms("the of a") == []
     store.delete(["B"])
     assert store.count() == 2 and not store.filter_rows(Filters(ranges={"price": RangeFilter(20, None)})).size
     store.close()
@@ -74,9 +80,19 @@ def test_small_functions() -> None:
     scores = np.array([0.1, 0.9, 0.5, 0.9], dtype=np.float32)
     assert list(top_indices(scores, 3)) == [1, 3, 2]
     assert list(top_indices(scores, 10)) == [1, 3, 2, 0]
-    assert saturate(np.array([0.0, 8.0]), 8.0).tolist() == [0.0, 0.5]
     image, text = np.array([1.0, -np.inf]), np.array([0.2, 0.4])
     assert fuse(image, text, 0.0).tolist() == [0.2, 0.4]  # alpha 0 ignores a missing image entirely
     assert fuse(image, text, 0.5)[0] == pytest.approx(0.6)
     counts = facet_counts(np.array([0, 1, 2, 2]), np.array([0, 1, 1, 0]), ["Blue", "Red"], np.array([1, 0, 1], bool))
     assert counts == {"Blue": 2, "Red": 1}
+
+
+def test_metrics_by_hand() -> None:
+    from vitrine.search.metrics import ndcg_at, precision_at, recall_at, reciprocal_rank, summarise
+
+    ranked, relevant = ["a", "b", "c", "d"], {"b", "d", "z"}
+    assert recall_at(ranked, relevant, 2) == pytest.approx(1 / 3)
+    assert precision_at(ranked, relevant, 4) == 0.5
+    assert reciprocal_rank(ranked, relevant) == 0.5
+    assert ndcg_at(["b", "d", "z"], relevant, 3) == pytest.approx(1.0)
+    assert summarise([(ranked, relevant)])["hit@1"] == 0.0

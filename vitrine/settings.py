@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     exact_search_limit: int = Field(
         250_000, ge=0, description="Up to this many vectors a collection is searched exactly; above, HNSW."
     )
-    keyword_weight: float = Field(0.35, ge=0, le=1, description="Share of the keyword signal in text scores.")
+    keyword_weight: float = Field(0.5, ge=0, le=1, description="Share of the keyword signal in text scores.")
 
     @field_validator("home", "data_dir", mode="after")
     @classmethod

@@ -19,8 +19,10 @@ import numpy as np
 from vitrine.index.store import Filters, Product, ProductImage, ProductWrite, VectorData
 
 SCHEMA_VERSION = 1
-# bm25 column weights: id, title, category, colour, description, attributes
-_BM25 = "bm25(products_fts, 10.0, 4.0, 3.0, 3.0, 1.0, 0.5)"
+# A query word found in one of these columns counts fully; found only in the description or the
+# attributes, it counts half.
+_STRONG_COLUMNS = "{id title category colour}"
+_WEAK_MATCH = 0.5
 _STOPWORDS = frozenset(
     "a an and are as at be by for from in is it of on or the to with under over below above than".split()
 )
@@ -63,7 +65,7 @@ CREATE INDEX IF NOT EXISTS values_by_field ON product_values(field, value_norm);
 CREATE INDEX IF NOT EXISTS values_by_num ON product_values(field, num);
 CREATE INDEX IF NOT EXISTS values_by_row ON product_values(product_row);
 CREATE VIRTUAL TABLE IF NOT EXISTS products_fts USING fts5(
-    id, title, category, colour, description, attributes, tokenize='unicode61 remove_diacritics 2'
+    id, title, category, colour, description, attributes, tokenize='porter unicode61 remove_diacritics 2'
 );
 """
 
@@ -92,11 +94,10 @@ def _values(field: str, raw: Any) -> Iterator[tuple[str, str, str, float | None]
             yield field, text, text.lower(), _number(text)
 
 
-def keyword_match_expression(query: str) -> str | None:
-    """A safe FTS5 expression: the query's words OR-ed, each quoted (no FTS syntax reaches SQLite)."""
+def keyword_terms(query: str) -> list[str]:
+    """The query's distinct words, stop words dropped, each quoted so no FTS syntax reaches SQLite."""
     words = [w for w in re.findall(r"\w+", query.lower()) if w not in _STOPWORDS]
-    words = list(dict.fromkeys(words))[:32]
-    return " OR ".join(f'"{w}"' for w in words) or None
+    return [f'"{w}"' for w in dict.fromkeys(words)][:32]
 
 
 class SqliteStore:
@@ -299,18 +300,26 @@ class SqliteStore:
         return np.unique(np.asarray(found, dtype=np.int64))
 
     def keyword_scores(self, query: str) -> tuple[np.ndarray, np.ndarray]:
-        """(rows, bm25 scores, higher is better) of every product matching any word of `query`."""
-        expression = keyword_match_expression(query)
-        if expression is None:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        """(rows, scores in (0, 1]) of the products holding any word of `query`.
+
+        The score is the share of the query's words the product holds (stemmed; a word only in the
+        description or attributes counts half). Unlike BM25 it does not depend on the collection's
+        statistics, so scores compare across collections and `min_score` means the same everywhere;
+        on the dev ground truth it ranks as well as BM25 (docs/benchmarks.md).
+        """
+        terms = keyword_terms(query)
+        scores: dict[int, float] = {}
         with self._lock:
-            found = self._db.execute(
-                f"SELECT rowid, -{_BM25} FROM products_fts WHERE products_fts MATCH ?", (expression,)
-            ).fetchall()
-        if not found:
+            for term in terms:
+                strong = {r for (r,) in self._db.execute(
+                    "SELECT rowid FROM products_fts WHERE products_fts MATCH ?", (f"{_STRONG_COLUMNS}: {term}",))}
+                for (row,) in self._db.execute("SELECT rowid FROM products_fts WHERE products_fts MATCH ?", (term,)):
+                    scores[row] = scores.get(row, 0.0) + (1.0 if row in strong else _WEAK_MATCH)
+        if not scores:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        array = np.asarray(found, dtype=np.float64)
-        return array[:, 0].astype(np.int64), array[:, 1].astype(np.float32)
+        rows = np.fromiter(scores.keys(), dtype=np.int64, count=len(scores))
+        values = np.fromiter(scores.values(), dtype=np.float32, count=len(scores)) / len(terms)
+        return rows, values
 
     def load_vectors(self, facet_fields: Sequence[str]) -> VectorData:
         with self._lock:

@@ -47,7 +47,8 @@ class ImageEmbedder:
     def encode_arrays(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
         out = np.zeros((len(arrays), self.dim), dtype=np.float32)
         for start in range(0, len(arrays), self.batch_size):
-            out[start : start + self.batch_size] = self.encoder.encode(np.stack(arrays[start : start + self.batch_size]))
+            batch = np.stack(arrays[start : start + self.batch_size])
+            out[start : start + len(batch)] = self.encoder.encode(batch)
         return out
 
     def features(self, data: bytes) -> np.ndarray:

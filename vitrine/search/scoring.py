@@ -41,12 +41,6 @@ def best_per_product(scores: np.ndarray, image_product: np.ndarray, n_products: 
     return best, which
 
 
-def saturate(values: np.ndarray, half_point: float) -> np.ndarray:
-    """Maps non-negative scores (bm25) to [0, 1): half_point -> 0.5. Query-independent, so comparable."""
-    values = np.maximum(np.asarray(values, dtype=np.float32), 0)
-    return values / (values + half_point)
-
-
 def fuse(image: np.ndarray | None, text: np.ndarray | None, alpha: float) -> np.ndarray:
     """alpha = 1: image only; 0: text only. A missing signal gives the other one all the weight."""
     if image is None and text is None:

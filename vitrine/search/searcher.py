@@ -15,10 +15,8 @@ from vitrine.index.vectors import CollectionVectors
 from vitrine.models.embedder import ImageEmbedder
 from vitrine.models.text_encoder import TextEncoder
 from vitrine.search.query import Hit, Query, SearchResponse
-from vitrine.search.scoring import facet_counts, fuse, image_search_vectors, normalise_rows, saturate, top_indices
+from vitrine.search.scoring import facet_counts, fuse, image_search_vectors, normalise_rows, top_indices
 
-# bm25 of about this value maps to a keyword score of 0.5 (a title word plus a category/colour word).
-KEYWORD_HALF_POINT = 8.0
 ANN_CANDIDATES = 2000
 
 
@@ -157,11 +155,11 @@ class Searcher:
     def _keyword_scores(
         target: SearchTarget, vectors: CollectionVectors, text: str, positions: np.ndarray | None
     ) -> np.ndarray:
-        rows, bm25 = target.store.keyword_scores(text)
+        rows, scores = target.store.keyword_scores(text)
         full = np.zeros(vectors.size, dtype=np.float32)
         if len(rows):
             _, found, at = np.intersect1d(rows, vectors.data.rows, assume_unique=True, return_indices=True)
-            full[at] = saturate(bm25[found], KEYWORD_HALF_POINT)
+            full[at] = scores[found]
         return full if positions is None else full[positions]
 
     @staticmethod
