@@ -7,14 +7,27 @@ benchmark home: run ingest_throughput.py first (hm + fpi, ~19k products).
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import random
 import time
+from pathlib import Path
+
+from PIL import Image
 
 from common import DATA, bench_settings, percentile, save
 
 from vitrine.engine import Engine
 from vitrine.search.query import Query
+
+
+def as_user_photo(path: Path) -> bytes:
+    """A catalog photo, cropped a little and re-encoded: new bytes, so the feature cache cannot answer."""
+    image = Image.open(path).convert("RGB")
+    w, h = image.size
+    buffer = io.BytesIO()
+    image.crop((w // 20, h // 20, w - w // 20, h - h // 20)).save(buffer, format="JPEG", quality=88)
+    return buffer.getvalue()
 
 
 def measure(engine: Engine, queries: list[Query]) -> dict[str, float]:
@@ -45,13 +58,27 @@ def main() -> None:
         products = sum(engine.store(n).count() for n in engine.collection_names())
         engine.warm()
         text = measure(engine, [Query(text=t, top_k=10) for t in texts])
-        image = measure(engine, [Query(image=p.read_bytes(), top_k=10) for p in photos])
+        image = measure(engine, [Query(image=as_user_photo(p), top_k=10) for p in photos])
         filtered = measure(engine, [Query(text=t, top_k=10, filters=_colour_filter(t)) for t in texts])
-    print(f"{products} products; text {text}; image {image}; text+filter {filtered}")
+        ann = approximate(engine, [Query(text=t, top_k=10) for t in texts],
+                          [Query(image=as_user_photo(p), top_k=10) for p in photos])
+    print(f"{products} products; text {text}; image {image}; text+filter {filtered}; hnsw {ann}")
     path = save("query_latency", {"products": products, "collections": "all (hm + fpi)", "text": text,
-                                  "image": image, "text_with_filter": filtered,
+                                  "image": image, "text_with_filter": filtered, "hnsw": ann,
                                   "threads": engine.settings.threads})
     print(f"saved {path}")
+
+
+def approximate(exact: Engine, text: list[Query], image: list[Query]) -> dict[str, object]:
+    """The HNSW path forced on (exact limit 0): its latency, and its recall@10 against exact search."""
+    result: dict[str, object] = {}
+    with Engine(bench_settings(exact_search_limit=0)) as ann:
+        ann.warm()
+        for name, queries in (("text", text), ("image", image)):
+            overlap = [len({h.id for h in ann.search(q).hits} & {h.id for h in exact.search(q).hits}) / 10
+                       for q in queries]
+            result[name] = {"recall@10_vs_exact": round(sum(overlap) / len(overlap), 4), **measure(ann, queries)}
+    return result
 
 
 def _colour_filter(text: str):  # type: ignore[no-untyped-def]

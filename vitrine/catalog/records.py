@@ -13,8 +13,9 @@ from vitrine.catalog.columns import ColumnMap
 from vitrine.catalog.readers import Row
 
 MAX_ID_LENGTH = 256
-# Bump when `search_text` changes: rows hash differently, so re-ingesting re-embeds their text.
-TEXT_RECIPE = 2
+# Bump when `search_text` or the text model changes: rows hash differently, so re-ingesting
+# re-embeds their text (their images come from the feature cache).
+TEXT_RECIPE = 3
 
 
 @dataclass(frozen=True)

