@@ -13,9 +13,8 @@ import random
 import time
 from pathlib import Path
 
-from PIL import Image
-
 from common import DATA, bench_settings, percentile, save
+from PIL import Image
 
 from vitrine.engine import Engine
 from vitrine.search.query import Query

@@ -76,13 +76,13 @@ def progress(done, total, images):
     if done >= 4:
         os.kill(os.getpid(), signal.SIGKILL)  # die mid-ingest, as a killed process does
 
-engine = Engine(Settings(home=Path(sys.argv[1]), threads=2, batch_size=2))
+engine = Engine(Settings(home=Path(sys.argv[1]), threads=2, ingest_batch=2))
 engine.ingest("shop", Path(sys.argv[2]), progress=progress)
 """
 
 
 def test_resume_after_killed_ingest(settings: Settings, small_luma: Path) -> None:
-    settings = settings.model_copy(update={"batch_size": 2})
+    settings = settings.model_copy(update={"ingest_batch": 2})
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     run = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(settings.home), str(small_luma)], env=env,
                          capture_output=True, timeout=300)

@@ -177,7 +177,7 @@ class Engine:
         fetcher = ImageFetcher(base_dir=path.parent, cache_dir=self.home / "cache" / "downloads",
                                policy=self._fetch_policy())
         ingestor = Ingestor(store=store, fetcher=fetcher, embedder=self.embedder, text_encoder=self.text_encoder,
-                            batch_size=self.settings.batch_size, io_threads=self.settings.download_concurrency)
+                            batch_size=self.settings.ingest_batch, io_threads=self.settings.download_concurrency)
         report = IngestReport(collection=collection, source=str(path))
         try:
             ingestor.run(path=path, mapping=mapping, fmt=fmt, prune=prune, progress=progress, report=report)

@@ -26,6 +26,10 @@ class Settings(BaseSettings):
     demo_catalog: Path | None = Field(None, description="Demo catalog; defaults to <data_dir>/luma/catalog.csv.")
     threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
     batch_size: int = Field(32, ge=1, le=1024, description="Images per encoder batch.")
+    ingest_batch: int = Field(
+        128, ge=1, le=4096,
+        description="Products per ingest transaction; texts are encoded per batch, sorted by length.",
+    )
     max_image_pixels: int = Field(40_000_000, ge=1, description="Decompression-bomb guard.")
     max_download_bytes: int = Field(20_000_000, ge=1)
     download_timeout_s: float = Field(10.0, gt=0)

@@ -17,6 +17,7 @@ import numpy as np
 
 from vitrine.errors import ModelUnavailable
 from vitrine.models.export_quiet import quiet_export
+from vitrine.models.ort_session import open_session
 from vitrine.models.registry import ImageModelSpec
 
 log = logging.getLogger(__name__)
@@ -104,21 +105,10 @@ class ImageEncoder:
         with self._lock:
             if self._session is not None:
                 return
-            import onnxruntime as ort
-
             if not self.model_path.is_file():
                 with quiet_export():
                     export_onnx(self.spec, self.model_path)
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = self.threads
-            options.inter_op_num_threads = 1
-            options.log_severity_level = 3
-            try:
-                self._session = ort.InferenceSession(
-                    str(self.model_path), sess_options=options, providers=["CPUExecutionProvider"]
-                )
-            except Exception as exc:  # onnxruntime raises its own untyped errors
-                raise ModelUnavailable(f"cannot load {self.model_path}: {exc}") from exc
+            self._session = open_session(self.model_path, threads=self.threads)
 
     def encode(self, pixels: np.ndarray) -> np.ndarray:
         """(n, 3, H, W) float32 to (n, dim) float32 raw features (not normalised)."""

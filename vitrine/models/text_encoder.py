@@ -20,6 +20,7 @@ import numpy as np
 
 from vitrine.errors import ModelUnavailable
 from vitrine.models.export_quiet import quiet_export
+from vitrine.models.ort_session import open_session
 from vitrine.models.registry import TextModelSpec
 
 log = logging.getLogger(__name__)
@@ -132,25 +133,18 @@ class TextEncoder:
         with self._lock:
             if self._session is not None:
                 return
-            import onnxruntime as ort
             from tokenizers import Tokenizer
 
             if not self.model_path.is_file():
                 with quiet_export():
                     export_onnx(self.spec, self.model_path)
+            session = open_session(self.model_path, threads=self.threads)
             try:
                 tokenizer = Tokenizer.from_file(str(_model_dir(self.spec) / "tokenizer.json"))
-                tokenizer.no_padding()  # the shipped tokenizer pads to 128: we pad per batch
-                tokenizer.enable_truncation(max_length=self.spec.max_tokens)
-                options = ort.SessionOptions()
-                options.intra_op_num_threads = self.threads
-                options.inter_op_num_threads = 1
-                options.log_severity_level = 3
-                session = ort.InferenceSession(
-                    str(self.model_path), sess_options=options, providers=["CPUExecutionProvider"]
-                )
-            except Exception as exc:  # tokenizers and onnxruntime raise their own untyped errors
-                raise ModelUnavailable(f"cannot load text model {self.spec.name}: {exc}") from exc
+            except Exception as exc:  # tokenizers raises its own untyped errors
+                raise ModelUnavailable(f"cannot load the tokenizer of {self.spec.name}: {exc}") from exc
+            tokenizer.no_padding()  # the shipped tokenizer pads to 128: we pad per batch
+            tokenizer.enable_truncation(max_length=self.spec.max_tokens)
             self._tokenizer, self._session = tokenizer, session
 
     def encode(self, texts: list[str]) -> np.ndarray:
