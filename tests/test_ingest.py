@@ -168,6 +168,9 @@ def test_malformed_catalog_leaves_the_collection_untouched(engine: Engine, small
     with pytest.raises(CatalogError, match="malformed JSON"):
         engine.ingest("shop", bad_json, prune=True)
     assert snapshot(engine, "shop") == before
+    with pytest.raises(CatalogError):
+        engine.ingest("fresh", broken)
+    assert engine.collection_names() == ["shop"]
 
 
 def test_bad_collection_names(engine: Engine, small_luma: Path) -> None:

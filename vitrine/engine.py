@@ -173,6 +173,7 @@ class Engine:
     ) -> IngestReport:
         """Creates the collection if needed; the report is also saved under the collection's folder."""
         path = Path(path)
+        existed = collection in self.collection_names()
         store = self.create_collection(collection)
         fetcher = ImageFetcher(base_dir=path.parent, cache_dir=self.home / "cache" / "downloads",
                                policy=self._fetch_policy())
@@ -181,10 +182,14 @@ class Engine:
         report = IngestReport(collection=collection, source=str(path))
         try:
             ingestor.run(path=path, mapping=mapping, fmt=fmt, prune=prune, progress=progress, report=report)
+        except BaseException:
+            if not existed and store.count() == 0:
+                self.delete_collection(collection)  # a refused first ingest leaves no empty collection
+            raise
         finally:
             ingestor.close()
             fetcher.close()
-            if report.completed:
+            if report.completed and collection in self._stores:
                 stamp = time.strftime("%Y%m%d-%H%M%S")
                 report_path = report.save(self.collections_dir / collection / "reports" / f"ingest-{stamp}.json")
                 store.set_meta("last_ingest_report", str(report_path))
