@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("../shared/data"), description="The shared real data (demo catalog, dev sets).")
     demo_catalog: Path | None = Field(None, description="Demo catalog; defaults to <data_dir>/luma/catalog.csv.")
     threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
-    batch_size: int = Field(32, ge=1, le=1024, description="Images per encoder batch.")
+    batch_size: int = Field(8, ge=1, le=1024, description="Images per encoder call (8 measured fastest on CPU).")
     ingest_batch: int = Field(
         128, ge=1, le=4096,
         description="Products per ingest transaction; texts are encoded per batch, sorted by length.",
