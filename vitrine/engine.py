@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -206,7 +207,7 @@ class Engine:
         names = [query.collection] if query.collection else self.collection_names()
         if query.product_id is not None and not query.collection:
             raise InvalidInput("more-like-this needs a collection", field="collection")
-        targets = [SearchTarget(name=n, store=self.store(n), vectors=lambda n=n: self.vectors(n)) for n in names]
+        targets = [SearchTarget(name=n, store=self.store(n), vectors=partial(self.vectors, n)) for n in names]
         return self.searcher.search(query, targets)
 
     def load_query_image(self, ref: str) -> bytes:

@@ -63,10 +63,10 @@ def detect_columns(header: Iterable[str], explicit: Mapping[str, str] | None = N
         if field in columns:
             continue
         for alias in ALIASES[field]:
-            column = by_norm.get(_norm(alias))
-            if column is not None and column not in taken:
-                columns[field] = column
-                taken.add(column)
+            found = by_norm.get(_norm(alias))
+            if found is not None and found not in taken:
+                columns[field] = found
+                taken.add(found)
                 break
     if "id" not in columns:
         raise CatalogError(

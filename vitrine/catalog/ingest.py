@@ -17,8 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
+from vitrine.arrays import Array
 from vitrine.catalog.columns import ColumnMap, detect_columns
 from vitrine.catalog.readers import detect_format, read_rows
 from vitrine.catalog.records import Problem, ProductRecord, to_record
@@ -40,8 +39,8 @@ class _Prepared:
 
     records: list[ProductRecord]
     images: dict[str, list[LoadedImage]] = field(default_factory=dict)
-    cached: dict[str, np.ndarray] = field(default_factory=dict)
-    pending: dict[str, np.ndarray] = field(default_factory=dict)  # sha -> model input, to encode
+    cached: dict[str, Array] = field(default_factory=dict)
+    pending: dict[str, Array] = field(default_factory=dict)  # sha -> model input, to encode
     problems: list[Problem] = field(default_factory=list)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from vitrine.arrays import Array
 from vitrine.index.store import Filters, Product, ProductImage, ProductWrite, VectorData
 
 SCHEMA_VERSION = 1
@@ -273,7 +274,7 @@ class SqliteStore:
         }
         return [products[i] for i in ids if i in products]
 
-    def filter_rows(self, filters: Filters) -> np.ndarray:
+    def filter_rows(self, filters: Filters) -> Array:
         """Store rows of the products matching every filter (sorted)."""
         clauses: list[str] = []
         params: list[Any] = []
@@ -299,7 +300,7 @@ class SqliteStore:
             found = [r[0] for r in self._db.execute(sql, params)]
         return np.unique(np.asarray(found, dtype=np.int64))
 
-    def keyword_scores(self, query: str) -> tuple[np.ndarray, np.ndarray]:
+    def keyword_scores(self, query: str) -> tuple[Array, Array]:
         """(rows, scores in (0, 1]) of the products holding any word of `query`.
 
         The score is the share of the query's words the product holds (stemmed; a word only in the
@@ -337,7 +338,7 @@ class SqliteStore:
         text = np.frombuffer(b"".join(p[2] for p in products), dtype=np.float32).reshape(len(products), text_dim)
         image_dim = len(images[0][2]) // 4 if images else 0
         features = np.frombuffer(b"".join(i[2] for i in images), dtype=np.float32).reshape(len(images), image_dim)
-        facets: dict[str, tuple[np.ndarray, np.ndarray, list[str]]] = {}
+        facets: dict[str, tuple[Array, Array, list[str]]] = {}
         for field in facet_fields:
             pairs = [(r, v) for r, f, v in facet_rows if f == field]
             values = sorted({v for _, v in pairs})

@@ -10,8 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import numpy as np
-
+from vitrine.arrays import Array
 from vitrine.catalog.records import ProductRecord
 
 
@@ -20,13 +19,13 @@ class ImageWrite:
     ref: str
     path: str
     sha256: str
-    features: np.ndarray  # raw image features (float32), kept so heads can be trained without re-reading images
+    features: Array  # raw image features (float32), kept so heads can be trained without re-reading images
 
 
 @dataclass(frozen=True)
 class ProductWrite:
     record: ProductRecord
-    text_vector: np.ndarray
+    text_vector: Array
     images: tuple[ImageWrite, ...]
 
 
@@ -75,13 +74,13 @@ class Filters:
 class VectorData:
     """Everything search needs in memory, in product order (`rows` ascending)."""
 
-    rows: np.ndarray  # (n_products,) int64 store row ids
+    rows: Array  # (n_products,) int64 store row ids
     ids: list[str]
-    text_vectors: np.ndarray  # (n_products, d_text) float32, normalised
-    image_features: np.ndarray  # (n_images, d_image) float32, raw
-    image_product: np.ndarray  # (n_images,) int32 product position; images grouped by product
-    image_position: np.ndarray  # (n_images,) int16 position of the image within its product
-    facets: dict[str, tuple[np.ndarray, np.ndarray, list[str]]]  # field -> (product pos, value code, values)
+    text_vectors: Array  # (n_products, d_text) float32, normalised
+    image_features: Array  # (n_images, d_image) float32, raw
+    image_product: Array  # (n_images,) int32 product position; images grouped by product
+    image_position: Array  # (n_images,) int16 position of the image within its product
+    facets: dict[str, tuple[Array, Array, list[str]]]  # field -> (product pos, value code, values)
 
 
 class CollectionStore(Protocol):
@@ -95,7 +94,7 @@ class CollectionStore(Protocol):
     def upsert(self, products: Sequence[ProductWrite]) -> None: ...
     def delete(self, ids: Iterable[str]) -> int: ...
     def get_products(self, ids: Sequence[str]) -> list[Product]: ...
-    def filter_rows(self, filters: Filters) -> np.ndarray: ...
-    def keyword_scores(self, query: str) -> tuple[np.ndarray, np.ndarray]: ...
+    def filter_rows(self, filters: Filters) -> Array: ...
+    def keyword_scores(self, query: str) -> tuple[Array, Array]: ...
     def load_vectors(self, facet_fields: Sequence[str]) -> VectorData: ...
     def close(self) -> None: ...

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from vitrine.arrays import Array
 from vitrine.index.store import VectorData
 from vitrine.search.scoring import best_per_product, image_search_vectors
 
@@ -18,7 +19,7 @@ HNSW_NEIGHBOURS = 32
 HNSW_EF_SEARCH = 128
 
 
-def build_hnsw(vectors: np.ndarray) -> Any:
+def build_hnsw(vectors: Array) -> Any:
     import faiss
 
     index = faiss.IndexHNSWFlat(vectors.shape[1], HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
@@ -32,9 +33,9 @@ def build_hnsw(vectors: np.ndarray) -> Any:
 class CollectionVectors:
     generation: int
     data: VectorData
-    image_vectors: np.ndarray  # (n_images, d) unit vectors
-    image_start: np.ndarray  # (n_products,) index of each product's first image
-    image_count: np.ndarray  # (n_products,) how many images each product has
+    image_vectors: Array  # (n_images, d) unit vectors
+    image_start: Array  # (n_products,) index of each product's first image
+    image_count: Array  # (n_products,) how many images each product has
     text_ann: Any = None
     image_ann: Any = None
     _positions: dict[str, int] | None = None
@@ -67,11 +68,11 @@ class CollectionVectors:
             self._positions = {pid: i for i, pid in enumerate(self.data.ids)}
         return self._positions.get(product_id)
 
-    def positions_of_rows(self, rows: np.ndarray) -> np.ndarray:
+    def positions_of_rows(self, rows: Array) -> Array:
         """Product positions (ascending) for store rows; rows unknown to this snapshot are dropped."""
         return np.intersect1d(rows, self.data.rows, assume_unique=True, return_indices=True)[2]
 
-    def text_scores(self, query: np.ndarray, positions: np.ndarray | None = None) -> np.ndarray:
+    def text_scores(self, query: Array, positions: Array | None = None) -> Array:
         """Cosine of each product's text vector (all products, or those at `positions`)."""
         if positions is None:
             return self.data.text_vectors @ query
@@ -79,7 +80,7 @@ class CollectionVectors:
             return (self.data.text_vectors @ query)[positions]
         return self.data.text_vectors[positions] @ query
 
-    def image_scores(self, query: np.ndarray, positions: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def image_scores(self, query: Array, positions: Array | None = None) -> tuple[Array, Array]:
         """Per product (all, or those at `positions`): the best image's cosine and that image's index."""
         if positions is None:
             if len(self.image_vectors) == 0:
@@ -95,9 +96,9 @@ class CollectionVectors:
         which = np.where(which_local >= 0, images[np.maximum(which_local, 0)], -1)
         return best, which
 
-    def ann_candidates(self, text_query: np.ndarray | None, image_query: np.ndarray | None, n: int) -> np.ndarray:
+    def ann_candidates(self, text_query: Array | None, image_query: Array | None, n: int) -> Array:
         """Product positions near either query, for exact re-scoring (approximate mode only)."""
-        found: list[np.ndarray] = []
+        found: list[Array] = []
         if text_query is not None:
             _, ids = self.text_ann.search(text_query[None, :].astype(np.float32), n)
             found.append(ids[0][ids[0] >= 0])

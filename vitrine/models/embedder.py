@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from vitrine.arrays import Array
 from vitrine.models.feature_cache import FeatureCache
 from vitrine.models.image_encoder import ImageEncoder
 from vitrine.models.imaging import decode_image, to_model_input
@@ -27,16 +28,16 @@ class ImageEmbedder:
     def dim(self) -> int:
         return self.encoder.dim
 
-    def preprocess(self, data: bytes) -> np.ndarray:
+    def preprocess(self, data: bytes) -> Array:
         """Bytes to model input; raises ImageError for anything that is not a sound, reasonably sized image."""
         spec = self.encoder.spec
         image = decode_image(data, max_pixels=self.max_pixels, draft_px=spec.size_px)
         return to_model_input(image, size_px=spec.size_px, mean=spec.mean, std=spec.std)
 
-    def preprocess_many(self, blobs: Sequence[bytes]) -> list[np.ndarray | Exception]:
+    def preprocess_many(self, blobs: Sequence[bytes]) -> list[Array | Exception]:
         """Decodes in a thread pool (PIL releases the GIL); each item is an array or the error it raised."""
 
-        def attempt(data: bytes) -> np.ndarray | Exception:
+        def attempt(data: bytes) -> Array | Exception:
             try:
                 return self.preprocess(data)
             except Exception as exc:  # returned, not raised: one bad image must not fail its batch
@@ -44,21 +45,22 @@ class ImageEmbedder:
 
         return list(self._pool.map(attempt, blobs))
 
-    def encode_arrays(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
+    def encode_arrays(self, arrays: Sequence[Array]) -> Array:
         out = np.zeros((len(arrays), self.dim), dtype=np.float32)
         for start in range(0, len(arrays), self.batch_size):
             batch = np.stack(arrays[start : start + self.batch_size])
             out[start : start + len(batch)] = self.encoder.encode(batch)
         return out
 
-    def features(self, data: bytes) -> np.ndarray:
+    def features(self, data: bytes) -> Array:
         """Raw features of one image (a query): (dim,) float32. Raises ImageError."""
         sha = hashlib.sha256(data).hexdigest()
         if self.cache is not None:
             cached = self.cache.get_many([sha]).get(sha)
             if cached is not None:
                 return cached
-        return self.encoder.encode(self.preprocess(data)[None])[0]
+        features: Array = self.encoder.encode(self.preprocess(data)[None])[0]
+        return features
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vitrine.arrays import Array
+
 
 class FeatureCache:
     def __init__(self, path: Path, *, dim: int) -> None:
@@ -22,9 +24,9 @@ class FeatureCache:
         self._db.execute("PRAGMA busy_timeout=10000")
         self._db.execute("CREATE TABLE IF NOT EXISTS features(sha256 TEXT PRIMARY KEY, vector BLOB NOT NULL)")
 
-    def get_many(self, hashes: Iterable[str]) -> dict[str, np.ndarray]:
+    def get_many(self, hashes: Iterable[str]) -> dict[str, Array]:
         hashes = list(dict.fromkeys(hashes))
-        found: dict[str, np.ndarray] = {}
+        found: dict[str, Array] = {}
         with self._lock:
             for start in range(0, len(hashes), 500):
                 chunk = hashes[start : start + 500]
@@ -37,7 +39,7 @@ class FeatureCache:
                         found[sha] = vector
         return found
 
-    def put_many(self, vectors: Mapping[str, np.ndarray]) -> None:
+    def put_many(self, vectors: Mapping[str, Array]) -> None:
         if not vectors:
             return
         with self._lock:

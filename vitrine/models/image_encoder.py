@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from vitrine.arrays import Array
 from vitrine.errors import ModelUnavailable
 from vitrine.models.export_quiet import quiet_export
 from vitrine.models.ort_session import open_session
@@ -49,7 +50,8 @@ def _torch_feature_model(spec: ImageModelSpec) -> Any:
             self.backbone = backbone
 
         def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-            return self.backbone.extract_features(pixels).mean(dim=(2, 3))
+            pooled: torch.Tensor = self.backbone.extract_features(pixels).mean(dim=(2, 3))
+            return pooled
 
     return PooledFeatures().eval()
 
@@ -110,7 +112,7 @@ class ImageEncoder:
                     export_onnx(self.spec, self.model_path)
             self._session = open_session(self.model_path, threads=self.threads)
 
-    def encode(self, pixels: np.ndarray) -> np.ndarray:
+    def encode(self, pixels: Array) -> Array:
         """(n, 3, H, W) float32 to (n, dim) float32 raw features (not normalised)."""
         if len(pixels) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)

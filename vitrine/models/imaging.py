@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from vitrine.arrays import Array
 from vitrine.errors import ImageError
 
 # Magic numbers of the formats we accept; anything else is refused before PIL parses it.
@@ -46,7 +47,7 @@ def decode_image(data: bytes, *, max_pixels: int, draft_px: int | None = None) -
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image: Image.Image = Image.open(io.BytesIO(data))
             width, height = image.size
             if width <= 0 or height <= 0 or width * height > max_pixels:
                 raise ImageError(f"image is {width}x{height} pixels, over the limit of {max_pixels}")
@@ -92,7 +93,7 @@ def pad_to_square(image: Image.Image, fill: tuple[int, int, int] = (255, 255, 25
     return canvas
 
 
-def to_model_input(image: Image.Image, *, size_px: int, mean: float, std: float) -> np.ndarray:
+def to_model_input(image: Image.Image, *, size_px: int, mean: float, std: float) -> Array:
     """RGB image to a (3, size, size) float32 array, normalised as the model was trained."""
     square = pad_to_square(image).resize((size_px, size_px), Image.Resampling.BICUBIC)
     array = np.asarray(square, dtype=np.float32)

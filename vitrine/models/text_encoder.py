@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from vitrine.arrays import Array
 from vitrine.errors import ModelUnavailable
 from vitrine.models.export_quiet import quiet_export
 from vitrine.models.ort_session import open_session
@@ -50,7 +51,8 @@ def export_onnx(spec: TextModelSpec, target: Path) -> Path:
     from sentence_transformers import SentenceTransformer
 
     reference = SentenceTransformer(str(_model_dir(spec)), device="cpu")
-    bert = reference[0].auto_model.eval()
+    first_module: Any = reference[0]
+    bert: Any = first_module.auto_model.eval()
     bert.config._attn_implementation = "eager"  # sdpa exports to a slow graph
 
     class PooledEmbedding(torch.nn.Module):
@@ -97,7 +99,7 @@ def export_onnx(spec: TextModelSpec, target: Path) -> Path:
     return target
 
 
-def _quantise(fp32_path: Path, feeds: dict[str, np.ndarray], expected: np.ndarray) -> Path:
+def _quantise(fp32_path: Path, feeds: dict[str, Array], expected: Array) -> Path:
     """Dynamic int8 quantisation of the matrix products, refused if it moves any probe vector too far."""
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -147,7 +149,7 @@ class TextEncoder:
             tokenizer.enable_truncation(max_length=self.spec.max_tokens)
             self._tokenizer, self._session = tokenizer, session
 
-    def encode(self, texts: list[str]) -> np.ndarray:
+    def encode(self, texts: list[str]) -> Array:
         """(n, dim) float32, L2-normalised. Sorted by length and batched, so padding stays small."""
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from vitrine.arrays import Array
 
-def normalise_rows(x: np.ndarray) -> np.ndarray:
+
+def normalise_rows(x: Array) -> Array:
     norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+    unit: Array = (x / np.maximum(norms, 1e-12)).astype(np.float32)
+    return unit
 
 
-def image_search_vectors(raw: np.ndarray) -> np.ndarray:
+def image_search_vectors(raw: Array) -> Array:
     """Raw pooled CNN features to unit vectors for cosine search.
 
     A signed square root first ("power normalisation") damps the few dominant channels of pooled
@@ -20,7 +23,7 @@ def image_search_vectors(raw: np.ndarray) -> np.ndarray:
     return normalise_rows(np.sign(raw) * np.sqrt(np.abs(raw)))
 
 
-def best_per_product(scores: np.ndarray, image_product: np.ndarray, n_products: int) -> tuple[np.ndarray, np.ndarray]:
+def best_per_product(scores: Array, image_product: Array, n_products: int) -> tuple[Array, Array]:
     """Per product, the best image score and that image's index; products without images get -inf / -1.
 
     `image_product` must be sorted (images grouped by product), as the store returns them.
@@ -41,7 +44,7 @@ def best_per_product(scores: np.ndarray, image_product: np.ndarray, n_products: 
     return best, which
 
 
-def fuse(image: np.ndarray | None, text: np.ndarray | None, alpha: float) -> np.ndarray:
+def fuse(image: Array | None, text: Array | None, alpha: float) -> Array:
     """alpha = 1: image only; 0: text only. A missing signal gives the other one all the weight."""
     if image is None and text is None:
         raise ValueError("no signal to fuse")
@@ -54,18 +57,19 @@ def fuse(image: np.ndarray | None, text: np.ndarray | None, alpha: float) -> np.
     return alpha * image + (1.0 - alpha) * text
 
 
-def top_indices(scores: np.ndarray, k: int) -> np.ndarray:
+def top_indices(scores: Array, k: int) -> Array:
     """Indices of the k highest scores, best first (ties broken by index, so results are stable)."""
     if k <= 0 or len(scores) == 0:
         return np.zeros(0, dtype=np.int64)
     k = min(k, len(scores))
     part = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
     order = np.lexsort((part, -scores[part]))
-    return part[order]
+    ranked: Array = part[order]
+    return ranked
 
 
 def facet_counts(
-    product_pos: np.ndarray, codes: np.ndarray, values: list[str], mask: np.ndarray | None
+    product_pos: Array, codes: Array, values: list[str], mask: Array | None
 ) -> dict[str, int]:
     """Counts per value over the products where `mask` is true (all when None), most frequent first."""
     if mask is not None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vitrine.arrays import Array
 from vitrine.errors import NotFound
 from vitrine.index.store import CollectionStore, Product
 from vitrine.index.vectors import CollectionVectors
@@ -33,10 +34,10 @@ class SearchTarget:
 class _Scored:
     target: SearchTarget
     vectors: CollectionVectors
-    positions: np.ndarray
-    total: np.ndarray
-    signals: dict[str, np.ndarray]
-    matched_image: np.ndarray | None
+    positions: Array
+    total: Array
+    signals: dict[str, Array]
+    matched_image: Array | None
 
 
 class Searcher:
@@ -97,7 +98,7 @@ class Searcher:
             top_k=query.top_k,
         )
 
-    def _product_vectors(self, target: SearchTarget, product_id: str) -> tuple[np.ndarray, np.ndarray | None]:
+    def _product_vectors(self, target: SearchTarget, product_id: str) -> tuple[Array, Array | None]:
         vectors = target.vectors()
         position = vectors.position_of(product_id)
         if position is None:
@@ -113,18 +114,18 @@ class Searcher:
         self,
         query: Query,
         target: SearchTarget,
-        text_vector: np.ndarray | None,
-        image_vector: np.ndarray | None,
+        text_vector: Array | None,
+        image_vector: Array | None,
         exclude: tuple[str, str] | None,
     ) -> _Scored:
         vectors = target.vectors()
-        positions: np.ndarray | None = None
+        positions: Array | None = None
         if query.filters:
             positions = vectors.positions_of_rows(target.store.filter_rows(query.filters))
         elif not vectors.exact:
             wanted = max(ANN_CANDIDATES, 10 * (query.offset + query.top_k))
             positions = vectors.ann_candidates(text_vector, image_vector, wanted)
-        signals: dict[str, np.ndarray] = {}
+        signals: dict[str, Array] = {}
         text_score = image_score = matched = None
         if text_vector is not None:
             semantic = vectors.text_scores(text_vector, positions)
@@ -153,8 +154,8 @@ class Searcher:
 
     @staticmethod
     def _keyword_scores(
-        target: SearchTarget, vectors: CollectionVectors, text: str, positions: np.ndarray | None
-    ) -> np.ndarray:
+        target: SearchTarget, vectors: CollectionVectors, text: str, positions: Array | None
+    ) -> Array:
         rows, scores = target.store.keyword_scores(text)
         full = np.zeros(vectors.size, dtype=np.float32)
         if len(rows):
@@ -164,7 +165,7 @@ class Searcher:
 
     @staticmethod
     def _hits(
-        ranked: np.ndarray, scored: list[_Scored], owner: np.ndarray, local: np.ndarray, totals: np.ndarray
+        ranked: Array, scored: list[_Scored], owner: Array, local: Array, totals: Array
     ) -> list[Hit]:
         wanted: dict[int, list[str]] = {}
         for i in ranked:

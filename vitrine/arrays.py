@@ -1,0 +1,7 @@
+"""Type aliases for numpy arrays at Vitrine's boundaries (dtype and shape are in the docstrings)."""
+
+from typing import Any
+
+import numpy.typing as npt
+
+Array = npt.NDArray[Any]
