@@ -177,3 +177,38 @@ def test_bad_collection_names(engine: Engine, small_luma: Path) -> None:
     for name in ("", "Shop", "../x", "a" * 65, "with space"):
         with pytest.raises(InvalidInput, match="collection name"):
             engine.ingest(name, small_luma)
+
+
+def test_json_catalog_with_image_urls(settings: Settings, tmp_path: Path) -> None:
+    """A shop-API-shaped JSON catalog whose photos are fetched over HTTP (loopback allowed by setting)."""
+    import http.server
+    import threading
+    from functools import partial
+
+    rows = [r for r in luma_rows() if r["product_id"] in {"MH01", "WJ01"}]
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(LUMA))
+    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    products = [{"sku": r["product_id"], "name": r["title"], "color": r["colours"], "price": float(r["price"]),
+                 "images": [f"{base}/{ref}" for ref in r["images"].split("|")], "material": r["material"]}
+                for r in rows]
+    catalog = tmp_path / "api.json"
+    catalog.write_text(json.dumps({"products": products, "total": 2, "skip": 0, "limit": 30}))
+    try:
+        with Engine(settings) as refused:
+            report = refused.ingest("web", catalog)
+            assert report.failed == 2 and "non-public" in report.problems[0].message
+        with Engine(settings.model_copy(update={"allow_private_urls": True})) as engine:
+            report = engine.ingest("web", catalog)
+            assert (report.added, report.failed, report.images) == (2, 0, sum(len(p["images"]) for p in products))
+            product = engine.get_product("web", "WJ01")
+            assert product.attributes == {"material": rows[1]["material"]}
+            assert product.images[0].ref.startswith(base)
+            photo = (LUMA / "images" / "wj01-yellow_main.jpg").read_bytes()
+            hit = engine.search(Query(image=photo, collection="web", top_k=1)).hits[0]
+            assert hit.id == "WJ01" and hit.matched_image == f"{base}/images/wj01-yellow_main.jpg"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
