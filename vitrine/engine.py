@@ -79,6 +79,12 @@ class Engine:
         self.image_encoder.load()
         self.text_encoder.load()
 
+    def models_loaded(self) -> bool:
+        return self.image_encoder.loaded and self.text_encoder.loaded
+
+    def home_writable(self) -> bool:
+        return os.access(self.collections_dir, os.W_OK)
+
     def close(self) -> None:
         with self._lock:
             for store in self._stores.values():

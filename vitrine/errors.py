@@ -45,6 +45,12 @@ class UnsafeSource(InvalidInput):
     code = "unsafe_source"
 
 
+class TooLarge(InvalidInput):
+    """A body, upload or image over a configured size limit."""
+
+    code = "too_large"
+
+
 class NotFound(VitrineError):
     """An unknown collection or product."""
 

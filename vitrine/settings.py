@@ -31,7 +31,8 @@ class Settings(BaseSettings):
         description="Products per ingest transaction; texts are encoded per batch, sorted by length.",
     )
     max_image_pixels: int = Field(40_000_000, ge=1, description="Decompression-bomb guard.")
-    max_download_bytes: int = Field(20_000_000, ge=1)
+    max_download_bytes: int = Field(20_000_000, ge=1, description="Per image file, local or downloaded.")
+    max_request_bytes: int = Field(10_000_000, ge=1, description="Largest HTTP request body (uploads included).")
     download_timeout_s: float = Field(10.0, gt=0)
     download_retries: int = Field(2, ge=0, le=10)
     download_concurrency: int = Field(8, ge=1, le=64)

@@ -111,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     cdel = csub.add_parser("delete")
     cdel.add_argument("name")
 
+    serve = sub.add_parser("serve", help="run the HTTP API (ingests the demo catalog into an empty home)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--no-demo", action="store_true", help="do not ingest the demo catalog into an empty home")
+
     demo = sub.add_parser("demo", help="ingest the demo catalog (if needed) and run example searches")
     demo.add_argument("--catalog", type=Path, help="demo catalog (default: <data_dir>/luma/catalog.csv)")
     return parser
@@ -225,8 +230,28 @@ def cmd_demo(engine: Engine, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(engine: Engine, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from vitrine.api.app import create_app
+
+    if not args.no_demo and not engine.collection_names():
+        catalog = engine.settings.demo_catalog_path
+        if catalog.is_file():
+            sys.stderr.write(f"empty home: ingesting the demo catalog {catalog} as collection 'demo'\n")
+            bar, update = _progress_bar(sys.stderr.isatty())
+            try:
+                engine.ingest("demo", catalog, progress=update)
+            finally:
+                if bar is not None:
+                    bar.close()
+    sys.stderr.write(f"Vitrine API on http://{args.host}:{args.port}  (docs: http://{args.host}:{args.port}/docs)\n")
+    uvicorn.run(create_app(engine=engine), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 COMMANDS = {"ingest": cmd_ingest, "search": cmd_search, "similar": cmd_similar,
-            "collections": cmd_collections, "demo": cmd_demo}
+            "collections": cmd_collections, "demo": cmd_demo, "serve": cmd_serve}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -103,6 +103,10 @@ class ImageEncoder:
     def dim(self) -> int:
         return self.spec.dim
 
+    @property
+    def loaded(self) -> bool:
+        return self._session is not None
+
     def load(self) -> None:
         with self._lock:
             if self._session is not None:

@@ -1,0 +1,180 @@
+"""The HTTP API through the real app (TestClient), on the Luma catalog and real models."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import LUMA, make_settings
+from fastapi.testclient import TestClient
+from test_imaging import _png_header_only
+
+from vitrine.api.app import create_app
+from vitrine.engine import Engine
+
+PHOTO = (LUMA / "images" / "mj01-orange_main.jpg").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def client(luma_home: Path, models_dir: Path) -> Iterator[TestClient]:
+    """Read-only routes over the shared Luma home."""
+    with Engine(make_settings(luma_home, models_dir)) as engine, TestClient(create_app(engine=engine)) as c:
+        yield c
+
+
+@pytest.fixture
+def writable(settings: object, small_luma: Path) -> Iterator[TestClient]:
+    """A private home with a 12-product collection `shop`, for routes that change things."""
+    settings = settings.model_copy(update={"max_request_bytes": 300_000})  # type: ignore[attr-defined]
+    with Engine(settings) as engine:
+        engine.ingest("shop", small_luma)
+        with TestClient(create_app(engine=engine)) as c:
+            yield c
+
+
+def assert_error(response: object, status: int, code: str, field: str | None = None) -> None:
+    assert response.status_code == status, response.text  # type: ignore[attr-defined]
+    error = response.json()["error"]  # type: ignore[attr-defined]
+    assert error["code"] == code and error["message"]
+    if field is not None:
+        assert error["field"] == field, error
+
+
+def test_health_and_openapi(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"models": True, "store": True}
+    paths = client.get("/openapi.json").json()["paths"]
+    wanted = {"/search", "/search/upload", "/collections", "/collections/{collection}/products/{product_id}"}
+    assert wanted <= set(paths)
+
+
+def test_text_search_with_filters_and_facets(client: TestClient) -> None:
+    body = client.post("/search", json={"text": "black hoodie", "collection": "luma", "top_k": 5}).json()
+    assert [h["category"] for h in body["hits"]] == ["Hoodies & Sweatshirts"] * 5
+    assert body["hits"][0]["main_image_url"].startswith("/collections/luma/products/")
+    assert body["facets"]["category"] and body["timing_ms"]["total"] > 0
+    cheap = client.post("/search", json={"text": "shorts", "filters": {"colour": ["Red", "blue"]},
+                                         "ranges": {"price": {"lte": 40}}, "top_k": 20}).json()
+    assert cheap["hits"] and all(h["price"] <= 40 for h in cheap["hits"])
+    assert sum(cheap["facets"]["category"].values()) == cheap["total"]
+
+
+def test_photo_search_by_base64_and_upload(client: TestClient) -> None:
+    encoded = base64.b64encode(PHOTO).decode()
+    by_json = client.post("/search", json={"image_base64": encoded, "collection": "luma", "top_k": 3}).json()
+    assert by_json["hits"][0]["id"] == "MJ01"
+    top = by_json["hits"][0]
+    assert top["matched_image"] == "images/mj01-orange_main.jpg"
+    assert top["matched_image_url"] == f"/collections/luma/products/MJ01/images/{top['matched_image_position']}"
+    uploaded = client.post("/search/upload", files={"image": ("look.jpg", PHOTO, "image/jpeg")},
+                           data={"text": "jacket", "options": '{"collection": "luma", "alpha": 0.8, "top_k": 3}'})
+    assert uploaded.status_code == 200, uploaded.text
+    assert uploaded.json()["hits"][0]["id"] == "MJ01"
+
+
+def test_product_photo_and_similar(client: TestClient) -> None:
+    product = client.get("/collections/luma/products/MH01").json()
+    assert product["title"] == "Chaz Kangeroo Hoodie" and len(product["images"]) == 5
+    photo = client.get(product["images"][0]["url"])
+    assert photo.status_code == 200 and photo.headers["content-type"] == "image/jpeg"
+    assert photo.content == (LUMA / "images" / "mh01-gray_main.jpg").read_bytes()
+    similar = client.post("/collections/luma/products/MH01/similar", json={"top_k": 5}).json()
+    assert "MH01" not in [h["id"] for h in similar["hits"]]
+    assert sum(h["category"] == "Hoodies & Sweatshirts" for h in similar["hits"]) >= 4
+    assert client.post("/collections/luma/products/MH01/similar").status_code == 200
+
+
+@pytest.mark.parametrize("body, status, code, field", [
+    ({"text": "x", "colour": "red"}, 422, "invalid_request", "colour"),  # unknown field
+    ({"text": 5}, 422, "invalid_request", "text"),  # wrong type
+    ({"text": "x", "alpha": 1.5}, 422, "invalid_request", "alpha"),
+    ({"text": "x", "top_k": 0}, 422, "invalid_request", "top_k"),
+    ({"text": "x", "top_k": 10**6}, 422, "invalid_request", "top_k"),
+    ({"text": "  "}, 422, "invalid_input", "text"),  # empty query
+    ({}, 422, "invalid_input", "text"),
+    ({"image_base64": "not base64!"}, 422, "invalid_input", "image_base64"),
+    ({"image_base64": base64.b64encode(b"<html>hi</html>").decode()}, 422, "invalid_image", None),
+    ({"image_base64": base64.b64encode(PHOTO[:2000]).decode()}, 422, "invalid_image", None),
+    ({"image_base64": base64.b64encode(_png_header_only(90_000, 90_000)).decode()}, 422, "invalid_image", None),
+    ({"image_url": "http://127.0.0.1:9/a.jpg"}, 422, "unsafe_source", "url"),
+    ({"image_url": "file:///etc/passwd"}, 422, "invalid_input", "image_url"),
+    ({"text": "x", "collection": "nope"}, 404, "not_found", "collection"),
+    ({"text": "x", "collection": "../etc"}, 422, "invalid_input", "collection"),
+    ({"text": "x", "ranges": {"price": {"gte": 50, "lte": 10}}}, 422, "invalid_input", "filters"),
+])
+def test_bad_searches_get_clear_4xx(client: TestClient, body: dict[str, object], status: int, code: str,
+                                    field: str | None) -> None:
+    assert_error(client.post("/search", json=body), status, code, field)
+
+
+def test_bad_uploads_and_lookups(client: TestClient) -> None:
+    assert_error(client.post("/search/upload", files={"image": ("photo.jpg", b"%PDF-1.4 not a photo", "image/jpeg")}),
+                 422, "invalid_image")
+    assert_error(client.post("/search/upload", files={"image": ("a.jpg", PHOTO, "image/jpeg")},
+                             data={"options": '{"top_k": "many"}'}), 422, "invalid_input", "options.top_k")
+    assert_error(client.post("/search", content=b"{not json", headers={"content-type": "application/json"}),
+                 422, "invalid_request")
+    assert_error(client.get("/collections/luma/products/NOPE"), 404, "not_found", "product_id")
+    assert_error(client.get("/collections/luma/products/MH01/images/99"), 404, "not_found", "position")
+    assert_error(client.get("/collections/nope"), 404, "not_found", "collection")
+    assert_error(client.get("/no/such/route"), 404, "not_found")
+
+
+def test_collection_lifecycle_and_limits(writable: TestClient) -> None:
+    assert [c["name"] for c in writable.get("/collections").json()] == ["shop"]
+    assert writable.post("/collections", json={"name": "wardrobe"}).status_code == 201
+    assert_error(writable.post("/collections", json={"name": "Bad Name"}), 422, "invalid_input", "collection")
+    assert writable.get("/collections/wardrobe").json()["products"] == 0
+    assert writable.delete("/collections/wardrobe").status_code == 204
+    assert_error(writable.get("/collections/wardrobe"), 404, "not_found")
+    assert writable.delete("/collections/shop/products/MH02").status_code == 204
+    assert_error(writable.get("/collections/shop/products/MH02"), 404, "not_found")
+    hits = writable.post("/search", json={"text": "Teton Pullover Hoodie", "collection": "shop"}).json()["hits"]
+    assert "MH02" not in [h["id"] for h in hits]
+    big = base64.b64encode(b"\xff\xd8\xff" + b"0" * 400_000).decode()
+    assert_error(writable.post("/search", json={"image_base64": big}), 413, "too_large")
+    assert writable.get("/collections/shop").json()["products"] == 11  # nothing stored by refused requests
+
+
+def test_real_server_over_http(settings: object, small_luma: Path) -> None:
+    """`vitrine serve` as a user starts it, queried over a real socket."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+    from conftest import REPO
+
+    home = settings.home  # type: ignore[attr-defined]
+    with Engine(settings) as engine:  # type: ignore[arg-type]
+        engine.ingest("shop", small_luma)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "VITRINE_HOME": str(home), "PYTHONPATH": str(REPO)}
+    server = subprocess.Popen([sys.executable, "-m", "vitrine", "serve", "--port", str(port), "--no-demo"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:  # wait for readiness (models loaded), not for a fixed time
+            assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server never became ready"
+            time.sleep(0.2)
+        found = httpx.post(f"{base}/search", json={"text": "hoodie", "collection": "shop", "top_k": 2}, timeout=30)
+        assert found.status_code == 200 and found.json()["hits"][0]["category"] == "Hoodies & Sweatshirts"
+        photo = httpx.get(base + found.json()["hits"][0]["main_image_url"], timeout=10)
+        assert photo.status_code == 200 and photo.content[:3] == b"\xff\xd8\xff"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

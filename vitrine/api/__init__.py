@@ -1,0 +1,1 @@
+"""The HTTP API: thin FastAPI routes over the engine (no logic the CLI would need lives here)."""

@@ -1,0 +1,43 @@
+"""The FastAPI application: `create_app(settings)`; the engine opens in `lifespan`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from vitrine import __version__
+from vitrine.api.errors import install_error_handlers
+from vitrine.api.limits import BodySizeLimit
+from vitrine.api.routes import collections, health, products, search
+from vitrine.engine import Engine
+from vitrine.settings import Settings
+
+
+def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
+    """A given `engine` is used and left open (tests share one); otherwise the app owns its own."""
+    settings = settings or (engine.settings if engine else Settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = engine is None
+        app.state.engine = engine or Engine(settings)
+        app.state.engine.warm()
+        try:
+            yield
+        finally:
+            if owned:
+                app.state.engine.close()
+
+    app = FastAPI(
+        title="Vitrine",
+        version=__version__,
+        description="Fashion search: text, photo, hybrid and more-like-this over product catalogs.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for module in (health, collections, products, search):
+        app.include_router(module.router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    return app

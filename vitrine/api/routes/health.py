@@ -1,0 +1,25 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from vitrine.api.deps import EngineDep
+from vitrine.api.errors import error_body
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="Liveness: the process answers")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Readiness: models loaded and the store open", response_model=None)
+def readyz(engine: EngineDep) -> dict[str, object] | JSONResponse:
+    checks = {"models": engine.models_loaded(), "store": engine.home_writable()}
+    if all(checks.values()):
+        return {"status": "ready", "checks": checks}
+    body = error_body("not_ready", f"not ready: {', '.join(k for k, ok in checks.items() if not ok)}")
+    return JSONResponse(body | {"checks": checks}, status_code=503)

@@ -1,0 +1,57 @@
+"""Products: read, delete, their photos, and "more like this"."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, Response
+from fastapi.responses import FileResponse
+
+from vitrine.api.deps import EngineDep
+from vitrine.api.schemas import ImageOut, ProductOut, SearchOut, SimilarRequest
+from vitrine.errors import NotFound
+from vitrine.models.imaging import sniff_image_type
+from vitrine.search.query import Query
+
+router = APIRouter(prefix="/collections/{collection}/products", tags=["products"])
+
+
+@router.get("/{product_id}", response_model=ProductOut, summary="One product with its photos")
+def get_product(collection: str, product_id: str, engine: EngineDep) -> ProductOut:
+    p = engine.get_product(collection, product_id)
+    base = f"/collections/{collection}/products/{p.id}/images"
+    return ProductOut(
+        collection=collection, id=p.id, title=p.title, description=p.description, category=p.category,
+        colour=p.colour, price=p.price, attributes=p.attributes,
+        images=[ImageOut(position=im.position, ref=im.ref, url=f"{base}/{im.position}") for im in p.images],
+    )
+
+
+@router.delete("/{product_id}", status_code=204, summary="Delete a product")
+def delete_product(collection: str, product_id: str, engine: EngineDep) -> Response:
+    engine.get_product(collection, product_id)
+    engine.store(collection).delete([product_id])
+    return Response(status_code=204)
+
+
+@router.get("/{product_id}/images/{position}", summary="A product photo", response_class=FileResponse,
+            responses={200: {"content": {"image/*": {}}}})
+def get_image(collection: str, product_id: str, position: int, engine: EngineDep) -> FileResponse:
+    product = engine.get_product(collection, product_id)
+    image = next((im for im in product.images if im.position == position), None)
+    path = Path(image.path) if image else None
+    if image is None or path is None or not path.is_file():
+        raise NotFound(f"product {product_id!r} has no photo {position}", field="position")
+    with path.open("rb") as fh:
+        kind = sniff_image_type(fh.read(16)) or "octet-stream"
+    media = "application/octet-stream" if kind == "octet-stream" else f"image/{kind}"
+    return FileResponse(path, media_type=media, headers={"Cache-Control": "public, max-age=3600"})
+
+
+@router.post("/{product_id}/similar", response_model=SearchOut, summary="More like this product")
+def similar(collection: str, product_id: str, engine: EngineDep, body: SimilarRequest | None = None) -> SearchOut:
+    options = body or SimilarRequest()
+    query = Query(product_id=product_id, collection=collection, alpha=options.alpha, filters=options.to_filters(),
+                  facets=tuple(options.facets), top_k=options.top_k, offset=options.offset,
+                  min_score=options.min_score)
+    return SearchOut.from_response(engine.search(query))

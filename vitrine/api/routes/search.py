@@ -1,0 +1,71 @@
+"""Search by text, photo (base64, URL or upload), or both."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, UploadFile
+from pydantic import ValidationError
+
+from vitrine.api.deps import EngineDep
+from vitrine.api.schemas import SearchOptions, SearchOut, SearchRequest
+from vitrine.catalog.sources import is_url
+from vitrine.engine import Engine
+from vitrine.errors import InvalidInput, TooLarge
+from vitrine.search.query import Query
+
+router = APIRouter(tags=["search"])
+
+
+def _query(engine: Engine, options: SearchOptions, *, text: str | None, image: bytes | None) -> SearchOut:
+    if options.collection:
+        engine.store(options.collection)  # unknown collection: 404 before any encoding
+    query = Query(text=text, image=image, collection=options.collection, alpha=options.alpha,
+                  filters=options.to_filters(), facets=tuple(options.facets), top_k=options.top_k,
+                  offset=options.offset, min_score=options.min_score)
+    return SearchOut.from_response(engine.search(query))
+
+
+def _decode_base64(data: str, limit: int) -> bytes:
+    if len(data) > limit * 4 // 3 + 4:
+        raise TooLarge(f"image is over {limit} bytes", field="image_base64")
+    try:
+        return base64.b64decode(data.split(",", 1)[-1] if data.startswith("data:") else data, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidInput(f"not valid base64: {exc}", field="image_base64") from exc
+
+
+@router.post("/search", response_model=SearchOut, summary="Search by text, photo (base64 or URL), or both")
+def search(body: SearchRequest, engine: EngineDep) -> SearchOut:
+    if body.image_base64 is not None and body.image_url is not None:
+        raise InvalidInput("give image_base64 or image_url, not both", field="image_url")
+    image = None
+    if body.image_base64 is not None:
+        image = _decode_base64(body.image_base64, engine.settings.max_download_bytes)
+    elif body.image_url is not None:
+        if not is_url(body.image_url):
+            raise InvalidInput("image_url must be an http(s) URL", field="image_url")
+        image = engine.load_query_image(body.image_url)
+    return _query(engine, body, text=body.text, image=image)
+
+
+@router.post("/search/upload", response_model=SearchOut, summary="Search with an uploaded photo (multipart)")
+def search_upload(
+    engine: EngineDep,
+    image: Annotated[UploadFile, File(description="The query photo")],
+    text: Annotated[str | None, Form(max_length=1000)] = None,
+    options: Annotated[str, Form(description="SearchOptions as JSON (collection, alpha, filters...)")] = "{}",
+) -> SearchOut:
+    limit = engine.settings.max_download_bytes
+    data = image.file.read(limit + 1)
+    if len(data) > limit:
+        raise TooLarge(f"upload is over {limit} bytes", field="image")
+    try:
+        parsed = SearchOptions.model_validate_json(options)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "options"
+        raise InvalidInput(first["msg"], field=f"options.{field}") from None
+    return _query(engine, parsed, text=text, image=data)

@@ -1,0 +1,117 @@
+"""Request and response models of the HTTP API (pydantic lives at this edge only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from vitrine.index.store import Filters, RangeFilter
+from vitrine.search.query import MAX_OFFSET, MAX_TEXT_CHARS, MAX_TOP_K, Hit, SearchResponse
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Range(Strict):
+    gte: float | None = Field(None, description="Minimum, inclusive.")
+    lte: float | None = Field(None, description="Maximum, inclusive.")
+
+
+class SearchOptions(Strict):
+    collection: str | None = Field(None, description="Collection to search; all collections when omitted.")
+    alpha: float | None = Field(None, ge=0, le=1, description="Image weight when text and image are both given.")
+    filters: dict[str, str | list[str]] = Field(
+        default_factory=dict, description="Attribute -> value or list of values (one of), case-insensitive."
+    )
+    ranges: dict[str, Range] = Field(default_factory=dict, description="Numeric ranges, e.g. price.")
+    facets: list[str] = Field(default_factory=lambda: ["category", "colour"], max_length=10)
+    top_k: int = Field(10, ge=1, le=MAX_TOP_K)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
+    min_score: float | None = Field(None, ge=-1, le=1)
+
+    def to_filters(self) -> Filters:
+        equals = {k: tuple(v) if isinstance(v, list) else (v,) for k, v in self.filters.items()}
+        ranges = {k: RangeFilter(r.gte, r.lte) for k, r in self.ranges.items()}
+        return Filters(equals=equals, ranges=ranges)
+
+
+class SearchRequest(SearchOptions):
+    text: str | None = Field(None, max_length=MAX_TEXT_CHARS)
+    image_base64: str | None = Field(None, description="A query photo, base64-encoded.")
+    image_url: str | None = Field(None, max_length=2048, description="A query photo by http(s) URL.")
+
+
+class SimilarRequest(SearchOptions):
+    pass
+
+
+class HitOut(BaseModel):
+    collection: str
+    id: str
+    title: str
+    price: float | None
+    category: str
+    colour: str
+    main_image: str | None
+    matched_image: str | None
+    matched_image_position: int | None
+    main_image_url: str | None = Field(None, description="Where the API serves the main photo.")
+    matched_image_url: str | None = None
+    score: float
+    scores: dict[str, float]
+
+    @classmethod
+    def from_hit(cls, hit: Hit) -> HitOut:
+        base = f"/collections/{hit.collection}/products/{hit.id}/images"
+        return cls(
+            **hit.as_dict(),
+            main_image_url=f"{base}/0" if hit.main_image else None,
+            matched_image_url=f"{base}/{hit.matched_image_position}" if hit.matched_image_position is not None
+            else None,
+        )
+
+
+class SearchOut(BaseModel):
+    hits: list[HitOut]
+    total: int
+    offset: int
+    top_k: int
+    facets: dict[str, dict[str, int]]
+    timing_ms: dict[str, float]
+
+    @classmethod
+    def from_response(cls, response: SearchResponse) -> SearchOut:
+        data = response.as_dict()
+        data["hits"] = [HitOut.from_hit(h) for h in response.hits]
+        return cls(**data)
+
+
+class ImageOut(BaseModel):
+    position: int
+    ref: str
+    url: str
+
+
+class ProductOut(BaseModel):
+    collection: str
+    id: str
+    title: str
+    description: str
+    category: str
+    colour: str
+    price: float | None
+    attributes: dict[str, Any]
+    images: list[ImageOut]
+
+
+class CollectionOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    products: int
+    images: int
+
+
+class CollectionCreate(Strict):
+    name: str = Field(..., min_length=1, max_length=64)
