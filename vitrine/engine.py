@@ -5,6 +5,7 @@ Every interface (CLI, HTTP API) is a thin layer over `Engine`.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
@@ -15,12 +16,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+from urllib.parse import urlsplit
+
+import httpx
 
 from vitrine.catalog.ingest import Ingestor, Progress
 from vitrine.catalog.report import IngestReport
-from vitrine.catalog.sources import FetchPolicy, ImageFetcher, is_url
-from vitrine.errors import ImageError, InvalidInput, NotFound
+from vitrine.catalog.sources import FetchPolicy, ImageFetcher, fetch_url, is_url
+from vitrine.catalog.uploads import save_upload
+from vitrine.errors import ImageError, InvalidInput, NotFound, VitrineError
 from vitrine.index.sqlite_store import SqliteStore
 from vitrine.index.store import Product
 from vitrine.index.vectors import CollectionVectors
@@ -201,6 +206,29 @@ class Engine:
                 report_path = report.save(self.collections_dir / collection / "reports" / f"ingest-{stamp}.json")
                 store.set_meta("last_ingest_report", str(report_path))
         return report
+
+    def save_catalog_upload(self, stream: BinaryIO, filename: str) -> Path:
+        """Stores an uploaded catalog (or a zip of one with its photos) under the home; returns the catalog file."""
+        return save_upload(stream, filename, uploads_dir=self.home / "uploads",
+                           max_bytes=self.settings.max_catalog_upload_bytes,
+                           max_archive_bytes=self.settings.max_archive_bytes)
+
+    def fetch_catalog(self, url: str) -> Path:
+        """Downloads a catalog (or a zip) from an http(s) URL, with the address guard, into the home."""
+        s = self.settings
+        policy = FetchPolicy(max_bytes=s.max_catalog_upload_bytes, timeout_s=s.download_timeout_s, retries=0,
+                             allow_private=s.allow_private_urls)
+        try:
+            with httpx.Client(timeout=policy.timeout_s, follow_redirects=False) as client:
+                data = fetch_url(client, url, policy, field="url")
+        except httpx.TransportError as exc:
+            raise InvalidInput(f"download of {url!r} failed: {exc}", field="url") from exc
+        except Exception as exc:
+            if isinstance(exc, VitrineError):
+                raise
+            raise InvalidInput(f"download of {url!r} failed: {exc}", field="url") from exc
+        name = urlsplit(url).path.rsplit("/", 1)[-1] or "catalog.csv"
+        return self.save_catalog_upload(io.BytesIO(data), name)
 
     def _fetch_policy(self) -> FetchPolicy:
         s = self.settings

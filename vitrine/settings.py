@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, ge=1, description="Decompression-bomb guard.")
     max_download_bytes: int = Field(20_000_000, ge=1, description="Per image file, local or downloaded.")
     max_request_bytes: int = Field(10_000_000, ge=1, description="Largest HTTP request body (uploads included).")
+    max_catalog_upload_bytes: int = Field(
+        200_000_000, ge=1, description="Largest catalog upload (a zip of a catalog and its photos)."
+    )
+    max_archive_bytes: int = Field(1_000_000_000, ge=1, description="Most bytes an uploaded zip may unpack to.")
+    job_workers: int = Field(1, ge=1, le=8, description="Background job threads of the API server.")
     download_timeout_s: float = Field(10.0, gt=0)
     download_retries: int = Field(2, ge=0, le=10)
     download_concurrency: int = Field(8, ge=1, le=64)

@@ -10,8 +10,10 @@ from fastapi import FastAPI
 from vitrine import __version__
 from vitrine.api.errors import install_error_handlers
 from vitrine.api.limits import BodySizeLimit
-from vitrine.api.routes import collections, health, products, search
+from vitrine.api.routes import collections, health, jobs, products, search
 from vitrine.engine import Engine
+from vitrine.jobs.runner import JobRunner
+from vitrine.jobs.store import JobStore
 from vitrine.settings import Settings
 
 
@@ -24,9 +26,16 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         owned = engine is None
         app.state.engine = engine or Engine(settings)
         app.state.engine.warm()
+        home = app.state.engine.home
+        job_store = JobStore(home / "jobs.sqlite")
+        app.state.jobs = JobRunner(app.state.engine, jobs=job_store, queue_path=home / "queue.sqlite",
+                                   workers=settings.job_workers)
+        app.state.jobs.start()
         try:
             yield
         finally:
+            app.state.jobs.stop()
+            job_store.close()
             if owned:
                 app.state.engine.close()
 
@@ -37,7 +46,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (health, collections, products, search):
+    for module in (health, collections, products, search, jobs):
         app.include_router(module.router)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes,
+                       upload_bytes=settings.max_catalog_upload_bytes, upload_suffixes=("/ingest",))
     return app

@@ -63,6 +63,17 @@ def scan_columns(path: Path, fmt: str) -> list[str]:
     return list(seen)
 
 
+def check_catalog(path: Path, *, mapping: dict[str, str] | None, fmt: str | None) -> int:
+    """Reads the whole file as ingest would and returns its row count; raises CatalogError if malformed."""
+    fmt = fmt or detect_format(path)
+    columns = detect_columns(scan_columns(path, fmt), mapping)
+    rows = 0
+    for number, row in read_rows(path, fmt):
+        to_record(number, row, columns)
+        rows += 1
+    return rows
+
+
 def plan_ingest(
     *, store: CollectionStore, path: Path, mapping: dict[str, str] | None, fmt: str | None, prune: bool,
     report: IngestReport,

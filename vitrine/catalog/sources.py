@@ -106,32 +106,37 @@ class ImageFetcher:
     def _fetch(self, url: str) -> bytes:
         if self._client is None:
             self._client = httpx.Client(timeout=self.policy.timeout_s, follow_redirects=False)
-        for _ in range(_MAX_REDIRECTS + 1):
-            # Every hop is checked: a public URL may redirect to a private one.
-            check_url(url, allow_private=self.policy.allow_private)
-            with self._client.stream("GET", url, headers={"User-Agent": "vitrine/0.1"}) as response:
-                if response.is_redirect:
-                    url = urljoin(url, response.headers.get("location", ""))
-                    continue
-                if response.status_code in _RETRY_STATUS:
-                    raise _Retryable(f"HTTP {response.status_code}")
-                if response.status_code != 200:
-                    raise ImageError(f"download of {url!r} answered HTTP {response.status_code}", field="images")
-                declared = int(response.headers.get("content-length") or 0)
-                if declared > self.policy.max_bytes:
-                    raise ImageError(f"{url!r} is {declared} bytes, over the cap", field="images")
-                chunks: list[bytes] = []
-                received = 0
-                for chunk in response.iter_bytes():
-                    received += len(chunk)
-                    if received > self.policy.max_bytes:
-                        raise ImageError(f"{url!r} is over the cap of {self.policy.max_bytes} bytes", field="images")
-                    chunks.append(chunk)
-                data = b"".join(chunks)
-                if sniff_image_type(data) is None:
-                    raise ImageError(f"{url!r} did not return an image", field="images")
-                return data
-        raise ImageError(f"{url!r} redirected more than {_MAX_REDIRECTS} times", field="images")
+        data = fetch_url(self._client, url, self.policy)
+        if sniff_image_type(data) is None:
+            raise ImageError(f"{url!r} did not return an image", field="images")
+        return data
+
+
+def fetch_url(client: httpx.Client, url: str, policy: FetchPolicy, *, field: str = "images") -> bytes:
+    """GET with the address guard on every redirect hop and a size cap; raises _Retryable for 429/5xx."""
+    for _ in range(_MAX_REDIRECTS + 1):
+        # Every hop is checked: a public URL may redirect to a private one.
+        check_url(url, allow_private=policy.allow_private)
+        with client.stream("GET", url, headers={"User-Agent": "vitrine/0.1"}) as response:
+            if response.is_redirect:
+                url = urljoin(url, response.headers.get("location", ""))
+                continue
+            if response.status_code in _RETRY_STATUS:
+                raise _Retryable(f"HTTP {response.status_code}")
+            if response.status_code != 200:
+                raise ImageError(f"download of {url!r} answered HTTP {response.status_code}", field=field)
+            declared = int(response.headers.get("content-length") or 0)
+            if declared > policy.max_bytes:
+                raise ImageError(f"{url!r} is {declared} bytes, over the cap", field=field)
+            chunks: list[bytes] = []
+            received = 0
+            for chunk in response.iter_bytes():
+                received += len(chunk)
+                if received > policy.max_bytes:
+                    raise ImageError(f"{url!r} is over the cap of {policy.max_bytes} bytes", field=field)
+                chunks.append(chunk)
+            return b"".join(chunks)
+    raise ImageError(f"{url!r} redirected more than {_MAX_REDIRECTS} times", field=field)
 
 
 class _Retryable(Exception):

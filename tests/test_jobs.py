@@ -1,0 +1,151 @@
+"""Background ingest jobs: through the app, cancelled, and across a server killed mid-ingest."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import LUMA, REPO
+from fastapi.testclient import TestClient
+
+from vitrine.api.app import create_app
+from vitrine.engine import Engine
+from vitrine.jobs.runner import JobRunner
+from vitrine.jobs.store import CANCELLED, COMPLETE, QUEUED, JobStore
+from vitrine.settings import Settings
+
+
+def zip_catalog(catalog: Path) -> bytes:
+    """A zip of a catalog file and every file beside it (its photos)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for path in catalog.parent.rglob("*"):
+            if path.is_file():
+                zf.write(path, Path("shop") / path.relative_to(catalog.parent))
+    return buffer.getvalue()
+
+
+def wait_for(get: Any, done: Any, timeout_s: float = 300) -> Any:
+    """Polls a job until `done(job)`: waits on the job's state, not a fixed time."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        job = get()
+        if done(job):
+            return job
+        assert time.monotonic() < deadline, f"job stuck: {job}"
+        time.sleep(0.1)
+
+
+def test_upload_zip_runs_an_ingest_job(settings: Settings, small_luma: Path) -> None:
+    with Engine(settings) as engine, TestClient(create_app(engine=engine)) as client:
+        accepted = client.post("/collections/shop/ingest", files={"file": ("shop.zip", zip_catalog(small_luma))})
+        assert accepted.status_code == 202, accepted.text
+        job_id = accepted.json()["id"]
+        job = wait_for(lambda: client.get(f"/jobs/{job_id}").json(), lambda j: j["state"] not in ("QUEUED", "RUNNING"))
+        assert job["state"] == "COMPLETE", job
+        assert (job["done"], job["total"], job["result"]["added"]) == (12, 12, 12)
+        assert job["rate_per_s"] > 0 and job["result"]["problems"] == []
+        hits = client.post("/search", json={"text": "hoodie", "collection": "shop", "top_k": 1}).json()["hits"]
+        assert hits[0]["category"] == "Hoodies & Sweatshirts"
+        assert [j["id"] for j in client.get("/jobs").json()] == [job_id]
+        assert client.get("/jobs", params={"state": "FAILED"}).json() == []
+
+
+def test_refused_uploads_store_nothing(settings: Settings, small_luma: Path) -> None:
+    with Engine(settings) as engine, TestClient(create_app(engine=engine)) as client:
+        broken = small_luma.read_bytes() + b'ZZ1,"never closed\n'
+        response = client.post("/collections/shop/ingest", files={"file": ("c.csv", broken)})
+        assert response.status_code == 422 and "malformed CSV" in response.json()["error"]["message"]
+        sneaky = io.BytesIO()
+        with zipfile.ZipFile(sneaky, "w") as zf:
+            zf.writestr("../../evil.csv", "id,title\n1,x\n")
+        response = client.post("/collections/shop/ingest", files={"file": ("c.zip", sneaky.getvalue())})
+        assert response.status_code == 422 and response.json()["error"]["code"] == "unsafe_source"
+        response = client.post("/collections/shop/ingest", files={"file": ("c.exe", b"MZ\x90\x00")})
+        assert response.status_code == 422
+        response = client.post("/collections/shop/ingest", files={"file": ("c.csv", small_luma.read_bytes())},
+                               data={"mapping": '{"id": "sku"}'})
+        assert response.status_code == 422 and response.json()["error"]["field"] == "id"
+        response = client.post("/collections/shop/ingest/url", json={"url": "http://127.0.0.1:9/c.csv"})
+        assert response.status_code == 422 and response.json()["error"]["code"] == "unsafe_source"
+        assert client.get("/jobs").json() == [] and client.get("/collections").json() == []
+        assert client.get("/jobs/nope").status_code == 404
+        assert not (engine.home / "evil.csv").exists() and not (engine.home.parent / "evil.csv").exists()
+
+
+def test_cancel_a_queued_job(settings: Settings, small_luma: Path) -> None:
+    with Engine(settings) as engine:
+        jobs = JobStore(settings.home / "jobs.sqlite")
+        runner = JobRunner(engine, jobs=jobs, queue_path=settings.home / "queue.sqlite")  # not started
+        job = runner.submit_ingest("shop", small_luma)
+        assert job.state == QUEUED
+        assert runner.cancel(job.id).cancel_requested
+        runner.huey.execute(runner.huey.dequeue())  # what a worker does next
+        assert jobs.get(job.id).state == CANCELLED
+        assert "shop" not in engine.collection_names()
+        with pytest.raises(Exception, match="already CANCELLED"):
+            runner.cancel(job.id)
+        jobs.close()
+
+
+def start_server(home: Path, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "VITRINE_HOME": str(home), "PYTHONPATH": str(REPO), "VITRINE_INGEST_BATCH": "8"}
+    return subprocess.Popen([sys.executable, "-m", "vitrine", "serve", "--port", str(port), "--no-demo"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def wait_ready(server: subprocess.Popen[bytes], base: str) -> None:
+    def ready(_: object) -> bool:
+        assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
+        try:
+            return httpx.get(f"{base}/readyz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_for(lambda: None, ready, timeout_s=120)
+
+
+def test_server_killed_mid_ingest_resumes_the_job(settings: Settings, tmp_path: Path) -> None:
+    """The full flow over HTTP on the Luma catalog, with a kill -9 in the middle of the ingest."""
+    home = settings.home
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    server = start_server(home, port)
+    try:
+        wait_ready(server, base)
+        assert httpx.post(f"{base}/collections", json={"name": "luma"}).status_code == 201
+        accepted = httpx.post(f"{base}/collections/luma/ingest", timeout=120,
+                              files={"file": ("luma.zip", zip_catalog(LUMA / "catalog.csv"))})
+        assert accepted.status_code == 202, accepted.text
+        job_id = accepted.json()["id"]
+        wait_for(lambda: httpx.get(f"{base}/jobs/{job_id}").json(), lambda j: j["done"] >= 16)
+        server.send_signal(signal.SIGKILL)
+        server.wait(timeout=30)
+
+        server = start_server(home, port)
+        wait_ready(server, base)
+        job = wait_for(lambda: httpx.get(f"{base}/jobs/{job_id}").json(),
+                       lambda j: j["state"] not in ("QUEUED", "RUNNING"))
+        assert job["state"] == COMPLETE and job["attempts"] == 2, job
+        assert job["result"]["unchanged"] >= 16 and job["result"]["valid"] == 191
+        info = httpx.get(f"{base}/collections/luma").json()
+        assert info["products"] == 191 and info["images"] == 721
+        hits = httpx.post(f"{base}/search", json={"text": "black hoodie", "collection": "luma"}).json()["hits"]
+        assert hits[0]["category"] == "Hoodies & Sweatshirts"
+        assert httpx.delete(f"{base}/collections/luma").status_code == 204
+        assert httpx.get(f"{base}/collections").json() == []
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

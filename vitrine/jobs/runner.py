@@ -1,0 +1,118 @@
+"""Runs jobs from huey's queue in worker threads of this process (no separate consumer to run).
+
+huey's own consumer installs signal handlers, which would fight the web server's, so this runner
+drives huey's `dequeue`/`execute` directly; the task code is plain huey tasks, so a standalone
+consumer on huey's Redis backend can run it unchanged. Job state lives in `JobStore`: on start,
+jobs a restart interrupted are queued again, and ingest resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from huey import SqliteHuey
+
+from vitrine.engine import Engine
+from vitrine.errors import VitrineError
+from vitrine.jobs.store import CANCELLED, COMPLETE, FAILED, FINISHED, Job, JobStore
+
+log = logging.getLogger(__name__)
+
+IDLE_WAIT_S = 1.0  # how long an idle worker sleeps when nothing wakes it
+
+
+class JobCancelled(Exception):
+    pass
+
+
+class JobRunner:
+    def __init__(self, engine: Engine, *, jobs: JobStore, queue_path: Path, workers: int = 1) -> None:
+        self.engine = engine
+        self.jobs = jobs
+        self.huey = SqliteHuey("vitrine", filename=str(queue_path))
+        self._ingest_task = self.huey.task(name="vitrine.ingest")(self.run_ingest)
+        self._workers = workers
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+
+    # -- lifetime ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.recover()
+        for i in range(self._workers):
+            thread = threading.Thread(target=self._work, name=f"jobs-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout_s)
+        self._threads.clear()
+
+    def recover(self) -> list[str]:
+        """Queues again every unfinished job that the queue no longer holds (a restart cut it short)."""
+        pending = {task.args[0] for task in self.huey.pending() if task.args}
+        requeued = []
+        for job in self.jobs.unfinished():
+            if job.id not in pending:
+                self.jobs.requeue(job.id)
+                self._ingest_task(job.id)
+                requeued.append(job.id)
+                log.warning("job queued again after a restart", extra={"job": job.id, "kind": job.kind})
+        return requeued
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            task = self.huey.dequeue()
+            if task is None:
+                self._wake.wait(IDLE_WAIT_S)
+                self._wake.clear()
+                continue
+            self.huey.execute(task)
+
+    # -- jobs -------------------------------------------------------------------------------------
+
+    def submit_ingest(self, collection: str, catalog: Path, *, mapping: dict[str, str] | None = None,
+                      fmt: str | None = None, prune: bool = False) -> Job:
+        params: dict[str, Any] = {"catalog": str(catalog), "mapping": mapping or {}, "format": fmt, "prune": prune}
+        job = self.jobs.create(kind="ingest", collection=collection, params=params)
+        self._ingest_task(job.id)
+        self._wake.set()
+        return job
+
+    def cancel(self, job_id: str) -> Job:
+        return self.jobs.request_cancel(job_id)
+
+    def run_ingest(self, job_id: str) -> None:
+        job = self.jobs.get(job_id)
+        if job.state in FINISHED:
+            return
+        if job.cancel_requested:
+            self.jobs.finish(job_id, CANCELLED)
+            return
+        self.jobs.start(job_id)
+
+        def progress(done: int, total: int, images: int) -> None:
+            self.jobs.progress(job_id, done=done, total=total)
+            if self.jobs.cancel_requested(job_id):
+                raise JobCancelled
+
+        p = job.params
+        try:
+            report = self.engine.ingest(job.collection or "", Path(p["catalog"]), mapping=p["mapping"] or None,
+                                        fmt=p["format"], prune=p["prune"], progress=progress)
+        except JobCancelled:
+            self.jobs.finish(job_id, CANCELLED, error="cancelled; finished batches were kept")
+        except VitrineError as exc:
+            self.jobs.finish(job_id, FAILED, error=str(exc))
+        except Exception as exc:  # a job must end in a state, whatever went wrong
+            log.exception("ingest job failed", extra={"job": job_id})
+            self.jobs.finish(job_id, FAILED, error=f"internal error: {type(exc).__name__}: {exc}")
+        else:
+            self.jobs.finish(job_id, COMPLETE, result=report.as_dict())

@@ -1,0 +1,171 @@
+"""Jobs persisted in SQLite: state, counts, problems and errors survive restarts."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vitrine.errors import InvalidInput, NotFound
+
+QUEUED, RUNNING, COMPLETE, FAILED, CANCELLED = "QUEUED", "RUNNING", "COMPLETE", "FAILED", "CANCELLED"
+FINISHED = frozenset({COMPLETE, FAILED, CANCELLED})
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs(
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    collection TEXT,
+    params TEXT NOT NULL,
+    state TEXT NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0,
+    total INTEGER NOT NULL DEFAULT 0,
+    result TEXT,
+    error TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    updated_at REAL NOT NULL,
+    finished_at REAL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state);
+"""
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    kind: str
+    collection: str | None
+    params: dict[str, Any]
+    state: str
+    done: int
+    total: int
+    result: dict[str, Any] | None
+    error: str | None
+    cancel_requested: bool
+    attempts: int
+    created_at: float
+    started_at: float | None
+    updated_at: float
+    finished_at: float | None
+
+    @property
+    def rate_per_s(self) -> float | None:
+        if self.started_at is None or self.done == 0:
+            return None
+        elapsed = (self.finished_at or time.time()) - self.started_at
+        return self.done / elapsed if elapsed > 0 else None
+
+    @property
+    def eta_s(self) -> float | None:
+        rate = self.rate_per_s
+        if self.state != RUNNING or not rate or self.total <= self.done:
+            return None
+        return (self.total - self.done) / rate
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "kind": self.kind, "collection": self.collection, "state": self.state,
+            "done": self.done, "total": self.total,
+            "rate_per_s": None if self.rate_per_s is None else round(self.rate_per_s, 2),
+            "eta_s": None if self.eta_s is None else round(self.eta_s, 1),
+            "result": self.result, "error": self.error, "cancel_requested": self.cancel_requested,
+            "attempts": self.attempts, "created_at": self.created_at, "started_at": self.started_at,
+            "finished_at": self.finished_at,
+        }
+
+
+class JobStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA busy_timeout=10000")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def create(self, *, kind: str, collection: str | None, params: dict[str, Any]) -> Job:
+        job_id = uuid.uuid4().hex
+        now = time.time()
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO jobs(id, kind, collection, params, state, created_at, updated_at) "
+                "VALUES(?, ?, ?, ?, ?, ?, ?)",
+                (job_id, kind, collection, json.dumps(params), QUEUED, now, now),
+            )
+        return self.get(job_id)
+
+    def get(self, job_id: str) -> Job:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no job {job_id!r}", field="job_id")
+        return _job(row)
+
+    def recent(self, *, limit: int = 100, state: str | None = None) -> list[Job]:
+        sql, params = "SELECT * FROM jobs", list[Any]()
+        if state is not None:
+            sql += " WHERE state=?"
+            params.append(state)
+        sql += " ORDER BY created_at DESC LIMIT ?"
+        params.append(limit)
+        with self._lock:
+            return [_job(r) for r in self._db.execute(sql, params)]
+
+    def start(self, job_id: str) -> None:
+        now = time.time()
+        self._execute("UPDATE jobs SET state=?, started_at=COALESCE(started_at, ?), attempts=attempts+1, updated_at=? "
+                      "WHERE id=?", (RUNNING, now, now, job_id))
+
+    def progress(self, job_id: str, *, done: int, total: int) -> None:
+        self._execute("UPDATE jobs SET done=?, total=?, updated_at=? WHERE id=?", (done, total, time.time(), job_id))
+
+    def finish(
+        self, job_id: str, state: str, *, result: dict[str, Any] | None = None, error: str | None = None
+    ) -> None:
+        now = time.time()
+        self._execute("UPDATE jobs SET state=?, result=?, error=?, updated_at=?, finished_at=? WHERE id=?",
+                      (state, None if result is None else json.dumps(result, default=str), error, now, now, job_id))
+
+    def requeue(self, job_id: str) -> None:
+        self._execute("UPDATE jobs SET state=?, updated_at=? WHERE id=?", (QUEUED, time.time(), job_id))
+
+    def request_cancel(self, job_id: str) -> Job:
+        job = self.get(job_id)
+        if job.state in FINISHED:
+            raise InvalidInput(f"job {job_id} is already {job.state}", field="job_id")
+        self._execute("UPDATE jobs SET cancel_requested=1, updated_at=? WHERE id=?", (time.time(), job_id))
+        return self.get(job_id)
+
+    def cancel_requested(self, job_id: str) -> bool:
+        with self._lock:
+            row = self._db.execute("SELECT cancel_requested FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return bool(row and row[0])
+
+    def unfinished(self) -> list[Job]:
+        with self._lock:
+            return [_job(r) for r in self._db.execute(
+                "SELECT * FROM jobs WHERE state IN (?, ?) ORDER BY created_at", (QUEUED, RUNNING))]
+
+    def _execute(self, sql: str, params: tuple[Any, ...]) -> None:
+        with self._lock:
+            self._db.execute(sql, params)
+
+
+def _job(row: tuple[Any, ...]) -> Job:
+    (job_id, kind, collection, params, state, done, total, result, error, cancel, attempts, created, started,
+     updated, finished) = row
+    return Job(id=job_id, kind=kind, collection=collection, params=json.loads(params), state=state, done=done,
+               total=total, result=json.loads(result) if result else None, error=error, cancel_requested=bool(cancel),
+               attempts=attempts, created_at=created, started_at=started, updated_at=updated, finished_at=finished)
