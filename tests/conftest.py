@@ -40,6 +40,17 @@ def make_settings(home: Path, models_dir: Path, **overrides: object) -> Settings
     return Settings(home=home, data_dir=DATA, threads=2, **overrides)
 
 
+def admin_token(home: Path) -> str:
+    """A fresh admin API key for `home` (the way `vitrine keys create` makes one)."""
+    from vitrine.keys import KeyStore
+
+    store = KeyStore(home / "keys.sqlite")
+    try:
+        return store.create("tests", "admin")[1]
+    finally:
+        store.close()
+
+
 @pytest.fixture
 def settings(tmp_path: Path, models_dir: Path) -> Settings:
     return make_settings(tmp_path / "home", models_dir)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import LUMA, make_settings
+from conftest import LUMA, admin_token, make_settings
 from fastapi.testclient import TestClient
 from test_imaging import _png_header_only
 
@@ -30,7 +30,8 @@ def writable(settings: object, small_luma: Path) -> Iterator[TestClient]:
     settings = settings.model_copy(update={"max_request_bytes": 300_000})  # type: ignore[attr-defined]
     with Engine(settings) as engine:
         engine.ingest("shop", small_luma)
-        with TestClient(create_app(engine=engine)) as c:
+        token = admin_token(settings.home)
+        with TestClient(create_app(engine=engine), headers={"Authorization": f"Bearer {token}"}) as c:
             yield c
 
 
@@ -178,3 +179,41 @@ def test_real_server_over_http(settings: object, small_luma: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_keys_and_scopes(settings: object, small_luma: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from vitrine.cli.main import main
+
+    home = settings.home  # type: ignore[attr-defined]
+
+    def token_for(scope: str) -> str:
+        assert main(["--home", str(home), "keys", "create", f"{scope} key", "--scope", scope]) == 0
+        return capsys.readouterr().out.strip().splitlines()[-1]
+
+    read, write, admin = token_for("read"), token_for("write"), token_for("admin")
+    with Engine(settings) as engine:  # type: ignore[arg-type]
+        engine.ingest("shop", small_luma)
+        with TestClient(create_app(engine=engine)) as client:
+            def as_(token: str | None) -> dict[str, str]:
+                return {"Authorization": f"Bearer {token}"} if token else {}
+
+            assert client.post("/search", json={"text": "hoodie"}).status_code == 200  # reads are public
+            assert_error(client.post("/collections", json={"name": "x"}), 401, "unauthorized")
+            assert client.post("/collections", json={"name": "x"}).headers["www-authenticate"] == "Bearer"
+            assert_error(client.post("/collections", json={"name": "x"}, headers=as_("vtr_nope_nope")), 401,
+                         "unauthorized")
+            assert_error(client.post("/collections", json={"name": "x"}, headers=as_(read)), 403, "forbidden")
+            assert client.post("/collections", json={"name": "x"}, headers=as_(write)).status_code == 201
+            assert_error(client.delete("/collections/x", headers=as_(write)), 403, "forbidden")
+            assert client.delete("/collections/x", headers={"X-API-Key": admin}).status_code == 204
+            key_id = write.split("_")[1]
+            assert main(["--home", str(home), "keys", "revoke", key_id]) == 0
+            assert_error(client.post("/collections", json={"name": "y"}, headers=as_(write)), 401, "unauthorized")
+            capsys.readouterr()
+            assert main(["--home", str(home), "keys", "list", "--json"]) == 0
+            listed = capsys.readouterr().out
+            assert "revoked_at" in listed and write.split("_")[2] not in listed  # secrets are never listed
+    private = settings.model_copy(update={"public_reads": False})  # type: ignore[attr-defined]
+    with Engine(private) as engine, TestClient(create_app(engine=engine)) as client:
+        assert_error(client.post("/search", json={"text": "hoodie"}), 401, "unauthorized")
+        assert client.post("/search", json={"text": "hoodie"}, headers={"X-API-Key": read}).status_code == 200

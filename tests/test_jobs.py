@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import LUMA, REPO
+from conftest import LUMA, REPO, admin_token
 from fastapi.testclient import TestClient
 
 from vitrine.api.app import create_app
@@ -47,7 +47,8 @@ def wait_for(get: Any, done: Any, timeout_s: float = 300) -> Any:
 
 
 def test_upload_zip_runs_an_ingest_job(settings: Settings, small_luma: Path) -> None:
-    with Engine(settings) as engine, TestClient(create_app(engine=engine)) as client:
+    auth = {"Authorization": f"Bearer {admin_token(settings.home)}"}
+    with Engine(settings) as engine, TestClient(create_app(engine=engine), headers=auth) as client:
         accepted = client.post("/collections/shop/ingest", files={"file": ("shop.zip", zip_catalog(small_luma))})
         assert accepted.status_code == 202, accepted.text
         job_id = accepted.json()["id"]
@@ -62,7 +63,8 @@ def test_upload_zip_runs_an_ingest_job(settings: Settings, small_luma: Path) -> 
 
 
 def test_refused_uploads_store_nothing(settings: Settings, small_luma: Path) -> None:
-    with Engine(settings) as engine, TestClient(create_app(engine=engine)) as client:
+    auth = {"Authorization": f"Bearer {admin_token(settings.home)}"}
+    with Engine(settings) as engine, TestClient(create_app(engine=engine), headers=auth) as client:
         broken = small_luma.read_bytes() + b'ZZ1,"never closed\n'
         response = client.post("/collections/shop/ingest", files={"file": ("c.csv", broken)})
         assert response.status_code == 422 and "malformed CSV" in response.json()["error"]["message"]
@@ -122,11 +124,12 @@ def test_server_killed_mid_ingest_resumes_the_job(settings: Settings, tmp_path: 
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     base = f"http://127.0.0.1:{port}"
+    auth = {"X-API-Key": admin_token(home)}
     server = start_server(home, port)
     try:
         wait_ready(server, base)
-        assert httpx.post(f"{base}/collections", json={"name": "luma"}).status_code == 201
-        accepted = httpx.post(f"{base}/collections/luma/ingest", timeout=120,
+        assert httpx.post(f"{base}/collections", json={"name": "luma"}, headers=auth).status_code == 201
+        accepted = httpx.post(f"{base}/collections/luma/ingest", timeout=120, headers=auth,
                               files={"file": ("luma.zip", zip_catalog(LUMA / "catalog.csv"))})
         assert accepted.status_code == 202, accepted.text
         job_id = accepted.json()["id"]
@@ -144,7 +147,8 @@ def test_server_killed_mid_ingest_resumes_the_job(settings: Settings, tmp_path: 
         assert info["products"] == 191 and info["images"] == 721
         hits = httpx.post(f"{base}/search", json={"text": "black hoodie", "collection": "luma"}).json()["hits"]
         assert hits[0]["category"] == "Hoodies & Sweatshirts"
-        assert httpx.delete(f"{base}/collections/luma").status_code == 204
+        assert httpx.delete(f"{base}/collections/luma").status_code == 401
+        assert httpx.delete(f"{base}/collections/luma", headers=auth).status_code == 204
         assert httpx.get(f"{base}/collections").json() == []
     finally:
         server.terminate()

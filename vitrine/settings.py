@@ -37,6 +37,8 @@ class Settings(BaseSettings):
         200_000_000, ge=1, description="Largest catalog upload (a zip of a catalog and its photos)."
     )
     max_archive_bytes: int = Field(1_000_000_000, ge=1, description="Most bytes an uploaded zip may unpack to.")
+    public_reads: bool = Field(True, description="Searches and reads need no API key.")
+    public_writes: bool = Field(False, description="Writes need no API key (never in production).")
     job_workers: int = Field(1, ge=1, le=8, description="Background job threads of the API server.")
     download_timeout_s: float = Field(10.0, gt=0)
     download_retries: int = Field(2, ge=0, le=10)

@@ -14,6 +14,7 @@ from vitrine.api.routes import collections, health, jobs, products, search
 from vitrine.engine import Engine
 from vitrine.jobs.runner import JobRunner
 from vitrine.jobs.store import JobStore
+from vitrine.keys import KeyStore
 from vitrine.settings import Settings
 
 
@@ -31,11 +32,13 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         app.state.jobs = JobRunner(app.state.engine, jobs=job_store, queue_path=home / "queue.sqlite",
                                    workers=settings.job_workers)
         app.state.jobs.start()
+        app.state.keys = KeyStore(home / "keys.sqlite")
         try:
             yield
         finally:
             app.state.jobs.stop()
             job_store.close()
+            app.state.keys.close()
             if owned:
                 app.state.engine.close()
 

@@ -10,12 +10,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from vitrine.api.auth import Forbidden, Unauthorized
 from vitrine.errors import InvalidInput, ModelUnavailable, NotFound, TooLarge, VitrineError
 
 log = logging.getLogger(__name__)
 
 # Most specific first: the first matching class decides.
-STATUS: dict[type[VitrineError], int] = {TooLarge: 413, InvalidInput: 422, NotFound: 404, ModelUnavailable: 503}
+STATUS: dict[type[VitrineError], int] = {
+    TooLarge: 413, InvalidInput: 422, NotFound: 404, ModelUnavailable: 503, Unauthorized: 401, Forbidden: 403,
+}
 
 
 def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
@@ -29,7 +32,9 @@ def status_of(exc: VitrineError) -> int:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(VitrineError)
     async def vitrine_error(_: Request, exc: VitrineError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, exc.message, exc.field), status_code=status_of(exc))
+        status = status_of(exc)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return JSONResponse(error_body(exc.code, exc.message, exc.field), status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -15,10 +15,11 @@ from pydantic import ValidationError
 
 from vitrine import __version__
 from vitrine.catalog.columns import parse_mapping
-from vitrine.cli.format import format_collections, format_report, format_response
+from vitrine.cli.format import format_collections, format_report, format_response, table
 from vitrine.engine import Engine, open_engine
 from vitrine.errors import InvalidInput, ModelUnavailable, NotFound, VitrineError
 from vitrine.index.store import Filters, RangeFilter
+from vitrine.keys import KeyStore
 from vitrine.logs import configure_logging
 from vitrine.search.query import Query
 from vitrine.settings import Settings
@@ -110,6 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
     cinfo.add_argument("--json", action="store_true")
     cdel = csub.add_parser("delete")
     cdel.add_argument("name")
+
+    keys = sub.add_parser("keys", help="API keys: create, list, revoke")
+    ksub = keys.add_subparsers(dest="action", required=True)
+    kcreate = ksub.add_parser("create")
+    kcreate.add_argument("name")
+    kcreate.add_argument("--scope", choices=["read", "write", "admin"], default="read")
+    klist = ksub.add_parser("list")
+    klist.add_argument("--json", action="store_true")
+    krevoke = ksub.add_parser("revoke")
+    krevoke.add_argument("key_id")
 
     serve = sub.add_parser("serve", help="run the HTTP API (ingests the demo catalog into an empty home)")
     serve.add_argument("--host", default="127.0.0.1")
@@ -230,6 +241,27 @@ def cmd_demo(engine: Engine, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys(engine: Engine, args: argparse.Namespace) -> int:
+    store = KeyStore(engine.home / "keys.sqlite")
+    try:
+        if args.action == "create":
+            key, token = store.create(args.name, args.scope)
+            _print(f"created key {key.id} ({key.name}, scope {key.scope}); keep this token, it is not shown again:")
+            _print(token)
+        elif args.action == "list":
+            keys = store.all()
+            if args.json:
+                _print_json([k.__dict__ for k in keys])
+            else:
+                rows = [[k.id, k.name, k.scope, "revoked" if k.revoked_at else "active"] for k in keys]
+                _print(table(["id", "name", "scope", "state"], rows, [12, 30, 6, 8]) if rows else "no keys")
+        else:
+            _print(f"revoked key {store.revoke(args.key_id).id}")
+    finally:
+        store.close()
+    return 0
+
+
 def cmd_serve(engine: Engine, args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -251,7 +283,7 @@ def cmd_serve(engine: Engine, args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"ingest": cmd_ingest, "search": cmd_search, "similar": cmd_similar,
-            "collections": cmd_collections, "demo": cmd_demo, "serve": cmd_serve}
+            "collections": cmd_collections, "demo": cmd_demo, "serve": cmd_serve, "keys": cmd_keys}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

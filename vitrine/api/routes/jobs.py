@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from pydantic import BaseModel, Field
 
+from vitrine.api.auth import Read, Write
 from vitrine.api.deps import EngineDep
 from vitrine.api.schemas import Strict
 from vitrine.catalog.ingest import check_catalog
@@ -58,8 +59,13 @@ def _mapping(text: str) -> dict[str, str]:
     return value
 
 
-@router.post("/collections/{name}/ingest", status_code=202, response_model=JobOut,
-             summary="Upload a catalog (CSV, JSON, JSONL, or a zip with its photos): starts an ingest job")
+@router.post(
+    "/collections/{name}/ingest",
+    dependencies=[Write],
+    status_code=202,
+    response_model=JobOut,
+    summary="Upload a catalog (CSV, JSON, JSONL, or a zip with its photos): starts an ingest job",
+)
 def ingest_upload(
     name: str,
     request: Request,
@@ -76,8 +82,13 @@ def ingest_upload(
     return _runner(request).submit_ingest(name, catalog, mapping=columns, fmt=format, prune=prune).as_dict()
 
 
-@router.post("/collections/{name}/ingest/url", status_code=202, response_model=JobOut,
-             summary="Ingest a catalog from an http(s) URL: starts an ingest job")
+@router.post(
+    "/collections/{name}/ingest/url",
+    dependencies=[Write],
+    status_code=202,
+    response_model=JobOut,
+    summary="Ingest a catalog from an http(s) URL: starts an ingest job",
+)
 def ingest_url(name: str, body: IngestByUrl, request: Request, engine: EngineDep) -> dict[str, Any]:
     check_collection_name(name)
     catalog = engine.fetch_catalog(body.url)
@@ -86,18 +97,25 @@ def ingest_url(name: str, body: IngestByUrl, request: Request, engine: EngineDep
     return job.as_dict()
 
 
-@router.get("/jobs", response_model=list[JobOut], summary="Recent jobs, newest first")
-def list_jobs(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-              state: Annotated[str | None, Query(pattern="^(QUEUED|RUNNING|COMPLETE|FAILED|CANCELLED)$")] = None
-              ) -> list[dict[str, Any]]:
+@router.get("/jobs", dependencies=[Read], response_model=list[JobOut], summary="Recent jobs, newest first")
+def list_jobs(
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    state: Annotated[str | None, Query(pattern="^(QUEUED|RUNNING|COMPLETE|FAILED|CANCELLED)$")] = None,
+) -> list[dict[str, Any]]:
     return [job.as_dict() for job in _runner(request).jobs.recent(limit=limit, state=state)]
 
 
-@router.get("/jobs/{job_id}", response_model=JobOut, summary="A job's state, counts, rate and ETA")
+@router.get("/jobs/{job_id}", dependencies=[Read], response_model=JobOut, summary="A job's state, counts, rate and ETA")
 def get_job(job_id: str, request: Request) -> dict[str, Any]:
     return _runner(request).jobs.get(job_id).as_dict()
 
 
-@router.post("/jobs/{job_id}/cancel", response_model=JobOut, summary="Ask a job to stop after its current batch")
+@router.post(
+    "/jobs/{job_id}/cancel",
+    dependencies=[Write],
+    response_model=JobOut,
+    summary="Ask a job to stop after its current batch",
+)
 def cancel_job(job_id: str, request: Request) -> dict[str, Any]:
     return _runner(request).cancel(job_id).as_dict()

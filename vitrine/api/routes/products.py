@@ -7,6 +7,7 @@ from pathlib import Path
 from fastapi import APIRouter, Response
 from fastapi.responses import FileResponse
 
+from vitrine.api.auth import Read, Write
 from vitrine.api.deps import EngineDep
 from vitrine.api.schemas import ImageOut, ProductOut, SearchOut, SimilarRequest
 from vitrine.errors import NotFound
@@ -16,26 +17,37 @@ from vitrine.search.query import Query
 router = APIRouter(prefix="/collections/{collection}/products", tags=["products"])
 
 
-@router.get("/{product_id}", response_model=ProductOut, summary="One product with its photos")
+@router.get("/{product_id}", dependencies=[Read], response_model=ProductOut, summary="One product with its photos")
 def get_product(collection: str, product_id: str, engine: EngineDep) -> ProductOut:
     p = engine.get_product(collection, product_id)
     base = f"/collections/{collection}/products/{p.id}/images"
     return ProductOut(
-        collection=collection, id=p.id, title=p.title, description=p.description, category=p.category,
-        colour=p.colour, price=p.price, attributes=p.attributes,
+        collection=collection,
+        id=p.id,
+        title=p.title,
+        description=p.description,
+        category=p.category,
+        colour=p.colour,
+        price=p.price,
+        attributes=p.attributes,
         images=[ImageOut(position=im.position, ref=im.ref, url=f"{base}/{im.position}") for im in p.images],
     )
 
 
-@router.delete("/{product_id}", status_code=204, summary="Delete a product")
+@router.delete("/{product_id}", dependencies=[Write], status_code=204, summary="Delete a product")
 def delete_product(collection: str, product_id: str, engine: EngineDep) -> Response:
     engine.get_product(collection, product_id)
     engine.store(collection).delete([product_id])
     return Response(status_code=204)
 
 
-@router.get("/{product_id}/images/{position}", summary="A product photo", response_class=FileResponse,
-            responses={200: {"content": {"image/*": {}}}})
+@router.get(
+    "/{product_id}/images/{position}",
+    dependencies=[Read],
+    summary="A product photo",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/*": {}}}},
+)
 def get_image(collection: str, product_id: str, position: int, engine: EngineDep) -> FileResponse:
     product = engine.get_product(collection, product_id)
     image = next((im for im in product.images if im.position == position), None)
@@ -48,10 +60,17 @@ def get_image(collection: str, product_id: str, position: int, engine: EngineDep
     return FileResponse(path, media_type=media, headers={"Cache-Control": "public, max-age=3600"})
 
 
-@router.post("/{product_id}/similar", response_model=SearchOut, summary="More like this product")
+@router.post("/{product_id}/similar", dependencies=[Read], response_model=SearchOut, summary="More like this product")
 def similar(collection: str, product_id: str, engine: EngineDep, body: SimilarRequest | None = None) -> SearchOut:
     options = body or SimilarRequest()
-    query = Query(product_id=product_id, collection=collection, alpha=options.alpha, filters=options.to_filters(),
-                  facets=tuple(options.facets), top_k=options.top_k, offset=options.offset,
-                  min_score=options.min_score)
+    query = Query(
+        product_id=product_id,
+        collection=collection,
+        alpha=options.alpha,
+        filters=options.to_filters(),
+        facets=tuple(options.facets),
+        top_k=options.top_k,
+        offset=options.offset,
+        min_score=options.min_score,
+    )
     return SearchOut.from_response(engine.search(query))

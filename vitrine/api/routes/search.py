@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, UploadFile
 from pydantic import ValidationError
 
+from vitrine.api.auth import Read
 from vitrine.api.deps import EngineDep
 from vitrine.api.schemas import SearchOptions, SearchOut, SearchRequest
 from vitrine.catalog.sources import is_url
@@ -22,9 +23,17 @@ router = APIRouter(tags=["search"])
 def _query(engine: Engine, options: SearchOptions, *, text: str | None, image: bytes | None) -> SearchOut:
     if options.collection:
         engine.store(options.collection)  # unknown collection: 404 before any encoding
-    query = Query(text=text, image=image, collection=options.collection, alpha=options.alpha,
-                  filters=options.to_filters(), facets=tuple(options.facets), top_k=options.top_k,
-                  offset=options.offset, min_score=options.min_score)
+    query = Query(
+        text=text,
+        image=image,
+        collection=options.collection,
+        alpha=options.alpha,
+        filters=options.to_filters(),
+        facets=tuple(options.facets),
+        top_k=options.top_k,
+        offset=options.offset,
+        min_score=options.min_score,
+    )
     return SearchOut.from_response(engine.search(query))
 
 
@@ -37,7 +46,9 @@ def _decode_base64(data: str, limit: int) -> bytes:
         raise InvalidInput(f"not valid base64: {exc}", field="image_base64") from exc
 
 
-@router.post("/search", response_model=SearchOut, summary="Search by text, photo (base64 or URL), or both")
+@router.post(
+    "/search", dependencies=[Read], response_model=SearchOut, summary="Search by text, photo (base64 or URL), or both"
+)
 def search(body: SearchRequest, engine: EngineDep) -> SearchOut:
     if body.image_base64 is not None and body.image_url is not None:
         raise InvalidInput("give image_base64 or image_url, not both", field="image_url")
@@ -51,7 +62,9 @@ def search(body: SearchRequest, engine: EngineDep) -> SearchOut:
     return _query(engine, body, text=body.text, image=image)
 
 
-@router.post("/search/upload", response_model=SearchOut, summary="Search with an uploaded photo (multipart)")
+@router.post(
+    "/search/upload", dependencies=[Read], response_model=SearchOut, summary="Search with an uploaded photo (multipart)"
+)
 def search_upload(
     engine: EngineDep,
     image: Annotated[UploadFile, File(description="The query photo")],

@@ -1,0 +1,52 @@
+"""Scope checks as dependencies: 401 for a missing or bad key, 403 for a key without the scope."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from vitrine.errors import VitrineError
+from vitrine.keys import ApiKey, KeyStore
+
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer vtr_...`")
+_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key, as a header")
+
+
+class Unauthorized(VitrineError):
+    code = "unauthorized"
+
+
+class Forbidden(VitrineError):
+    code = "forbidden"
+
+
+def require(scope: str) -> Callable[..., ApiKey | None]:
+    def check(
+        request: Request,
+        bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        header: Annotated[str | None, Depends(_header)],
+    ) -> ApiKey | None:
+        settings = request.app.state.engine.settings
+        open_scope = (scope == "read" and settings.public_reads) or (scope != "admin" and settings.public_writes)
+        token = bearer.credentials if bearer else header
+        if not token:
+            if open_scope:
+                return None
+            raise Unauthorized(f"this needs an API key with the {scope!r} scope", field="authorization")
+        keys: KeyStore = request.app.state.keys
+        key = keys.verify(token)
+        if key is None:
+            raise Unauthorized("unknown or revoked API key", field="authorization")
+        if not key.allows(scope) and not open_scope:
+            raise Forbidden(f"key {key.id!r} has the {key.scope!r} scope; this needs {scope!r}", field="authorization")
+        return key
+
+    return check
+
+
+Read = Depends(require("read"))
+Write = Depends(require("write"))
+Admin = Depends(require("admin"))
