@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -217,3 +218,18 @@ def test_keys_and_scopes(settings: object, small_luma: Path, capsys: pytest.Capt
     with Engine(private) as engine, TestClient(create_app(engine=engine)) as client:
         assert_error(client.post("/search", json={"text": "hoodie"}), 401, "unauthorized")
         assert client.post("/search", json={"text": "hoodie"}, headers={"X-API-Key": read}).status_code == 200
+
+
+def test_request_ids_and_metrics(client: TestClient) -> None:
+    echoed = client.post("/search", json={"text": "tee", "collection": "luma"}, headers={"X-Request-ID": "abc-123"})
+    assert echoed.headers["x-request-id"] == "abc-123"
+    fresh = client.get("/healthz").headers["x-request-id"]
+    assert len(fresh) == 32 and fresh != "abc-123"
+    assert client.get("/healthz", headers={"X-Request-ID": "bad id\n"}).headers["x-request-id"] != "bad id\n"
+    client.post("/search", json={"image_base64": base64.b64encode(PHOTO).decode()})
+    text = client.get("/metrics").text
+    assert 'vitrine_http_request_duration_seconds_count{method="POST",route="/search",status="200"}' in text
+    assert 'vitrine_search_stage_seconds_count{stage="encode"}' in text
+    images = re.search(r'vitrine_searches_total\{kind="image"\} ([0-9.]+)', text)
+    assert images is not None and float(images.group(1)) >= 1
+    assert "vitrine_job_queue_depth 0.0" in text and "vitrine_up 1.0" in text

@@ -10,7 +10,8 @@ from fastapi import FastAPI
 from vitrine import __version__
 from vitrine.api.errors import install_error_handlers
 from vitrine.api.limits import BodySizeLimit
-from vitrine.api.routes import collections, health, jobs, products, search
+from vitrine.api.observability import JobStateCollector, Metrics, install_observability
+from vitrine.api.routes import collections, health, jobs, metrics, products, search
 from vitrine.engine import Engine
 from vitrine.jobs.runner import JobRunner
 from vitrine.jobs.store import JobStore
@@ -33,9 +34,14 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
                                    workers=settings.job_workers)
         app.state.jobs.start()
         app.state.keys = KeyStore(home / "keys.sqlite")
+        collector = JobStateCollector(job_store.counts)
+        app.state.metrics.add_collector(collector)
+        app.state.metrics.up.set(1)
         try:
             yield
         finally:
+            app.state.metrics.up.set(0)
+            app.state.metrics.registry.unregister(collector)
             app.state.jobs.stop()
             job_store.close()
             app.state.keys.close()
@@ -49,7 +55,9 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (health, collections, products, search, jobs):
+    app.state.metrics = Metrics()
+    install_observability(app, app.state.metrics)
+    for module in (health, collections, products, search, jobs, metrics):
         app.include_router(module.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes,
                        upload_bytes=settings.max_catalog_upload_bytes, upload_suffixes=("/ingest",))

@@ -153,6 +153,11 @@ class JobStore:
             row = self._db.execute("SELECT cancel_requested FROM jobs WHERE id=?", (job_id,)).fetchone()
         return bool(row and row[0])
 
+    def counts(self) -> dict[str, int]:
+        """Jobs per state."""
+        with self._lock:
+            return dict(self._db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall())
+
     def unfinished(self) -> list[Job]:
         with self._lock:
             return [_job(r) for r in self._db.execute(

@@ -79,6 +79,7 @@ def ingest_upload(
     columns = _mapping(mapping)
     catalog = engine.save_catalog_upload(file.file, file.filename or "catalog")
     check_catalog(catalog, mapping=columns or None, fmt=format)  # a malformed file is a 4xx, not a failed job
+    request.app.state.metrics.ingest_submitted.inc()
     return _runner(request).submit_ingest(name, catalog, mapping=columns, fmt=format, prune=prune).as_dict()
 
 
@@ -93,6 +94,7 @@ def ingest_url(name: str, body: IngestByUrl, request: Request, engine: EngineDep
     check_collection_name(name)
     catalog = engine.fetch_catalog(body.url)
     check_catalog(catalog, mapping=body.mapping or None, fmt=body.format)
+    request.app.state.metrics.ingest_submitted.inc()
     job = _runner(request).submit_ingest(name, catalog, mapping=body.mapping, fmt=body.format, prune=body.prune)
     return job.as_dict()
 

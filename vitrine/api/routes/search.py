@@ -6,7 +6,7 @@ import base64
 import binascii
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, Request, UploadFile
 from pydantic import ValidationError
 
 from vitrine.api.auth import Read
@@ -20,7 +20,9 @@ from vitrine.search.query import Query
 router = APIRouter(tags=["search"])
 
 
-def _query(engine: Engine, options: SearchOptions, *, text: str | None, image: bytes | None) -> SearchOut:
+def _query(
+    request: Request, engine: Engine, options: SearchOptions, *, text: str | None, image: bytes | None
+) -> SearchOut:
     if options.collection:
         engine.store(options.collection)  # unknown collection: 404 before any encoding
     query = Query(
@@ -34,7 +36,10 @@ def _query(engine: Engine, options: SearchOptions, *, text: str | None, image: b
         offset=options.offset,
         min_score=options.min_score,
     )
-    return SearchOut.from_response(engine.search(query))
+    response = engine.search(query)
+    kind = "hybrid" if text and image else "image" if image else "text"
+    request.app.state.metrics.observe_search(response, kind=kind)
+    return SearchOut.from_response(response)
 
 
 def _decode_base64(data: str, limit: int) -> bytes:
@@ -49,7 +54,7 @@ def _decode_base64(data: str, limit: int) -> bytes:
 @router.post(
     "/search", dependencies=[Read], response_model=SearchOut, summary="Search by text, photo (base64 or URL), or both"
 )
-def search(body: SearchRequest, engine: EngineDep) -> SearchOut:
+def search(body: SearchRequest, request: Request, engine: EngineDep) -> SearchOut:
     if body.image_base64 is not None and body.image_url is not None:
         raise InvalidInput("give image_base64 or image_url, not both", field="image_url")
     image = None
@@ -59,13 +64,14 @@ def search(body: SearchRequest, engine: EngineDep) -> SearchOut:
         if not is_url(body.image_url):
             raise InvalidInput("image_url must be an http(s) URL", field="image_url")
         image = engine.load_query_image(body.image_url)
-    return _query(engine, body, text=body.text, image=image)
+    return _query(request, engine, body, text=body.text, image=image)
 
 
 @router.post(
     "/search/upload", dependencies=[Read], response_model=SearchOut, summary="Search with an uploaded photo (multipart)"
 )
 def search_upload(
+    request: Request,
     engine: EngineDep,
     image: Annotated[UploadFile, File(description="The query photo")],
     text: Annotated[str | None, Form(max_length=1000)] = None,
@@ -81,4 +87,4 @@ def search_upload(
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "options"
         raise InvalidInput(first["msg"], field=f"options.{field}") from None
-    return _query(engine, parsed, text=text, image=data)
+    return _query(request, engine, parsed, text=text, image=data)

@@ -1,0 +1,83 @@
+"""Request ids, one structured log line per request, and Prometheus metrics (one registry per app)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from vitrine.search.query import SearchResponse
+
+log = logging.getLogger("vitrine.http")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Histogram("vitrine_http_request_duration_seconds", "HTTP request latency",
+                                  ["method", "route", "status"], registry=self.registry, buckets=_LATENCY_BUCKETS)
+        self.search_stage = Histogram("vitrine_search_stage_seconds", "Search latency per stage",
+                                      ["stage"], registry=self.registry, buckets=_LATENCY_BUCKETS)
+        self.searches = Counter("vitrine_searches_total", "Searches answered", ["kind"], registry=self.registry)
+        self.cache = Counter("vitrine_search_cache_total", "Search result cache lookups", ["result"],
+                             registry=self.registry)
+        self.ingest_submitted = Counter("vitrine_ingest_jobs_submitted_total", "Ingest jobs accepted",
+                                        registry=self.registry)
+        self.up = Gauge("vitrine_up", "1 while the API serves", registry=self.registry)
+
+    def observe_search(self, response: SearchResponse, *, kind: str) -> None:
+        self.searches.labels(kind).inc()
+        for stage in ("encode", "index", "fetch"):
+            self.search_stage.labels(stage).observe(response.timing_ms.get(stage, 0.0) / 1000)
+
+    def add_collector(self, collector: Collector) -> None:
+        self.registry.register(collector)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class JobStateCollector(Collector):
+    """Jobs per state, and the queue depth, read from the job table at scrape time."""
+
+    def __init__(self, count_by_state: Callable[[], dict[str, int]]) -> None:
+        self.count_by_state = count_by_state
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        counts = self.count_by_state()
+        jobs = GaugeMetricFamily("vitrine_jobs", "Jobs per state", labels=["state"])
+        for state, n in sorted(counts.items()):
+            jobs.add_metric([state], n)
+        yield jobs
+        yield GaugeMetricFamily("vitrine_job_queue_depth", "Jobs waiting to run", value=counts.get("QUEUED", 0))
+
+
+def install_observability(app: FastAPI, metrics: Metrics) -> None:
+    @app.middleware("http")
+    async def request_context(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        given = request.headers.get("x-request-id", "")
+        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        request.state.request_id = request_id
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+        finally:
+            elapsed = time.perf_counter() - started
+            route = getattr(request.scope.get("route"), "path", "unmatched")
+            metrics.requests.labels(request.method, route, str(status)).observe(elapsed)
+            log.info("request", extra={"request_id": request_id, "method": request.method, "route": route,
+                                       "path": request.url.path, "status": status,
+                                       "duration_ms": round(elapsed * 1000, 2)})
+        response.headers["X-Request-ID"] = request_id
+        return response
