@@ -124,8 +124,12 @@ def test_search_across_collections(luma_engine: Engine, tmp_path: Path) -> None:
         photo = (LUMA / "images" / "wj01-blue_main.jpg").read_bytes()
         response = luma_engine.search(Query(image=photo, top_k=2))
         assert {(h.collection, h.id) for h in response.hits} == {("luma", "WJ01"), ("mini", "WJ01")}
+        luma_engine.create_collection("empty")  # an empty collection takes part without breaking anything
+        for query in (Query(text="hoodie", top_k=3), Query(image=photo, top_k=3), Query(text="x", image=photo)):
+            assert luma_engine.search(query).hits
     finally:
         luma_engine.delete_collection("mini")
+        luma_engine.delete_collection("empty")
     assert "mini" not in luma_engine.collection_names()
 
 

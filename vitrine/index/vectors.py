@@ -74,6 +74,8 @@ class CollectionVectors:
 
     def text_scores(self, query: Array, positions: Array | None = None) -> Array:
         """Cosine of each product's text vector (all products, or those at `positions`)."""
+        if self.size == 0:  # an empty collection has no vector width to multiply with
+            return np.zeros(0 if positions is None else len(positions), dtype=np.float32)
         if positions is None:
             return self.data.text_vectors @ query
         if len(positions) > self.size // 4:  # one full product beats a large gather
