@@ -38,7 +38,8 @@ def auth(models_dir: Path) -> Iterator[dict[str, str]]:
 
 
 @schema.parametrize()
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+# derandomize: CI sees the same cases every run; widen max_examples locally to explore further
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_no_server_errors(case: Any, auth: dict[str, str]) -> None:
     response = case.call(headers=auth)
     SEEN[response.status_code // 100] += 1
