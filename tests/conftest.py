@@ -37,6 +37,7 @@ def make_settings(home: Path, models_dir: Path, **overrides: object) -> Settings
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "models").exists():
         (home / "models").symlink_to(models_dir, target_is_directory=True)
+    overrides.setdefault("rate_limit_per_minute", 0)  # tests poll and fuzz fast; the limiter has its own test
     return Settings(home=home, data_dir=DATA, threads=2, **overrides)
 
 

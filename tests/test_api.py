@@ -233,3 +233,34 @@ def test_request_ids_and_metrics(client: TestClient) -> None:
     images = re.search(r'vitrine_searches_total\{kind="image"\} ([0-9.]+)', text)
     assert images is not None and float(images.group(1)) >= 1
     assert "vitrine_job_queue_depth 0.0" in text and "vitrine_up 1.0" in text
+
+
+def test_token_buckets_refill_over_time() -> None:
+    from vitrine.api.ratelimit import TokenBuckets
+
+    buckets = TokenBuckets(rate_per_s=2.0, burst=3)
+    assert [buckets.take("a", 100.0) for _ in range(3)] == [None, None, None]
+    assert buckets.take("a", 100.0) == pytest.approx(0.5)  # empty: one token comes back in half a second
+    assert buckets.take("b", 100.0) is None  # clients do not share buckets
+    assert buckets.take("a", 100.6) is None
+    assert buckets.take("a", 100.6) is not None
+
+
+def test_rate_limit_and_cors(settings: object) -> None:
+    limited = settings.model_copy(update={  # type: ignore[attr-defined]
+        "rate_limit_per_minute": 60, "rate_limit_burst": 2, "cors_origins": ["https://shop.example"]})
+    with Engine(limited) as engine, TestClient(create_app(engine=engine)) as client:
+        assert client.get("/collections").status_code == 200
+        assert client.get("/collections").status_code == 200
+        refused = client.get("/collections")
+        assert_error(refused, 429, "rate_limited")
+        assert int(refused.headers["retry-after"]) >= 1
+        assert client.get("/healthz").status_code == 200  # probes are never limited
+        key = admin_token(limited.home)
+        assert client.get("/collections", headers={"X-API-Key": key}).status_code == 200  # a key has its own bucket
+        preflight = client.options("/search", headers={"Origin": "https://shop.example",
+                                                       "Access-Control-Request-Method": "POST"})
+        assert preflight.headers["access-control-allow-origin"] == "https://shop.example"
+        other = client.options("/search", headers={"Origin": "https://evil.example",
+                                                   "Access-Control-Request-Method": "POST"})
+        assert "access-control-allow-origin" not in other.headers

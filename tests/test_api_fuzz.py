@@ -20,7 +20,7 @@ from vitrine.settings import Settings
 # schemathesis parametrizes at collection, so the spec is read at import, straight from the app
 # (fetching /openapi.json would run the app's lifespan); the lifespan starts in the fixture below.
 HOME = Path(tempfile.mkdtemp(prefix="vitrine-fuzz-"))
-APP = create_app(Settings(home=HOME / "home", data_dir=DATA, threads=2))
+APP = create_app(Settings(home=HOME / "home", data_dir=DATA, threads=2, rate_limit_per_minute=0))
 schema = schemathesis.openapi.from_dict(APP.openapi())
 schema.app = APP  # cases are sent to the app in process, as from_asgi would
 SEEN: Counter[int] = Counter()  # status classes the fuzzer got back

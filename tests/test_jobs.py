@@ -101,7 +101,8 @@ def test_cancel_a_queued_job(settings: Settings, small_luma: Path) -> None:
 
 
 def start_server(home: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "VITRINE_HOME": str(home), "PYTHONPATH": str(REPO), "VITRINE_INGEST_BATCH": "8"}
+    env = {**os.environ, "VITRINE_HOME": str(home), "PYTHONPATH": str(REPO), "VITRINE_INGEST_BATCH": "8",
+           "VITRINE_RATE_LIMIT_PER_MINUTE": "0"}
     return subprocess.Popen([sys.executable, "-m", "vitrine", "serve", "--port", str(port), "--no-demo"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 

@@ -6,11 +6,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from vitrine import __version__
 from vitrine.api.errors import install_error_handlers
 from vitrine.api.limits import BodySizeLimit
 from vitrine.api.observability import JobStateCollector, Metrics, install_observability
+from vitrine.api.ratelimit import install_rate_limit
 from vitrine.api.routes import collections, health, jobs, metrics, products, search
 from vitrine.engine import Engine
 from vitrine.jobs.runner import JobRunner
@@ -56,9 +58,14 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     )
     install_error_handlers(app)
     app.state.metrics = Metrics()
-    install_observability(app, app.state.metrics)
+    install_rate_limit(app, per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst)
+    install_observability(app, app.state.metrics)  # outermost: rate-limited requests are logged and counted too
     for module in (health, collections, products, search, jobs, metrics):
         app.include_router(module.router)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
+                           allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
+                           expose_headers=["X-Request-ID", "Retry-After"])
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes,
                        upload_bytes=settings.max_catalog_upload_bytes, upload_suffixes=("/ingest",))
     return app
