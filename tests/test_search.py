@@ -170,3 +170,18 @@ def test_scores_are_deterministic(luma_engine: Engine) -> None:
     b = luma_engine.search(Query(text="blue jacket", collection="luma", top_k=20))
     assert [h.id for h in a.hits] == [h.id for h in b.hits]
     assert np.allclose([h.score for h in a.hits], [h.score for h in b.hits])
+
+
+def test_result_cache_is_invalidated_by_writes(engine: Engine, small_luma: Path) -> None:
+    engine.ingest("shop", small_luma)
+    first = engine.search(Query(text="hoodie", collection="shop", top_k=3))
+    again = engine.search(Query(text="hoodie", collection="shop", top_k=3))
+    assert not first.cached and again.cached and again.hits == first.hits
+    assert engine.search(Query(text="hoodie", collection="shop", top_k=4)).cached is False  # another query
+    engine.store("shop").delete([first.hits[0].id])  # a write: the old answer must not come back
+    after = engine.search(Query(text="hoodie", collection="shop", top_k=3))
+    assert not after.cached and first.hits[0].id not in [h.id for h in after.hits]
+    engine.delete_collection("shop")
+    engine.ingest("shop", small_luma)  # same name, generations start over: the cache was cleared
+    fresh = engine.search(Query(text="hoodie", collection="shop", top_k=3))
+    assert not fresh.cached and [h.id for h in fresh.hits] == [h.id for h in first.hits]

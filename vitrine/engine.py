@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -34,6 +35,7 @@ from vitrine.models.feature_cache import FeatureCache
 from vitrine.models.image_encoder import ImageEncoder
 from vitrine.models.registry import image_model_spec, text_model_spec
 from vitrine.models.text_encoder import TextEncoder
+from vitrine.search.cache import LruCache, query_key
 from vitrine.search.query import Query, SearchResponse
 from vitrine.search.searcher import Searcher, SearchTarget
 from vitrine.settings import Settings
@@ -73,6 +75,7 @@ class Engine:
         self.searcher = Searcher(
             text_encoder=self.text_encoder, image_embedder=self.embedder, keyword_weight=settings.keyword_weight
         )
+        self.results_cache: LruCache[SearchResponse] = LruCache(settings.search_cache_size)
         self._stores: dict[str, SqliteStore] = {}
         self._vectors: dict[str, CollectionVectors] = {}
         self._lock = threading.RLock()
@@ -138,6 +141,7 @@ class Engine:
             if store is not None:
                 store.close()
             self._vectors.pop(name, None)
+            self.results_cache.clear()  # a collection made again under this name restarts its generations
             # Rename first: the collection disappears at once and completely, even if removal is cut short.
             trash = self.collections_dir / f".deleted-{name}-{os.getpid()}-{time.time_ns()}"
             os.replace(self.collections_dir / name, trash)
@@ -242,7 +246,16 @@ class Engine:
         if query.product_id is not None and not query.collection:
             raise InvalidInput("more-like-this needs a collection", field="collection")
         targets = [SearchTarget(name=n, store=self.store(n), vectors=partial(self.vectors, n)) for n in names]
-        return self.searcher.search(query, targets)
+        started = time.perf_counter()
+        key = query_key(query, [(t.name, t.store.generation()) for t in targets])
+        cached = self.results_cache.get(key)
+        if cached is not None:
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            return replace(cached, cached=True, timing_ms={"encode": 0.0, "index": 0.0, "fetch": 0.0,
+                                                           "total": elapsed_ms})
+        response = self.searcher.search(query, targets)
+        self.results_cache.put(key, response)
+        return response
 
     def load_query_image(self, ref: str) -> bytes:
         """The bytes of a query image given as a local path or an http(s) URL (fetched with the URL guard)."""

@@ -36,6 +36,8 @@ class Metrics:
 
     def observe_search(self, response: SearchResponse, *, kind: str) -> None:
         self.searches.labels(kind).inc()
+        if response.cached:
+            return  # a cache hit ran no stage
         for stage in ("encode", "index", "fetch"):
             self.search_stage.labels(stage).observe(response.timing_ms.get(stage, 0.0) / 1000)
 

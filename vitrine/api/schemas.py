@@ -74,6 +74,7 @@ class HitOut(BaseModel):
 
 
 class SearchOut(BaseModel):
+    cached: bool = Field(description="Answered from the result cache")
     hits: list[HitOut]
     total: int
     offset: int

@@ -83,9 +83,11 @@ class SearchResponse:
     timing_ms: dict[str, float]
     offset: int
     top_k: int
+    cached: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "cached": self.cached,
             "hits": [h.as_dict() for h in self.hits],
             "total": self.total,
             "offset": self.offset,

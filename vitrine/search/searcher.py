@@ -15,6 +15,7 @@ from vitrine.index.store import CollectionStore, Product
 from vitrine.index.vectors import CollectionVectors
 from vitrine.models.embedder import ImageEmbedder
 from vitrine.models.text_encoder import TextEncoder
+from vitrine.search.cache import LruCache
 from vitrine.search.query import Hit, Query, SearchResponse
 from vitrine.search.scoring import facet_counts, fuse, image_search_vectors, normalise_rows, top_indices
 
@@ -45,10 +46,11 @@ class Searcher:
         self.text_encoder = text_encoder
         self.image_embedder = image_embedder
         self.keyword_weight = keyword_weight
+        self.text_vectors: LruCache[Array] = LruCache(4096)  # repeated query texts skip the encoder
 
     def search(self, query: Query, targets: Sequence[SearchTarget]) -> SearchResponse:
         started = time.perf_counter()
-        text_vector = self.text_encoder.encode([query.text])[0] if query.text else None
+        text_vector = self._encode_text(query.text) if query.text else None
         image_vector = None
         if query.image is not None:
             image_vector = image_search_vectors(self.image_embedder.features(query.image)[None])[0]
@@ -97,6 +99,13 @@ class Searcher:
             offset=query.offset,
             top_k=query.top_k,
         )
+
+    def _encode_text(self, text: str) -> Array:
+        vector = self.text_vectors.get(text)
+        if vector is None:
+            vector = self.text_encoder.encode([text])[0]
+            self.text_vectors.put(text, vector)
+        return vector
 
     def _product_vectors(self, target: SearchTarget, product_id: str) -> tuple[Array, Array | None]:
         vectors = target.vectors()

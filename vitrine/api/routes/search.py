@@ -39,6 +39,7 @@ def _query(
     response = engine.search(query)
     kind = "hybrid" if text and image else "image" if image else "text"
     request.app.state.metrics.observe_search(response, kind=kind)
+    request.app.state.metrics.cache.labels("hit" if response.cached else "miss").inc()
     return SearchOut.from_response(response)
 
 
