@@ -76,6 +76,8 @@ class Engine:
             text_encoder=self.text_encoder, image_embedder=self.embedder, keyword_weight=settings.keyword_weight
         )
         self.results_cache: LruCache[SearchResponse] = LruCache(settings.search_cache_size)
+        # Searches are CPU-bound: running more at once than there are cores only adds contention.
+        self._search_slots = threading.BoundedSemaphore(settings.search_concurrency or settings.threads)
         self._stores: dict[str, SqliteStore] = {}
         self._vectors: dict[str, CollectionVectors] = {}
         self._lock = threading.RLock()
@@ -86,6 +88,11 @@ class Engine:
         """Loads (and on first use exports) both models, so the first query is not slow."""
         self.image_encoder.load()
         self.text_encoder.load()
+
+    def preload(self) -> None:
+        """Loads every collection's vectors now, so no user waits for it on a first search."""
+        for name in self.collection_names():
+            self.vectors(name)
 
     def models_loaded(self) -> bool:
         return self.image_encoder.loaded and self.text_encoder.loaded
@@ -253,7 +260,8 @@ class Engine:
             elapsed_ms = (time.perf_counter() - started) * 1000
             return replace(cached, cached=True, timing_ms={"encode": 0.0, "index": 0.0, "fetch": 0.0,
                                                            "total": elapsed_ms})
-        response = self.searcher.search(query, targets)
+        with self._search_slots:
+            response = self.searcher.search(query, targets)
         self.results_cache.put(key, response)
         return response
 

@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     exact_search_limit: int = Field(
         250_000, ge=0, description="Up to this many vectors a collection is searched exactly; above, HNSW."
     )
+    search_concurrency: int | None = Field(None, ge=1, le=256, description="Searches run at once (default: threads).")
     search_cache_size: int = Field(1024, ge=0, description="Search results kept in memory (0: no cache).")
     keyword_weight: float = Field(0.5, ge=0, le=1, description="Share of the keyword signal in text scores.")
 

@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         owned = engine is None
         app.state.engine = engine or Engine(settings)
         app.state.engine.warm()
+        app.state.engine.preload()
         home = app.state.engine.home
         job_store = JobStore(home / "jobs.sqlite")
         app.state.jobs = JobRunner(app.state.engine, jobs=job_store, queue_path=home / "queue.sqlite",

@@ -9,6 +9,7 @@ import re
 import sqlite3
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +25,7 @@ SCHEMA_VERSION = 1
 # attributes, it counts half.
 _STRONG_COLUMNS = "{id title category colour}"
 _WEAK_MATCH = 0.5
+_POSTING_CACHE_TERMS = 4096
 _STOPWORDS = frozenset(
     "a an and are as at be by for from in is it of on or the to with under over below above than".split()
 )
@@ -109,6 +111,7 @@ class SqliteStore:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self._posting_cache: OrderedDict[str, tuple[int, Array, Array]] = OrderedDict()
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -309,18 +312,37 @@ class SqliteStore:
         on the dev ground truth it ranks as well as BM25 (docs/benchmarks.md).
         """
         terms = keyword_terms(query)
-        scores: dict[int, float] = {}
-        with self._lock:
-            for term in terms:
-                strong = {r for (r,) in self._db.execute(
-                    "SELECT rowid FROM products_fts WHERE products_fts MATCH ?", (f"{_STRONG_COLUMNS}: {term}",))}
-                for (row,) in self._db.execute("SELECT rowid FROM products_fts WHERE products_fts MATCH ?", (term,)):
-                    scores[row] = scores.get(row, 0.0) + (1.0 if row in strong else _WEAK_MATCH)
-        if not scores:
+        if not terms:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        rows = np.fromiter(scores.keys(), dtype=np.int64, count=len(scores))
-        values = np.fromiter(scores.values(), dtype=np.float32, count=len(scores)) / len(terms)
-        return rows, values
+        postings = [self._postings(term) for term in terms]
+        rows = np.concatenate([p for pair in postings for p in pair])
+        if len(rows) == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        # Any-column matches weigh _WEAK_MATCH; strong-column matches (a subset) add the rest.
+        weights = np.concatenate([np.full(len(any_rows), _WEAK_MATCH, dtype=np.float32) if i == 0
+                                  else np.full(len(strong_rows), 1.0 - _WEAK_MATCH, dtype=np.float32)
+                                  for any_rows, strong_rows in postings for i in (0, 1)])
+        unique, inverse = np.unique(rows, return_inverse=True)
+        return unique, (np.bincount(inverse, weights=weights) / len(terms)).astype(np.float32)
+
+    def _postings(self, term: str) -> tuple[Array, Array]:
+        """(rows holding `term` anywhere, rows holding it in a strong column), cached per generation:
+        query words repeat (colours, garment types), and their row lists are the keyword signal's cost."""
+        generation = self.generation()
+        with self._lock:
+            cached = self._posting_cache.get(term)
+            if cached is not None and cached[0] == generation:
+                self._posting_cache.move_to_end(term)
+                return cached[1], cached[2]
+            any_rows = np.fromiter((r for (r,) in self._db.execute(
+                "SELECT rowid FROM products_fts WHERE products_fts MATCH ?", (term,))), dtype=np.int64)
+            strong_rows = np.fromiter((r for (r,) in self._db.execute(
+                "SELECT rowid FROM products_fts WHERE products_fts MATCH ?", (f"{_STRONG_COLUMNS}: {term}",))),
+                dtype=np.int64)
+            self._posting_cache[term] = (generation, any_rows, strong_rows)
+            while len(self._posting_cache) > _POSTING_CACHE_TERMS:
+                self._posting_cache.popitem(last=False)
+        return any_rows, strong_rows
 
     def load_vectors(self, facet_fields: Sequence[str]) -> VectorData:
         with self._lock:
