@@ -54,6 +54,7 @@ def main() -> None:
     photos = sorted((DATA / "hm" / "images").rglob("*.jpg")) + sorted((DATA / "fpi" / "images").rglob("*.jpg"))
     photos = random.Random(1).sample(photos, args.images)
     with Engine(bench_settings(search_cache_size=0)) as engine:  # measure searches, not the result cache
+        engine.searcher.text_vectors.capacity = 0  # nor the query-vector cache
         products = sum(engine.store(n).count() for n in engine.collection_names())
         engine.warm()
         text = measure(engine, [Query(text=t, top_k=10) for t in texts])
@@ -72,6 +73,7 @@ def approximate(exact: Engine, text: list[Query], image: list[Query]) -> dict[st
     """The HNSW path forced on (exact limit 0): its latency, and its recall@10 against exact search."""
     result: dict[str, object] = {}
     with Engine(bench_settings(exact_search_limit=0, search_cache_size=0)) as ann:
+        ann.searcher.text_vectors.capacity = 0
         ann.warm()
         for name, queries in (("text", text), ("image", image)):
             overlap = [len({h.id for h in ann.search(q).hits} & {h.id for h in exact.search(q).hits}) / 10

@@ -9,6 +9,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-for script in ("ingest_throughput.py", "query_latency.py", "text_quality.py", "image_quality.py"):
+for script in ("ingest_throughput.py", "query_latency.py", "text_quality.py", "image_quality.py",
+               "http_load.py"):
     print(f"== {script}", flush=True)
     subprocess.run([sys.executable, str(HERE / script)], cwd=HERE, check=True)
