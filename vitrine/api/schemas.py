@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from vitrine.index.store import Filters, RangeFilter
-from vitrine.search.query import MAX_OFFSET, MAX_TEXT_CHARS, MAX_TOP_K, Hit, SearchResponse
+from vitrine.search.query import MAX_OFFSET, MAX_TEXT_CHARS, MAX_TOP_K, Hit, Query, SearchResponse
 
 
 class Strict(BaseModel):
@@ -19,8 +19,9 @@ class Range(Strict):
     lte: float | None = Field(None, description="Maximum, inclusive.")
 
 
-class SearchOptions(Strict):
-    collection: str | None = Field(None, description="Collection to search; all collections when omitted.")
+class QueryOptions(Strict):
+    """What every search takes besides its signals."""
+
     alpha: float | None = Field(None, ge=0, le=1, description="Image weight when text and image are both given.")
     filters: dict[str, str | list[str]] = Field(
         default_factory=dict, description="Attribute -> value or list of values (one of), case-insensitive."
@@ -31,10 +32,22 @@ class SearchOptions(Strict):
     offset: int = Field(0, ge=0, le=MAX_OFFSET)
     min_score: float | None = Field(None, ge=-1, le=1)
 
+    def to_query(self, *, collection: str | None = None, text: str | None = None, image: bytes | None = None,
+                 product_id: str | None = None) -> Query:
+        """The core query; `collection` (a path parameter) overrides the body's."""
+        collection = collection or getattr(self, "collection", None)
+        return Query(text=text, image=image, product_id=product_id, collection=collection,
+                     alpha=self.alpha, filters=self.to_filters(), facets=tuple(self.facets), top_k=self.top_k,
+                     offset=self.offset, min_score=self.min_score)
+
     def to_filters(self) -> Filters:
         equals = {k: tuple(v) if isinstance(v, list) else (v,) for k, v in self.filters.items()}
         ranges = {k: RangeFilter(r.gte, r.lte) for k, r in self.ranges.items()}
         return Filters(equals=equals, ranges=ranges)
+
+
+class SearchOptions(QueryOptions):
+    collection: str | None = Field(None, description="Collection to search; all collections when omitted.")
 
 
 class SearchRequest(SearchOptions):
@@ -43,8 +56,8 @@ class SearchRequest(SearchOptions):
     image_url: str | None = Field(None, max_length=2048, description="A query photo by http(s) URL.")
 
 
-class SimilarRequest(SearchOptions):
-    pass
+class SimilarRequest(QueryOptions):
+    """More like a product: its collection is in the path."""
 
 
 class HitOut(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse
 
 from vitrine.api.auth import Read, Write
@@ -12,7 +12,6 @@ from vitrine.api.deps import EngineDep
 from vitrine.api.schemas import ImageOut, ProductOut, SearchOut, SimilarRequest
 from vitrine.errors import NotFound
 from vitrine.models.imaging import sniff_image_type
-from vitrine.search.query import Query
 
 router = APIRouter(prefix="/collections/{collection}/products", tags=["products"])
 
@@ -61,16 +60,10 @@ def get_image(collection: str, product_id: str, position: int, engine: EngineDep
 
 
 @router.post("/{product_id}/similar", dependencies=[Read], response_model=SearchOut, summary="More like this product")
-def similar(collection: str, product_id: str, engine: EngineDep, body: SimilarRequest | None = None) -> SearchOut:
+def similar(
+    collection: str, product_id: str, request: Request, engine: EngineDep, body: SimilarRequest | None = None
+) -> SearchOut:
     options = body or SimilarRequest()
-    query = Query(
-        product_id=product_id,
-        collection=collection,
-        alpha=options.alpha,
-        filters=options.to_filters(),
-        facets=tuple(options.facets),
-        top_k=options.top_k,
-        offset=options.offset,
-        min_score=options.min_score,
-    )
-    return SearchOut.from_response(engine.search(query))
+    response = engine.search(options.to_query(collection=collection, product_id=product_id))
+    request.app.state.metrics.observe_search(response, kind="similar")
+    return SearchOut.from_response(response)

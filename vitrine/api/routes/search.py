@@ -15,7 +15,6 @@ from vitrine.api.schemas import SearchOptions, SearchOut, SearchRequest
 from vitrine.catalog.sources import is_url
 from vitrine.engine import Engine
 from vitrine.errors import InvalidInput, TooLarge
-from vitrine.search.query import Query
 
 router = APIRouter(tags=["search"])
 
@@ -25,18 +24,7 @@ def _query(
 ) -> SearchOut:
     if options.collection:
         engine.store(options.collection)  # unknown collection: 404 before any encoding
-    query = Query(
-        text=text,
-        image=image,
-        collection=options.collection,
-        alpha=options.alpha,
-        filters=options.to_filters(),
-        facets=tuple(options.facets),
-        top_k=options.top_k,
-        offset=options.offset,
-        min_score=options.min_score,
-    )
-    response = engine.search(query)
+    response = engine.search(options.to_query(text=text, image=image))
     kind = "hybrid" if text and image else "image" if image else "text"
     request.app.state.metrics.observe_search(response, kind=kind)
     request.app.state.metrics.cache.labels("hit" if response.cached else "miss").inc()
