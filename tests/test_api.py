@@ -264,3 +264,39 @@ def test_rate_limit_and_cors(settings: object) -> None:
         other = client.options("/search", headers={"Origin": "https://evil.example",
                                                    "Access-Control-Request-Method": "POST"})
         assert "access-control-allow-origin" not in other.headers
+
+
+def test_put_product_with_photos(writable: TestClient) -> None:
+    front = (LUMA / "images" / "wj01-yellow_main.jpg").read_bytes()
+    back = (LUMA / "images" / "wj01-red_back.jpg").read_bytes()
+    product = '{"title": "Yellow rain jacket", "category": "Jackets", "colour": "Yellow", "price": 80, ' \
+              '"attributes": {"material": "Nylon", "sizes": ["S", "M"]}}'
+    files = [("images", ("front.jpg", front, "image/jpeg")), ("images", ("back.jpg", back, "image/jpeg"))]
+    created = writable.put("/collections/wardrobe/products/RAIN-1", files=files, data={"product": product})
+    assert created.status_code == 200, created.text
+    body = created.json()
+    assert (body["title"], body["price"], len(body["images"])) == ("Yellow rain jacket", 80.0, 2)
+    assert body["attributes"] == {"material": "Nylon", "sizes": ["S", "M"]}
+    assert writable.get(body["images"][1]["url"]).content == back
+    hit = writable.post("/search", json={"image_base64": base64.b64encode(back).decode(),
+                                         "collection": "wardrobe"}).json()["hits"][0]
+    assert (hit["id"], hit["matched_image_position"]) == ("RAIN-1", 1)
+    assert writable.post("/search", json={"text": "yellow jacket", "collection": "wardrobe",
+                                          "filters": {"material": "nylon"}}).json()["hits"][0]["id"] == "RAIN-1"
+
+    replaced = writable.put("/collections/wardrobe/products/RAIN-1", files=[("images", ("f.jpg", front, "image/jpeg"))],
+                            data={"product": '{"title": "Rain jacket"}'})
+    assert replaced.json()["title"] == "Rain jacket" and len(replaced.json()["images"]) == 1
+
+    bad = [("images", ("f.jpg", front, "image/jpeg")), ("images", ("x.jpg", b"<html>no</html>", "image/jpeg"))]
+    assert_error(writable.put("/collections/wardrobe/products/RAIN-1", files=bad, data={"product": "{}"}),
+                 422, "invalid_image")
+    assert_error(writable.put("/collections/wardrobe/products/RAIN-1", files=files,
+                              data={"product": '{"price": -1}'}), 422, "invalid_input", "product.price")
+    assert_error(writable.put("/collections/wardrobe/products/RAIN-1", files=files,
+                              data={"product": '{"colour": "Red", "size": "M"}'}), 422, "invalid_input",
+                 "product.size")
+    assert_error(writable.put("/collections/wardrobe/products/RAIN-1", files=files, headers={"Authorization": ""},
+                              data={"product": "{}"}), 401, "unauthorized")
+    kept = writable.get("/collections/wardrobe/products/RAIN-1").json()
+    assert kept["title"] == "Rain jacket" and len(kept["images"]) == 1  # refused requests changed nothing

@@ -5,6 +5,7 @@ Every interface (CLI, HTTP API) is a thin layer over `Engine`.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import os
@@ -23,16 +24,18 @@ from urllib.parse import urlsplit
 import httpx
 
 from vitrine.catalog.ingest import Ingestor, Progress
+from vitrine.catalog.records import ProductRecord
 from vitrine.catalog.report import IngestReport
 from vitrine.catalog.sources import FetchPolicy, ImageFetcher, fetch_url, is_url
 from vitrine.catalog.uploads import save_upload
 from vitrine.errors import ImageError, InvalidInput, NotFound, VitrineError
 from vitrine.index.sqlite_store import SqliteStore
-from vitrine.index.store import Product
+from vitrine.index.store import ImageWrite, Product, ProductWrite
 from vitrine.index.vectors import CollectionVectors
 from vitrine.models.embedder import ImageEmbedder
 from vitrine.models.feature_cache import FeatureCache
 from vitrine.models.image_encoder import ImageEncoder
+from vitrine.models.imaging import sniff_image_type
 from vitrine.models.registry import image_model_spec, text_model_spec
 from vitrine.models.text_encoder import TextEncoder
 from vitrine.search.cache import LruCache, query_key
@@ -46,6 +49,7 @@ COLLECTION_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 IMAGE_MODEL = "efficientnet-lite0"
 TEXT_MODEL = "all-minilm-l6-v2"
 FACET_FIELDS = ("category", "colour")
+MAX_PHOTOS_PER_PRODUCT = 20
 
 
 def check_collection_name(name: str) -> str:
@@ -217,6 +221,40 @@ class Engine:
                 report_path = report.save(self.collections_dir / collection / "reports" / f"ingest-{stamp}.json")
                 store.set_meta("last_ingest_report", str(report_path))
         return report
+
+    def put_product(self, collection: str, record: ProductRecord, photos: list[bytes]) -> Product:
+        """Adds or replaces one product with its photos (bytes). Every photo is checked before anything
+        is stored; photos are kept content-addressed under the home."""
+        if not photos:
+            raise InvalidInput("a product needs at least one photo", field="images")
+        if len(photos) > MAX_PHOTOS_PER_PRODUCT:
+            raise InvalidInput(f"at most {MAX_PHOTOS_PER_PRODUCT} photos per product", field="images")
+        arrays = [self.embedder.preprocess(data) for data in photos]  # raises ImageError for a bad one
+        hashes = [hashlib.sha256(data).hexdigest() for data in photos]
+        cached = self.feature_cache.get_many(hashes)
+        missing = [i for i, sha in enumerate(hashes) if sha not in cached]
+        fresh = dict(zip([hashes[i] for i in missing], self.embedder.encode_arrays([arrays[i] for i in missing]),
+                         strict=True))
+        self.feature_cache.put_many(fresh)
+        features = cached | fresh
+        paths = []
+        for data, sha in zip(photos, hashes, strict=True):
+            path = self.home / "media" / sha[:2] / f"{sha}.{sniff_image_type(data)}"
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f".tmp{os.getpid()}")
+                tmp.write_bytes(data)
+                os.replace(tmp, path)
+            paths.append(path)
+        refs = tuple(f"upload:{sha}" for sha in hashes)
+        record = replace(record, image_refs=refs)
+        store = self.create_collection(collection)
+        store.upsert([ProductWrite(
+            record=record, text_vector=self.text_encoder.encode([record.search_text])[0],
+            images=tuple(ImageWrite(ref=ref, path=str(path), sha256=sha, features=features[sha])
+                         for ref, path, sha in zip(refs, paths, hashes, strict=True)),
+        )])
+        return self.get_product(collection, record.id)
 
     def save_catalog_upload(self, stream: BinaryIO, filename: str) -> Path:
         """Stores an uploaded catalog (or a zip of one with its photos) under the home; returns the catalog file."""

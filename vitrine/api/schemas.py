@@ -129,3 +129,14 @@ class CollectionOut(BaseModel):
 
 class CollectionCreate(Strict):
     name: str = Field(..., min_length=1, max_length=64)
+
+
+class ProductIn(Strict):
+    """A product sent with its photos (multipart: this as JSON in `product`, photos as `images`)."""
+
+    title: str = Field("", max_length=1000)
+    description: str = Field("", max_length=20_000)
+    category: str = Field("", max_length=200)
+    colour: str = Field("", max_length=200)
+    price: float | None = Field(None, ge=0)
+    attributes: dict[str, str | float | int | bool | list[str]] = Field(default_factory=dict, max_length=100)

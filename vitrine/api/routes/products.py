@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from fastapi.responses import FileResponse
+from pydantic import ValidationError
 
 from vitrine.api.auth import Read, Write
 from vitrine.api.deps import EngineDep
-from vitrine.api.schemas import ImageOut, ProductOut, SearchOut, SimilarRequest
-from vitrine.errors import NotFound
+from vitrine.api.schemas import ImageOut, ProductIn, ProductOut, SearchOut, SimilarRequest
+from vitrine.catalog.records import MAX_ID_LENGTH, ProductRecord
+from vitrine.engine import check_collection_name
+from vitrine.errors import InvalidInput, NotFound, TooLarge
 from vitrine.models.imaging import sniff_image_type
 
 router = APIRouter(prefix="/collections/{collection}/products", tags=["products"])
@@ -31,6 +35,41 @@ def get_product(collection: str, product_id: str, engine: EngineDep) -> ProductO
         attributes=p.attributes,
         images=[ImageOut(position=im.position, ref=im.ref, url=f"{base}/{im.position}") for im in p.images],
     )
+
+
+@router.put(
+    "/{product_id}",
+    dependencies=[Write],
+    response_model=ProductOut,
+    summary="Add or replace a product with its photos (multipart)",
+)
+def put_product(
+    collection: str,
+    product_id: str,
+    engine: EngineDep,
+    images: Annotated[list[UploadFile], File(description="One or more photos; the first is the main one")],
+    product: Annotated[str, Form(description="ProductIn as JSON")] = "{}",
+) -> ProductOut:
+    check_collection_name(collection)
+    try:
+        fields = ProductIn.model_validate_json(product)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InvalidInput(first["msg"], field="product." + ".".join(str(p) for p in first["loc"])) from None
+    if not product_id.strip() or len(product_id) > MAX_ID_LENGTH:
+        raise InvalidInput("a product id is 1-256 characters", field="product_id")
+    limit = engine.settings.max_download_bytes
+    photos = []
+    for upload in images:
+        data = upload.file.read(limit + 1)
+        if len(data) > limit:
+            raise TooLarge(f"photo {upload.filename!r} is over {limit} bytes", field="images")
+        photos.append(data)
+    record = ProductRecord(id=product_id, title=fields.title, description=fields.description,
+                           category=fields.category, colour=fields.colour, price=fields.price, image_refs=(),
+                           attributes=dict(fields.attributes))
+    engine.put_product(collection, record, photos)
+    return get_product(collection, product_id, engine)
 
 
 @router.delete("/{product_id}", dependencies=[Write], status_code=204, summary="Delete a product")
