@@ -91,3 +91,17 @@ def test_ingest_errors(capsys: pytest.CaptureFixture[str], settings: object, sma
     code, out, _ = run_main(capsys, home, "ingest", str(small_luma), "-c", "shop", "--report",
                             str(home / "r.json"))
     assert code == 0 and "12 added" in out and json.loads((home / "r.json").read_text())["added"] == 12
+
+
+def test_ingest_a_zip_of_a_catalog_with_its_photos(capsys: pytest.CaptureFixture[str], settings: object,
+                                                   small_luma: Path) -> None:
+    from test_jobs import zip_catalog
+
+    home = settings.home  # type: ignore[attr-defined]
+    archive = home / "shop.zip"
+    archive.write_bytes(zip_catalog(small_luma))
+    code, out, err = run_main(capsys, home, "ingest", str(archive), "-c", "shop", "--json")
+    assert code == 0, err
+    assert json.loads(out)["added"] == 12
+    code, _, err = run_main(capsys, home, "ingest", "http://127.0.0.1:9/catalog.csv", "-c", "shop")
+    assert code == 2 and "non-public address" in err

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from vitrine import __version__
 from vitrine.catalog.columns import parse_mapping
+from vitrine.catalog.sources import is_url
 from vitrine.cli.format import format_collections, format_report, format_response, table
 from vitrine.engine import Engine, open_engine
 from vitrine.errors import InvalidInput, ModelUnavailable, NotFound, VitrineError
@@ -68,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     ingest = sub.add_parser("ingest", help="add or update a collection from a CSV, JSON or JSONL catalog")
-    ingest.add_argument("catalog", type=Path)
+    ingest.add_argument("catalog", help="a CSV/JSON/JSONL file or zip, or its http(s) URL")
     ingest.add_argument("--collection", "-c", required=True)
     ingest.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN",
                         help="map a product field (id, title, description, category, colour, price, images)")
@@ -151,8 +152,13 @@ def _progress_bar(enabled: bool) -> Any:
 def cmd_ingest(engine: Engine, args: argparse.Namespace) -> int:
     bar, update = _progress_bar(not args.no_progress and not args.json and sys.stderr.isatty())
     try:
-        report = engine.ingest(args.collection, args.catalog, mapping=parse_mapping(args.map), fmt=args.format,
-                               prune=args.prune, progress=update)
+        mapping = parse_mapping(args.map)
+        catalog = engine.fetch_catalog(args.catalog) if is_url(args.catalog) else Path(args.catalog)
+        if catalog.suffix.lower() == ".zip":
+            with catalog.open("rb") as fh:
+                catalog = engine.save_catalog_upload(fh, catalog.name)
+        report = engine.ingest(args.collection, catalog, mapping=mapping, fmt=args.format, prune=args.prune,
+                               progress=update)
     finally:
         if bar is not None:
             bar.close()
