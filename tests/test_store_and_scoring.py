@@ -60,6 +60,10 @@ def test_filters_and_keywords(tmp_path: Path) -> None:
     assert keyword_terms("the of a") == []
     store.delete(["B"])
     assert store.count() == 2 and not store.filter_rows(Filters(ranges={"price": RangeFilter(20, None)})).size
+    before, _ = store.keyword_scores("blue")
+    store.upsert([write("D", colour="Blue")])  # a write must reach the cached postings of "blue"
+    after, _ = store.keyword_scores("blue")
+    assert len(after) == len(before) + 1
     store.close()
 
 

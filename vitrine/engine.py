@@ -216,7 +216,7 @@ class Engine:
         finally:
             ingestor.close()
             fetcher.close()
-            if report.completed and collection in self._stores:
+            if report.completed:
                 stamp = time.strftime("%Y%m%d-%H%M%S")
                 report_path = report.save(self.collections_dir / collection / "reports" / f"ingest-{stamp}.json")
                 store.set_meta("last_ingest_report", str(report_path))

@@ -172,7 +172,7 @@ def cmd_ingest(engine: Engine, args: argparse.Namespace) -> int:
     return 0
 
 
-def _query(args: argparse.Namespace, engine: Engine, **kwargs: Any) -> Query:
+def _query(args: argparse.Namespace, **kwargs: Any) -> Query:
     return Query(
         filters=parse_filters(args.filter, args.range, args.min_price, args.max_price),
         top_k=args.top_k, offset=args.offset, min_score=args.min_score, alpha=args.alpha, **kwargs,
@@ -183,7 +183,7 @@ def cmd_search(engine: Engine, args: argparse.Namespace) -> int:
     if args.collection:
         engine.store(args.collection)  # unknown collection: a clear error before any model loads
     image = engine.load_query_image(args.image) if args.image else None
-    response = engine.search(_query(args, engine, text=args.text, image=image, collection=args.collection))
+    response = engine.search(_query(args, text=args.text, image=image, collection=args.collection))
     if args.json:
         _print_json(response.as_dict())
     else:
@@ -193,7 +193,7 @@ def cmd_search(engine: Engine, args: argparse.Namespace) -> int:
 
 def cmd_similar(engine: Engine, args: argparse.Namespace) -> int:
     engine.get_product(args.collection, args.product_id)
-    response = engine.search(_query(args, engine, product_id=args.product_id, collection=args.collection))
+    response = engine.search(_query(args, product_id=args.product_id, collection=args.collection))
     if args.json:
         _print_json(response.as_dict())
     else:
