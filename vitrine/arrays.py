@@ -5,3 +5,6 @@ from typing import Any
 import numpy.typing as npt
 
 Array = npt.NDArray[Any]
+
+# A normalisation constant: one for every channel, or one per RGB channel.
+ChannelScale = float | tuple[float, float, float]

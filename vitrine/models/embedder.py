@@ -1,22 +1,45 @@
-"""From image bytes to raw features: decode defensively, preprocess, encode, with the content-hash cache."""
+"""From image bytes to raw features: decode defensively, preprocess, encode, with the content-hash cache.
+
+A raw feature row is the encoder's pooled features followed by the colour descriptor
+(`vitrine.models.colour`); both are stored so that heads can be trained without re-reading photos."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
 
 import numpy as np
 
-from vitrine.arrays import Array
+from vitrine.arrays import Array, ChannelScale
+from vitrine.models.colour import COLOUR_DIM, colour_descriptors
 from vitrine.models.feature_cache import FeatureCache
-from vitrine.models.image_encoder import ImageEncoder
 from vitrine.models.imaging import decode_image, to_model_input
+
+
+class PixelSpec(Protocol):
+    @property
+    def size_px(self) -> int: ...
+    @property
+    def mean(self) -> ChannelScale: ...
+    @property
+    def std(self) -> ChannelScale: ...
+
+
+class FeatureEncoder(Protocol):
+    """What turns preprocessed pixels into features: the built-in CNN, or a CLIP checkpoint's image tower."""
+
+    @property
+    def spec(self) -> PixelSpec: ...
+    @property
+    def dim(self) -> int: ...
+    def encode(self, batch: Array) -> Array: ...
 
 
 class ImageEmbedder:
     def __init__(
-        self, encoder: ImageEncoder, *, cache: FeatureCache | None, max_pixels: int, batch_size: int, threads: int
+        self, encoder: FeatureEncoder, *, cache: FeatureCache | None, max_pixels: int, batch_size: int, threads: int
     ) -> None:
         self.encoder = encoder
         self.cache = cache
@@ -26,7 +49,7 @@ class ImageEmbedder:
 
     @property
     def dim(self) -> int:
-        return self.encoder.dim
+        return self.encoder.dim + COLOUR_DIM
 
     def preprocess(self, data: bytes) -> Array:
         """Bytes to model input; raises ImageError for anything that is not a sound, reasonably sized image."""
@@ -49,8 +72,13 @@ class ImageEmbedder:
         out = np.zeros((len(arrays), self.dim), dtype=np.float32)
         for start in range(0, len(arrays), self.batch_size):
             batch = np.stack(arrays[start : start + self.batch_size])
-            out[start : start + len(batch)] = self.encoder.encode(batch)
+            out[start : start + len(batch)] = self._encode_batch(batch)
         return out
+
+    def _encode_batch(self, batch: Array) -> Array:
+        spec = self.encoder.spec
+        colour = colour_descriptors(batch, mean=spec.mean, std=spec.std)
+        return np.concatenate([self.encoder.encode(batch), colour], axis=1)
 
     def features(self, data: bytes) -> Array:
         """Raw features of one image (a query): (dim,) float32. Raises ImageError."""
@@ -59,7 +87,7 @@ class ImageEmbedder:
             cached = self.cache.get_many([sha]).get(sha)
             if cached is not None:
                 return cached
-        features: Array = self.encoder.encode(self.preprocess(data)[None])[0]
+        features: Array = self._encode_batch(self.preprocess(data)[None])[0]
         return features
 
     def close(self) -> None:

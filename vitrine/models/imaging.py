@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from vitrine.arrays import Array
+from vitrine.arrays import Array, ChannelScale
 from vitrine.errors import ImageError
 
 # Magic numbers of the formats we accept; anything else is refused before PIL parses it.
@@ -93,7 +93,7 @@ def pad_to_square(image: Image.Image, fill: tuple[int, int, int] = (255, 255, 25
     return canvas
 
 
-def to_model_input(image: Image.Image, *, size_px: int, mean: float, std: float) -> Array:
+def to_model_input(image: Image.Image, *, size_px: int, mean: ChannelScale, std: ChannelScale) -> Array:
     """RGB image to a (3, size, size) float32 array, normalised as the model was trained."""
     square = pad_to_square(image).resize((size_px, size_px), Image.Resampling.BICUBIC)
     array = np.asarray(square, dtype=np.float32)
