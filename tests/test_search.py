@@ -22,7 +22,7 @@ def test_black_hoodie_text_query(luma_engine: Engine) -> None:
     response = luma_engine.search(Query(text="black hoodie", collection="luma", top_k=5))
     assert [h.category for h in response.hits] == ["Hoodies & Sweatshirts"] * 5
     assert all("Black" in h.colour for h in response.hits[:3])
-    assert set(response.hits[0].scores) == {"semantic", "keyword", "text"}
+    assert set(response.hits[0].scores) == {"semantic", "keyword", "cross_modal", "text"}
     assert response.timing_ms["total"] > 0
 
 

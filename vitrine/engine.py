@@ -28,16 +28,21 @@ from vitrine.catalog.records import ProductRecord
 from vitrine.catalog.report import IngestReport
 from vitrine.catalog.sources import FetchPolicy, ImageFetcher, fetch_url, is_url
 from vitrine.catalog.uploads import save_upload
-from vitrine.errors import ImageError, InvalidInput, NotFound, VitrineError
+from vitrine.errors import Conflict, ImageError, InvalidInput, ModelUnavailable, NotFound, VitrineError
 from vitrine.index.sqlite_store import SqliteStore
 from vitrine.index.store import ImageWrite, Product, ProductWrite
 from vitrine.index.vectors import CollectionVectors
+from vitrine.models.clip_encoder import PREFIX as CLIP_PREFIX
+from vitrine.models.clip_encoder import ClipCheckpoint, ClipCrossModal, checkpoint_path
 from vitrine.models.embedder import ImageEmbedder
 from vitrine.models.feature_cache import FeatureCache
+from vitrine.models.heads import CrossModal, FashionHeads, load_base_heads
 from vitrine.models.image_encoder import ImageEncoder
 from vitrine.models.imaging import sniff_image_type
+from vitrine.models.labels import PATTERN_FIELDS, Label, ZeroShotLabeller, collection_vocabulary
 from vitrine.models.registry import image_model_spec, text_model_spec
 from vitrine.models.text_encoder import TextEncoder
+from vitrine.models.versions import BASE, ModelVersions, parse_version
 from vitrine.search.cache import LruCache, query_key
 from vitrine.search.query import Query, SearchResponse
 from vitrine.search.searcher import Searcher, SearchTarget
@@ -70,20 +75,25 @@ class Engine:
         model_dir = self.home / "models"
         self.image_encoder = ImageEncoder(image_model_spec(IMAGE_MODEL), model_dir=model_dir, threads=settings.threads)
         self.text_encoder = TextEncoder(text_model_spec(TEXT_MODEL), model_dir=model_dir, threads=settings.threads)
-        self.feature_cache = FeatureCache(self.home / "cache" / f"features-{IMAGE_MODEL}.sqlite",
-                                          dim=self.image_encoder.dim)
         self.embedder = ImageEmbedder(
-            self.image_encoder, cache=self.feature_cache, max_pixels=settings.max_image_pixels,
+            self.image_encoder, cache=None, max_pixels=settings.max_image_pixels,
             batch_size=settings.batch_size, threads=settings.threads,
         )
+        self.feature_cache = FeatureCache(self.home / "cache" / f"features-{IMAGE_MODEL}.sqlite",
+                                          dim=self.embedder.dim)
+        self.embedder.cache = self.feature_cache
         self.searcher = Searcher(
-            text_encoder=self.text_encoder, image_embedder=self.embedder, keyword_weight=settings.keyword_weight
+            text_encoder=self.text_encoder, keyword_weight=settings.keyword_weight,
+            cross_modal_weight=settings.cross_modal_weight, image_cross_modal_weight=settings.image_cross_modal_weight,
         )
         self.results_cache: LruCache[SearchResponse] = LruCache(settings.search_cache_size)
         # Searches are CPU-bound: running more at once than there are cores only adds contention.
         self._search_slots = threading.BoundedSemaphore(settings.search_concurrency or settings.threads)
         self._stores: dict[str, SqliteStore] = {}
         self._vectors: dict[str, CollectionVectors] = {}
+        self._heads: dict[tuple[str, str], FashionHeads | None] = {}
+        self._clip: dict[str, tuple[ClipCheckpoint, ImageEmbedder]] = {}
+        self._labellers: dict[str, tuple[tuple[str, int], ZeroShotLabeller]] = {}
         self._lock = threading.RLock()
 
     # -- lifetime ---------------------------------------------------------------------------------
@@ -112,6 +122,10 @@ class Engine:
             self._vectors.clear()
         self.embedder.close()
         self.feature_cache.close()
+        for _, embedder in self._clip.values():
+            embedder.close()
+            if embedder.cache is not None:
+                embedder.cache.close()
 
     def __enter__(self) -> Engine:
         return self
@@ -133,15 +147,39 @@ class Engine:
     def collection_info(self, name: str) -> dict[str, Any]:
         return self.store(name).info()
 
-    def create_collection(self, name: str) -> SqliteStore:
+    def create_collection(self, name: str, *, encoder: str | None = None) -> SqliteStore:
+        """`encoder`: None or "builtin" for the built-in model, or "clip:<directory>" for a local
+        CLIP/SigLIP checkpoint. It is fixed when the collection is created."""
         check_collection_name(name)
+        wanted = IMAGE_MODEL if encoder in (None, "builtin") else f"{CLIP_PREFIX}{checkpoint_path(str(encoder))}"
         with self._lock:
             store = self._open(name)
             if not store.meta().get("created_at"):
                 store.set_meta("created_at", str(time.time()))
-                store.set_meta("image_model", IMAGE_MODEL)
+                store.set_meta("image_model", wanted)
                 store.set_meta("text_model", TEXT_MODEL)
+            elif encoder is not None and store.meta().get("image_model") != wanted:
+                raise Conflict(f"collection {name!r} was created with encoder {store.meta().get('image_model')}; "
+                               "delete it to change encoders", field="encoder")
             return store
+
+    def embedder_for(self, collection: str) -> ImageEmbedder:
+        """The photo encoder a collection was created with (the built-in one, or its CLIP checkpoint)."""
+        encoder = self.store(collection).meta().get("image_model", IMAGE_MODEL)
+        if not encoder.startswith(CLIP_PREFIX):
+            return self.embedder
+        return self._clip_model(encoder)[1]
+
+    def _clip_model(self, encoder: str) -> tuple[ClipCheckpoint, ImageEmbedder]:
+        with self._lock:
+            if encoder not in self._clip:
+                checkpoint = ClipCheckpoint(checkpoint_path(encoder), threads=self.settings.threads)
+                embedder = ImageEmbedder(checkpoint, cache=None, max_pixels=self.settings.max_image_pixels,
+                                         batch_size=self.settings.batch_size, threads=self.settings.threads)
+                embedder.cache = FeatureCache(self.home / "cache" / f"features-{checkpoint.spec.name}.sqlite",
+                                              dim=embedder.dim)
+                self._clip[encoder] = (checkpoint, embedder)
+            return self._clip[encoder]
 
     def delete_collection(self, name: str) -> None:
         check_collection_name(name)
@@ -152,6 +190,7 @@ class Engine:
             if store is not None:
                 store.close()
             self._vectors.pop(name, None)
+            self._heads = {k: v for k, v in self._heads.items() if k[0] != name}
             self.results_cache.clear()  # a collection made again under this name restarts its generations
             # Rename first: the collection disappears at once and completely, even if removal is cut short.
             trash = self.collections_dir / f".deleted-{name}-{os.getpid()}-{time.time_ns()}"
@@ -181,10 +220,62 @@ class Engine:
             if current is None or current.generation != generation:
                 current = CollectionVectors.build(
                     store.load_vectors(FACET_FIELDS), generation=generation,
-                    exact_limit=self.settings.exact_search_limit,
+                    exact_limit=self.settings.exact_search_limit, heads=self.heads(name),
                 )
                 self._vectors[name] = current
             return current
+
+    def model_versions(self, name: str) -> ModelVersions:
+        return ModelVersions(self.collections_dir / check_collection_name(name) / "models")
+
+    def active_model(self, name: str) -> str:
+        return self.store(name).meta().get("model_version", BASE)
+
+    def heads(self, name: str) -> CrossModal | None:
+        """The shared space a collection searches with: its CLIP checkpoint, or its active heads version
+        (else the packaged base)."""
+        encoder = self.store(name).meta().get("image_model", IMAGE_MODEL)
+        if encoder.startswith(CLIP_PREFIX):
+            return ClipCrossModal(self._clip_model(encoder)[0])
+        version = self.active_model(name)
+        key = (name, version)
+        with self._lock:
+            if key not in self._heads:
+                self._heads[key] = self.model_versions(name).load(version)
+            return self._heads[key]
+
+    def use_model(self, name: str, version: str) -> str:
+        """Makes `version` (`base` or `v<N>`) the collection's active model; searches change at once."""
+        versions = self.model_versions(name)
+        version = version if version == BASE else f"v{parse_version(version)}"
+        versions.load(version)  # NotFound for an unknown version, before anything changes
+        self.store(name).set_meta("model_version", version, bump=True)
+        return version
+
+    def labeller(self, collection: str | None = None) -> ZeroShotLabeller:
+        """Zero-shot labels with a collection's model and its own values added to the default lists
+        (or the base model and the defaults alone)."""
+        key = (collection or "", self.store(collection).generation() if collection else 0)
+        with self._lock:
+            cached = self._labellers.get(collection or "")
+            if cached is not None and cached[0] == key:
+                return cached[1]
+        heads = self.heads(collection) if collection else load_base_heads()
+        if heads is None:
+            raise ModelUnavailable("no fashion model: train the base model with `vitrine train --base`")
+        found: dict[str, list[str]] = {}
+        if collection:
+            store = self.store(collection)
+            found = {"category": store.distinct_values("category"), "colour": store.distinct_values("colour"),
+                     "pattern": [v for f in PATTERN_FIELDS for v in store.distinct_values(f)]}
+        labeller = ZeroShotLabeller(heads, self.text_encoder, collection_vocabulary(found))
+        with self._lock:
+            self._labellers[collection or ""] = (key, labeller)
+        return labeller
+
+    def label_image(self, data: bytes, collection: str | None = None) -> dict[str, list[Label]]:
+        embedder = self.embedder_for(collection) if collection else self.embedder
+        return self.labeller(collection).label(embedder.features(data))[0]
 
     def get_product(self, collection: str, product_id: str) -> Product:
         found = self.store(collection).get_products([product_id])
@@ -196,15 +287,16 @@ class Engine:
 
     def ingest(
         self, collection: str, path: Path, *, mapping: dict[str, str] | None = None, fmt: str | None = None,
-        prune: bool = False, progress: Progress | None = None,
+        prune: bool = False, progress: Progress | None = None, encoder: str | None = None,
     ) -> IngestReport:
         """Creates the collection if needed; the report is also saved under the collection's folder."""
         path = Path(path)
         existed = collection in self.collection_names()
-        store = self.create_collection(collection)
+        store = self.create_collection(collection, encoder=encoder)
         fetcher = ImageFetcher(base_dir=path.parent, cache_dir=self.home / "cache" / "downloads",
                                policy=self._fetch_policy())
-        ingestor = Ingestor(store=store, fetcher=fetcher, embedder=self.embedder, text_encoder=self.text_encoder,
+        ingestor = Ingestor(store=store, fetcher=fetcher, embedder=self.embedder_for(collection),
+                            text_encoder=self.text_encoder,
                             batch_size=self.settings.ingest_batch, io_threads=self.settings.download_concurrency)
         report = IngestReport(collection=collection, source=str(path))
         try:
@@ -229,13 +321,15 @@ class Engine:
             raise InvalidInput("a product needs at least one photo", field="images")
         if len(photos) > MAX_PHOTOS_PER_PRODUCT:
             raise InvalidInput(f"at most {MAX_PHOTOS_PER_PRODUCT} photos per product", field="images")
-        arrays = [self.embedder.preprocess(data) for data in photos]  # raises ImageError for a bad one
+        embedder = self.embedder_for(collection)
+        cache = embedder.cache or self.feature_cache
+        arrays = [embedder.preprocess(data) for data in photos]  # raises ImageError for a bad one
         hashes = [hashlib.sha256(data).hexdigest() for data in photos]
-        cached = self.feature_cache.get_many(hashes)
+        cached = cache.get_many(hashes)
         missing = [i for i, sha in enumerate(hashes) if sha not in cached]
-        fresh = dict(zip([hashes[i] for i in missing], self.embedder.encode_arrays([arrays[i] for i in missing]),
+        fresh = dict(zip([hashes[i] for i in missing], embedder.encode_arrays([arrays[i] for i in missing]),
                          strict=True))
-        self.feature_cache.put_many(fresh)
+        cache.put_many(fresh)
         features = cached | fresh
         paths = []
         for data, sha in zip(photos, hashes, strict=True):
@@ -290,7 +384,8 @@ class Engine:
         names = [query.collection] if query.collection else self.collection_names()
         if query.product_id is not None and not query.collection:
             raise InvalidInput("more-like-this needs a collection", field="collection")
-        targets = [SearchTarget(name=n, store=self.store(n), vectors=partial(self.vectors, n)) for n in names]
+        targets = [SearchTarget(name=n, store=self.store(n), vectors=partial(self.vectors, n),
+                                embedder=self.embedder_for(n)) for n in names]
         started = time.perf_counter()
         key = query_key(query, [(t.name, t.store.generation()) for t in targets])
         cached = self.results_cache.get(key)

@@ -61,3 +61,9 @@ class ModelUnavailable(VitrineError):
     """A model's files cannot be found or loaded."""
 
     code = "model_unavailable"
+
+
+class Conflict(VitrineError):
+    """The request is sound but stored state refuses it (an outdated collection, a busy one)."""
+
+    code = "conflict"

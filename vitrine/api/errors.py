@@ -11,13 +11,14 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vitrine.api.auth import Forbidden, Unauthorized
-from vitrine.errors import InvalidInput, ModelUnavailable, NotFound, TooLarge, VitrineError
+from vitrine.errors import Conflict, InvalidInput, ModelUnavailable, NotFound, TooLarge, VitrineError
 
 log = logging.getLogger(__name__)
 
 # Most specific first: the first matching class decides.
 STATUS: dict[type[VitrineError], int] = {
-    TooLarge: 413, InvalidInput: 422, NotFound: 404, ModelUnavailable: 503, Unauthorized: 401, Forbidden: 403,
+    TooLarge: 413, InvalidInput: 422, Conflict: 409, NotFound: 404, ModelUnavailable: 503, Unauthorized: 401,
+    Forbidden: 403,
 }
 
 

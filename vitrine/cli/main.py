@@ -16,16 +16,17 @@ from pydantic import ValidationError
 from vitrine import __version__
 from vitrine.catalog.columns import parse_mapping
 from vitrine.catalog.sources import is_url
+from vitrine.cli import model_commands
 from vitrine.cli.format import format_collections, format_report, format_response, table
 from vitrine.engine import Engine, open_engine
-from vitrine.errors import InvalidInput, ModelUnavailable, NotFound, VitrineError
+from vitrine.errors import Conflict, InvalidInput, ModelUnavailable, NotFound, VitrineError
 from vitrine.index.store import Filters, RangeFilter
 from vitrine.keys import KeyStore
 from vitrine.logs import configure_logging
 from vitrine.search.query import Query
 from vitrine.settings import Settings
 
-EXIT_CODES: dict[type[VitrineError], int] = {InvalidInput: 2, NotFound: 3, ModelUnavailable: 4}
+EXIT_CODES: dict[type[VitrineError], int] = {InvalidInput: 2, NotFound: 3, ModelUnavailable: 4, Conflict: 5}
 
 
 def _print(text: str = "") -> None:
@@ -75,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="map a product field (id, title, description, category, colour, price, images)")
     ingest.add_argument("--format", choices=["csv", "tsv", "json", "jsonl"])
     ingest.add_argument("--prune", action="store_true", help="delete products that are no longer in the file")
+    ingest.add_argument("--encoder", metavar="ENCODER",
+                        help="for a new collection: builtin (default) or clip:<directory> of a local CLIP/SigLIP "
+                             "checkpoint")
     ingest.add_argument("--report", type=Path, help="also write the validation report (JSON) here")
     ingest.add_argument("--json", action="store_true", help="print the report as JSON")
     ingest.add_argument("--no-progress", action="store_true")
@@ -128,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--no-demo", action="store_true", help="do not ingest the demo catalog into an empty home")
 
+    model_commands.add_parsers(sub)
+
     demo = sub.add_parser("demo", help="ingest the demo catalog (if needed) and run example searches")
     demo.add_argument("--catalog", type=Path, help="demo catalog (default: <data_dir>/luma/catalog.csv)")
     return parser
@@ -158,7 +164,7 @@ def cmd_ingest(engine: Engine, args: argparse.Namespace) -> int:
             with catalog.open("rb") as fh:
                 catalog = engine.save_catalog_upload(fh, catalog.name)
         report = engine.ingest(args.collection, catalog, mapping=mapping, fmt=args.format, prune=args.prune,
-                               progress=update)
+                               progress=update, encoder=args.encoder)
     finally:
         if bar is not None:
             bar.close()
@@ -289,7 +295,8 @@ def cmd_serve(engine: Engine, args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"ingest": cmd_ingest, "search": cmd_search, "similar": cmd_similar,
-            "collections": cmd_collections, "demo": cmd_demo, "serve": cmd_serve, "keys": cmd_keys}
+            "collections": cmd_collections, "demo": cmd_demo, "serve": cmd_serve, "keys": cmd_keys,
+            **model_commands.COMMANDS}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

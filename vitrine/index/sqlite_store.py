@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 
 from vitrine.arrays import Array
+from vitrine.errors import Conflict
 from vitrine.index.store import Filters, Product, ProductImage, ProductWrite, VectorData
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: image feature rows end with the colour descriptor
 # A query word found in one of these columns counts fully; found only in the description or the
 # attributes, it counts half.
 _STRONG_COLUMNS = "{id title category colour}"
@@ -67,6 +68,13 @@ CREATE TABLE IF NOT EXISTS product_values(
 CREATE INDEX IF NOT EXISTS values_by_field ON product_values(field, value_norm);
 CREATE INDEX IF NOT EXISTS values_by_num ON product_values(field, num);
 CREATE INDEX IF NOT EXISTS values_by_row ON product_values(product_row);
+CREATE TABLE IF NOT EXISTS training_pairs(
+    product_id TEXT NOT NULL,
+    text TEXT NOT NULL,
+    source TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY(product_id, text)
+);
 CREATE VIRTUAL TABLE IF NOT EXISTS products_fts USING fts5(
     id, title, category, colour, description, attributes, tokenize='porter unicode61 remove_diacritics 2'
 );
@@ -124,6 +132,11 @@ class SqliteStore:
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise RuntimeError(f"{self.path} was written by a newer Vitrine (schema {version})")
+            if version == 1 and self._db.execute("SELECT 1 FROM images LIMIT 1").fetchone():
+                raise Conflict(
+                    f"collection {self.name!r} was built by an older Vitrine whose image features lack colour; "
+                    "delete it and ingest its catalog again"
+                )
             if version < SCHEMA_VERSION:
                 self._db.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
 
@@ -156,8 +169,9 @@ class SqliteStore:
             row = self._db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
         return int(row[0]) if row else 0
 
-    def set_meta(self, key: str, value: str) -> None:
-        with self._write(bump=False) as db:
+    def set_meta(self, key: str, value: str, *, bump: bool = False) -> None:
+        """`bump` when the value changes what searches return (the collection's model version)."""
+        with self._write(bump=bump) as db:
             db.execute("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                        (key, value))
 
@@ -249,6 +263,29 @@ class SqliteStore:
                     db.execute("DELETE FROM products WHERE row=?", (found[0],))
                     deleted += 1
         return deleted
+
+    def add_training_pair(self, product_id: str, text: str, source: str) -> None:
+        """A text that describes a product's photos (a label correction, a query that led to a click)."""
+        with self._write(bump=False) as db:
+            db.execute("INSERT OR REPLACE INTO training_pairs VALUES(?, ?, ?, ?)",
+                       (product_id, text, source, time.time()))
+
+    def distinct_values(self, field: str, limit: int = 500) -> list[str]:
+        """The most common values of an attribute (for vocabularies), most common first."""
+        with self._lock:
+            found = self._db.execute(
+                "SELECT value FROM product_values WHERE field=? GROUP BY value_norm ORDER BY count(*) DESC LIMIT ?",
+                (normalise_field(field), limit),
+            ).fetchall()
+        return [v for (v,) in found]
+
+    def training_pairs(self) -> list[tuple[str, str, str]]:
+        """(collection, product id, text) for every recorded pair whose product still exists."""
+        with self._lock:
+            found = self._db.execute(
+                "SELECT t.product_id, t.text FROM training_pairs t JOIN products p ON p.id = t.product_id"
+            ).fetchall()
+        return [(self.name, pid, text) for pid, text in found]
 
     # -- reads ------------------------------------------------------------------------------------
 

@@ -1,5 +1,7 @@
 """In-memory vectors of one collection: exact inner-product search with numpy up to a size limit,
-faiss HNSW candidates above it (then re-scored exactly)."""
+faiss HNSW candidates above it (then re-scored exactly). Photos' cross-modal vectors are computed
+here from the stored raw features with the collection's active heads, so switching a model version
+costs a reload, not a re-ingest."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import numpy as np
 
 from vitrine.arrays import Array
 from vitrine.index.store import VectorData
+from vitrine.models.heads import CrossModal
 from vitrine.search.scoring import best_per_product, image_search_vectors
 
 log = logging.getLogger(__name__)
@@ -36,23 +39,31 @@ class CollectionVectors:
     image_vectors: Array  # (n_images, d) unit vectors
     image_start: Array  # (n_products,) index of each product's first image
     image_count: Array  # (n_products,) how many images each product has
+    heads: CrossModal | None = None
+    xmodal_vectors: Array | None = None  # (n_images, d) unit vectors in the shared space, when heads exist
     text_ann: Any = None
     image_ann: Any = None
+    xmodal_ann: Any = None
     _positions: dict[str, int] | None = None
 
     @classmethod
-    def build(cls, data: VectorData, *, generation: int, exact_limit: int) -> CollectionVectors:
+    def build(
+        cls, data: VectorData, *, generation: int, exact_limit: int, heads: CrossModal | None = None
+    ) -> CollectionVectors:
         image_vectors = image_search_vectors(data.image_features) if len(data.image_features) else \
             np.zeros((0, 0), dtype=np.float32)
         products = np.arange(len(data.ids))
         start = np.searchsorted(data.image_product, products, side="left")
         count = np.searchsorted(data.image_product, products, side="right") - start
+        xmodal = heads.image_vectors(data.image_features) if heads is not None and len(data.image_features) else None
         vectors = cls(generation=generation, data=data, image_vectors=image_vectors, image_start=start,
-                      image_count=count)
+                      image_count=count, heads=heads, xmodal_vectors=xmodal)
         if len(data.ids) > exact_limit:
             log.info("building HNSW indexes", extra={"products": len(data.ids), "images": len(image_vectors)})
             vectors.text_ann = build_hnsw(data.text_vectors)
             vectors.image_ann = build_hnsw(image_vectors)
+            if xmodal is not None:
+                vectors.xmodal_ann = build_hnsw(xmodal)
         return vectors
 
     @property
@@ -82,25 +93,36 @@ class CollectionVectors:
             return (self.data.text_vectors @ query)[positions]
         return self.data.text_vectors[positions] @ query
 
-    def image_scores(self, query: Array, positions: Array | None = None) -> tuple[Array, Array]:
-        """Per product (all, or those at `positions`): the best image's cosine and that image's index."""
+    def image_scores(
+        self, query: Array, positions: Array | None = None, *, table: Array | None = None
+    ) -> tuple[Array, Array]:
+        """Per product (all, or those at `positions`): the best image's cosine and that image's index.
+
+        `table` is the per-image vectors to score (default: image-to-image vectors; or the cross-modal ones).
+        """
+        table = self.image_vectors if table is None else table
         if positions is None:
-            if len(self.image_vectors) == 0:
+            if len(table) == 0:
                 return np.full(self.size, -np.inf, dtype=np.float32), np.full(self.size, -1, dtype=np.int64)
-            return best_per_product(self.image_vectors @ query, self.data.image_product, self.size)
+            return best_per_product(table @ query, self.data.image_product, self.size)
         if len(positions) > self.size // 4:
-            best, which = self.image_scores(query)
+            best, which = self.image_scores(query, table=table)
             return best[positions], which[positions]
         starts, counts = self.image_start[positions], self.image_count[positions]
         images = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
         owners = np.repeat(np.arange(len(positions)), counts)
-        best, which_local = best_per_product(self.image_vectors[images] @ query, owners, len(positions))
+        best, which_local = best_per_product(table[images] @ query, owners, len(positions))
         which = np.where(which_local >= 0, images[np.maximum(which_local, 0)], -1)
         return best, which
 
-    def ann_candidates(self, text_query: Array | None, image_query: Array | None, n: int) -> Array:
-        """Product positions near either query, for exact re-scoring (approximate mode only)."""
+    def ann_candidates(
+        self, text_query: Array | None, image_query: Array | None, n: int, xmodal_query: Array | None = None
+    ) -> Array:
+        """Product positions near any query, for exact re-scoring (approximate mode only)."""
         found: list[Array] = []
+        if xmodal_query is not None and self.xmodal_ann is not None:
+            _, ids = self.xmodal_ann.search(xmodal_query[None, :].astype(np.float32), n)
+            found.append(self.data.image_product[ids[0][ids[0] >= 0]])
         if text_query is not None:
             _, ids = self.text_ann.search(text_query[None, :].astype(np.float32), n)
             found.append(ids[0][ids[0] >= 0])

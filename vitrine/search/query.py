@@ -22,6 +22,8 @@ class Query:
     product_id: str | None = None
     collection: str | None = None  # None: every collection
     alpha: float | None = None  # 1 = image only, 0 = text only; default 0.5 when both are given
+    # Within the text side: 0 = product text only, 1 = the photos' cross-modal match only; None = default
+    cross_modal_weight: float | None = None
     filters: Filters = field(default_factory=Filters)
     facets: tuple[str, ...] = ("category", "colour")
     top_k: int = 10
@@ -37,6 +39,8 @@ class Query:
             raise InvalidInput(f"text is over {MAX_TEXT_CHARS} characters", field="text")
         if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
             raise InvalidInput("alpha must be between 0 and 1", field="alpha")
+        if self.cross_modal_weight is not None and not 0.0 <= self.cross_modal_weight <= 1.0:
+            raise InvalidInput("cross_modal_weight must be between 0 and 1", field="cross_modal_weight")
         if not 1 <= self.top_k <= MAX_TOP_K:
             raise InvalidInput(f"top_k must be between 1 and {MAX_TOP_K}", field="top_k")
         if not 0 <= self.offset <= MAX_OFFSET:

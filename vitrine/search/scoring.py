@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from vitrine.arrays import Array
+from vitrine.models.colour import cnn_part
 
 
 def normalise_rows(x: Array) -> Array:
@@ -14,12 +15,12 @@ def normalise_rows(x: Array) -> Array:
 
 
 def image_search_vectors(raw: Array) -> Array:
-    """Raw pooled CNN features to unit vectors for cosine search.
+    """Stored raw feature rows to unit vectors for image-to-image cosine search (CNN part only).
 
     A signed square root first ("power normalisation") damps the few dominant channels of pooled
     activations, which measurably improves instance retrieval over plain L2 normalisation.
     """
-    raw = np.asarray(raw, dtype=np.float32)
+    raw = cnn_part(np.asarray(raw, dtype=np.float32))
     return normalise_rows(np.sign(raw) * np.sqrt(np.abs(raw)))
 
 

@@ -29,6 +29,7 @@ class SearchTarget:
     name: str
     store: CollectionStore
     vectors: Callable[[], CollectionVectors]
+    embedder: ImageEmbedder  # the collection's photo encoder: a query photo is encoded the same way
 
 
 @dataclass
@@ -42,18 +43,29 @@ class _Scored:
 
 
 class Searcher:
-    def __init__(self, *, text_encoder: TextEncoder, image_embedder: ImageEmbedder, keyword_weight: float) -> None:
+    def __init__(
+        self,
+        *,
+        text_encoder: TextEncoder,
+        keyword_weight: float,
+        cross_modal_weight: float = 0.0,
+        image_cross_modal_weight: float = 0.0,
+    ) -> None:
         self.text_encoder = text_encoder
-        self.image_embedder = image_embedder
         self.keyword_weight = keyword_weight
+        self.cross_modal_weight = cross_modal_weight
+        self.image_cross_modal_weight = image_cross_modal_weight
         self.text_vectors: LruCache[Array] = LruCache(4096)  # repeated query texts skip the encoder
 
     def search(self, query: Query, targets: Sequence[SearchTarget]) -> SearchResponse:
         started = time.perf_counter()
         text_vector = self._encode_text(query.text) if query.text else None
-        image_vector = None
+        photo: dict[int, tuple[Array, Array]] = {}  # per encoder: raw features and search vector
         if query.image is not None:
-            image_vector = image_search_vectors(self.image_embedder.features(query.image)[None])[0]
+            for encoder in {id(t.embedder): t.embedder for t in targets}.values():
+                raw = encoder.features(query.image)
+                photo[id(encoder)] = (raw, image_search_vectors(raw[None])[0])
+        image_vector = image_raw = None
         exclude: tuple[str, str] | None = None
         if query.product_id is not None:
             target = targets[0]
@@ -61,7 +73,11 @@ class Searcher:
             exclude = (target.name, query.product_id)
         encoded = time.perf_counter()
 
-        scored = [self._score(query, t, text_vector, image_vector, exclude) for t in targets]
+        scored = []
+        for t in targets:
+            if query.image is not None:
+                image_raw, image_vector = photo[id(t.embedder)]
+            scored.append(self._score(query, t, text_vector, image_vector, image_raw, exclude))
         facets: dict[str, dict[str, int]] = {}
         for s in scored:
             mask = np.zeros(s.vectors.size, dtype=bool)
@@ -125,15 +141,22 @@ class Searcher:
         target: SearchTarget,
         text_vector: Array | None,
         image_vector: Array | None,
+        image_raw: Array | None,
         exclude: tuple[str, str] | None,
     ) -> _Scored:
         vectors = target.vectors()
+        heads, photos = vectors.heads, vectors.xmodal_vectors
+        # The query in the collection's own cross-modal space (its heads may be fine-tuned).
+        xmodal_text = heads.text_query([query.text], text_vector[None])[0] if heads and photos is not None \
+            and query.text and text_vector is not None else None
+        xmodal_image = heads.image_vectors(image_raw[None])[0] if heads and photos is not None \
+            and image_raw is not None else None
         positions: Array | None = None
         if query.filters:
             positions = vectors.positions_of_rows(target.store.filter_rows(query.filters))
         elif not vectors.exact:
             wanted = max(ANN_CANDIDATES, 10 * (query.offset + query.top_k))
-            positions = vectors.ann_candidates(text_vector, image_vector, wanted)
+            positions = vectors.ann_candidates(text_vector, image_vector, wanted, xmodal_text)
         signals: dict[str, Array] = {}
         text_score = image_score = matched = None
         if text_vector is not None:
@@ -144,9 +167,21 @@ class Searcher:
                 keyword = self._keyword_scores(target, vectors, query.text, positions)
                 signals["keyword"] = keyword
                 text_score = (1 - self.keyword_weight) * semantic + self.keyword_weight * keyword
+            if xmodal_text is not None:
+                weight = self.cross_modal_weight if query.cross_modal_weight is None else query.cross_modal_weight
+                cross, matched = vectors.image_scores(xmodal_text, positions, table=photos)
+                cross = np.where(np.isfinite(cross), cross, 0.0).astype(np.float32)  # no photo: no evidence
+                signals["cross_modal"] = cross
+                text_score = (1 - weight) * text_score + weight * cross
             signals["text"] = text_score
         if image_vector is not None:
             image_score, matched = vectors.image_scores(image_vector, positions)
+            signals["visual"] = image_score
+            if xmodal_image is not None and self.image_cross_modal_weight > 0:
+                cross_image, _ = vectors.image_scores(xmodal_image, positions, table=photos)
+                signals["visual_cross_modal"] = cross_image
+                weight = self.image_cross_modal_weight
+                image_score = (1 - weight) * image_score + weight * cross_image
             signals["image"] = image_score
         alpha = query.effective_alpha
         if query.product_id is not None and image_score is not None and text_score is not None:
