@@ -37,7 +37,7 @@ def train_collection(
                            "training is for the built-in fashion model", field="collection")
     config = config or TrainConfig(lr=FINE_TUNE_LR if start is not None else TrainConfig.lr,
                                    threads=engine.settings.threads)
-    data = collect([store], engine.text_encoder, extra_pairs=store.training_pairs())
+    data = collect([store], engine.text_encoder)
     heads, card = train_heads(data, config, init=start, progress=progress)
     held = holdout_mask(data.groups, config.holdout, config.seed)
     before = retrieval_score(start, data, held.nonzero()[0]) if start is not None else None

@@ -41,6 +41,11 @@ def add_parsers(sub: Any) -> None:
     evaluate.add_argument("--json", action="store_true")
     evaluate.add_argument("--no-progress", action="store_true")
 
+    label = sub.add_parser("label", help="zero-shot category, colour and pattern of a photo")
+    label.add_argument("image", help="path or http(s) URL of a photo")
+    label.add_argument("--collection", "-c", help="use this collection's model and add its own values")
+    label.add_argument("--json", action="store_true")
+
     models = sub.add_parser("models", help="list a collection's model versions, or switch its active one")
     models.add_argument("collection")
     models.add_argument("--use", metavar="VERSION", help="make this version active: base or v<N>")
@@ -187,4 +192,18 @@ def format_eval(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-COMMANDS = {"train": cmd_train, "models": cmd_models, "eval": cmd_eval}
+def cmd_label(engine: Engine, args: argparse.Namespace) -> int:
+    if args.collection:
+        engine.store(args.collection)
+    labels = engine.label_image(engine.load_query_image(args.image), args.collection)
+    if args.json:
+        payload = {kind: [{"value": x.value, "confidence": x.confidence} for x in found]
+                   for kind, found in labels.items()}
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+        return 0
+    for kind, found in labels.items():
+        sys.stdout.write(f"{kind:<9} " + ", ".join(f"{x.value} ({x.confidence:.0%})" for x in found) + "\n")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "models": cmd_models, "eval": cmd_eval, "label": cmd_label}

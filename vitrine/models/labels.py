@@ -52,10 +52,11 @@ class ZeroShotLabeller:
         self.heads = heads
         self.vocabulary = {k: _distinct(v) for k, v in (vocabulary or DEFAULT_VOCABULARY).items()}
         self.scale = heads.logit_scale
-        self._vectors = {
-            name: heads.text_query(values, text_encoder.encode(values))
-            for name, values in self.vocabulary.items() if values
-        }
+        self._vectors = {}
+        for name, values in self.vocabulary.items():
+            if values:
+                prompts = [clean(v) for v in values]  # the lower-case words the heads were trained on
+                self._vectors[name] = heads.text_query(prompts, text_encoder.encode(prompts))
 
     def label(self, raw_features: Array, *, top: int = TOP_LABELS) -> list[dict[str, list[Label]]]:
         """For each stored-feature row: per label kind, the `top` values with their confidences."""
@@ -72,13 +73,20 @@ class ZeroShotLabeller:
 
 
 def _distinct(values: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(v for v in (clean(x) for x in values) if v))
+    """Values as shown (the first spelling met), one per cleaned form ("Hoodies & Sweatshirts" = "hoodies
+    sweatshirts"), so a collection's own value wins over the default list's."""
+    seen: dict[str, str] = {}
+    for value in values:
+        key = clean(value)
+        if key and key not in seen:
+            seen[key] = value.strip()
+    return list(seen.values())
 
 
 def collection_vocabulary(found: Mapping[str, Iterable[str]], *, include_defaults: bool = True) -> dict[str, list[str]]:
     """The default fashion lists plus the values a collection holds (`found`: kind -> values)."""
     vocabulary: dict[str, list[str]] = {}
-    for name in DEFAULT_VOCABULARY.keys() | found.keys():
+    for name in dict.fromkeys([*DEFAULT_VOCABULARY, *found]):
         values = list(found.get(name, ()))
         if include_defaults:
             values += list(DEFAULT_VOCABULARY.get(name, ()))

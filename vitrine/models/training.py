@@ -50,12 +50,10 @@ class TrainingData:
         return len(self.views)
 
 
-def collect(
-    stores: Sequence[CollectionStore], text_encoder: TextEncoder, *, extra_pairs: Sequence[tuple[str, str, str]] = ()
-) -> TrainingData:
+def collect(stores: Sequence[CollectionStore], text_encoder: TextEncoder) -> TrainingData:
     """Reads products, stored features and texts from collections; encodes each distinct text once.
 
-    `extra_pairs` are (collection, product id, text) pairs, such as label corrections or clicks.
+    Texts recorded for a product (label corrections, queries that led to a click) join its own.
     """
     features: list[Array] = []
     image_product: list[Array] = []
@@ -65,9 +63,9 @@ def collect(
     titles: list[str] = []
     sources: dict[str, int] = {}
     extra: dict[tuple[str, str], list[str]] = {}
-    for collection, product_id, text in extra_pairs:
-        extra.setdefault((collection, product_id), []).append(clean(text))
     for store in stores:
+        for collection, product_id, text in store.training_pairs():
+            extra.setdefault((collection, product_id), []).append(clean(text))
         data = store.load_vectors([])
         products = {p.id: p for p in store.get_products(data.ids)}
         offset = len(views)

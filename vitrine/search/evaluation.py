@@ -140,7 +140,7 @@ def evaluate_labels(
         for product, predicted in zip(products, labels, strict=True):
             truth = clean(str(_field(product, column)))
             if truth:
-                pairs.append((truth, predicted[kind][0].value))
+                pairs.append((truth, clean(predicted[kind][0].value)))
         out[kind] = {"column": column, **_round(label_scores(pairs))}
     return out
 
