@@ -154,3 +154,30 @@ def test_server_killed_mid_ingest_resumes_the_job(settings: Settings, tmp_path: 
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_train_job_versions_labels_and_clicks_over_http(settings: Settings) -> None:
+    auth = {"Authorization": f"Bearer {admin_token(settings.home)}"}
+    with Engine(settings) as engine, TestClient(create_app(engine=engine), headers=auth) as client:
+        engine.ingest("luma", LUMA / "catalog.csv")
+        assert client.post("/collections/luma/clicks", json={"product_id": "MH03", "query": "green running hoodie"}
+                           ).status_code == 204
+        assert client.post("/collections/luma/clicks", json={"product_id": "nope", "query": "x"}).status_code == 404
+        accepted = client.post("/collections/luma/train", json={"epochs": 2})
+        assert accepted.status_code == 202, accepted.text
+        job_id = accepted.json()["id"]
+        job = wait_for(lambda: client.get(f"/jobs/{job_id}").json(), lambda j: j["state"] not in ("QUEUED", "RUNNING"))
+        assert job["state"] == "COMPLETE", job
+        assert (job["kind"], job["done"], job["total"], job["result"]["version"]) == ("train", 2, 2, "v1")
+
+        versions = client.get("/collections/luma/models").json()
+        assert [(v["version"], v["active"]) for v in versions] == [("base", False), ("v1", True)]
+        assert client.put("/collections/luma/models/active", json={"version": "base"}).json()["version"] == "base"
+        assert client.put("/collections/luma/models/active", json={"version": "v9"}).status_code == 404
+
+        photo = (LUMA / "images" / "mh03-green_main.jpg").read_bytes()
+        labels = client.post("/labels", files={"image": ("p.jpg", photo)}, params={"collection": "luma"}).json()
+        assert labels["model"] == "base" and labels["labels"]["colour"][0]["value"] == "Green"
+        refused = client.post("/labels", files={"image": ("p.jpg", b"GIF89a not really")})
+        assert refused.status_code == 422 and refused.json()["error"]["field"] == "image"
+        assert client.post("/collections/nowhere/train", json={}).status_code == 404

@@ -23,6 +23,11 @@ class QueryOptions(Strict):
     """What every search takes besides its signals."""
 
     alpha: float | None = Field(None, ge=0, le=1, description="Image weight when text and image are both given.")
+    cross_modal_weight: float | None = Field(
+        None, ge=0, le=1,
+        description="Within text scores: 0 = product text only, 1 = how well the photos match the words only. "
+                    "Default: the server's VITRINE_CROSS_MODAL_WEIGHT.",
+    )
     filters: dict[str, str | list[str]] = Field(
         default_factory=dict, description="Attribute -> value or list of values (one of), case-insensitive."
     )
@@ -37,8 +42,8 @@ class QueryOptions(Strict):
         """The core query; `collection` (a path parameter) overrides the body's."""
         collection = collection or getattr(self, "collection", None)
         return Query(text=text, image=image, product_id=product_id, collection=collection,
-                     alpha=self.alpha, filters=self.to_filters(), facets=tuple(self.facets), top_k=self.top_k,
-                     offset=self.offset, min_score=self.min_score)
+                     alpha=self.alpha, cross_modal_weight=self.cross_modal_weight, filters=self.to_filters(),
+                     facets=tuple(self.facets), top_k=self.top_k, offset=self.offset, min_score=self.min_score)
 
     def to_filters(self) -> Filters:
         equals = {k: tuple(v) if isinstance(v, list) else (v,) for k, v in self.filters.items()}

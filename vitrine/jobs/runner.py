@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,10 @@ class JobRunner:
         self.engine = engine
         self.jobs = jobs
         self.huey = SqliteHuey("vitrine", filename=str(queue_path))
-        self._ingest_task = self.huey.task(name="vitrine.ingest")(self.run_ingest)
+        self._tasks = {
+            "ingest": self.huey.task(name="vitrine.ingest")(self.run_ingest),
+            "train": self.huey.task(name="vitrine.train")(self.run_train),
+        }
         self._workers = workers
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
@@ -62,7 +66,7 @@ class JobRunner:
         for job in self.jobs.unfinished():
             if job.id not in pending:
                 self.jobs.requeue(job.id)
-                self._ingest_task(job.id)
+                self._tasks[job.kind](job.id)
                 requeued.append(job.id)
                 log.warning("job queued again after a restart", extra={"job": job.id, "kind": job.kind})
         return requeued
@@ -81,8 +85,14 @@ class JobRunner:
     def submit_ingest(self, collection: str, catalog: Path, *, mapping: dict[str, str] | None = None,
                       fmt: str | None = None, prune: bool = False) -> Job:
         params: dict[str, Any] = {"catalog": str(catalog), "mapping": mapping or {}, "format": fmt, "prune": prune}
-        job = self.jobs.create(kind="ingest", collection=collection, params=params)
-        self._ingest_task(job.id)
+        return self._submit("ingest", collection, params)
+
+    def submit_train(self, collection: str, *, seed: int = 0, epochs: int | None = None) -> Job:
+        return self._submit("train", collection, {"seed": seed, "epochs": epochs})
+
+    def _submit(self, kind: str, collection: str, params: dict[str, Any]) -> Job:
+        job = self.jobs.create(kind=kind, collection=collection, params=params)
+        self._tasks[kind](job.id)
         self._wake.set()
         return job
 
@@ -90,6 +100,32 @@ class JobRunner:
         return self.jobs.request_cancel(job_id)
 
     def run_ingest(self, job_id: str) -> None:
+        def work(job: Job, check: Callable[[int, int], None]) -> dict[str, Any]:
+            p = job.params
+            report = self.engine.ingest(job.collection or "", Path(p["catalog"]), mapping=p["mapping"] or None,
+                                        fmt=p["format"], prune=p["prune"],
+                                        progress=lambda done, total, images: check(done, total))
+            return report.as_dict()
+
+        self._run(job_id, work, cancelled="cancelled; finished batches were kept")
+
+    def run_train(self, job_id: str) -> None:
+        """Counts are epochs; a restart trains again from the start (training is minutes, and seeded)."""
+        from vitrine.models.training import TrainConfig
+        from vitrine.training import FINE_TUNE_LR, train_collection
+
+        def work(job: Job, check: Callable[[int, int], None]) -> dict[str, Any]:
+            p = job.params
+            config = TrainConfig(seed=p["seed"], epochs=p["epochs"] or TrainConfig.epochs, lr=FINE_TUNE_LR,
+                                 threads=self.engine.settings.threads)
+            return train_collection(self.engine, job.collection or "", config=config,
+                                    progress=lambda epoch, epochs, metrics: check(epoch, epochs))
+
+        self._run(job_id, work, cancelled="cancelled; the collection keeps its model")
+
+    def _run(self, job_id: str, work: Callable[[Job, Callable[[int, int], None]], dict[str, Any]],
+             *, cancelled: str) -> None:
+        """Moves a job through its states around `work`, whatever happens inside it."""
         job = self.jobs.get(job_id)
         if job.state in FINISHED:
             return
@@ -98,21 +134,19 @@ class JobRunner:
             return
         self.jobs.start(job_id)
 
-        def progress(done: int, total: int, images: int) -> None:
+        def check(done: int, total: int) -> None:
             self.jobs.progress(job_id, done=done, total=total)
             if self.jobs.cancel_requested(job_id):
                 raise JobCancelled
 
-        p = job.params
         try:
-            report = self.engine.ingest(job.collection or "", Path(p["catalog"]), mapping=p["mapping"] or None,
-                                        fmt=p["format"], prune=p["prune"], progress=progress)
+            result = work(job, check)
         except JobCancelled:
-            self.jobs.finish(job_id, CANCELLED, error="cancelled; finished batches were kept")
+            self.jobs.finish(job_id, CANCELLED, error=cancelled)
         except VitrineError as exc:
             self.jobs.finish(job_id, FAILED, error=str(exc))
         except Exception as exc:  # a job must end in a state, whatever went wrong
-            log.exception("ingest job failed", extra={"job": job_id})
+            log.exception("job failed", extra={"job": job_id, "kind": job.kind})
             self.jobs.finish(job_id, FAILED, error=f"internal error: {type(exc).__name__}: {exc}")
         else:
-            self.jobs.finish(job_id, COMPLETE, result=report.as_dict())
+            self.jobs.finish(job_id, COMPLETE, result=result)
