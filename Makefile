@@ -10,6 +10,9 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	# torch==2.13.0 is pinned in pyproject.toml: pip takes the CPU build that this machine keeps on disk.
 	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
+	# MediaPipe ships its pose and segmentation models inside the wheel (0.10.31+ ship none); its
+	# declared dependencies would replace numpy and OpenCV, so it comes without them.
+	$(VENV)/bin/python -m pip install --quiet --no-deps mediapipe==0.10.21
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -321,7 +321,8 @@ class Engine:
             raise InvalidInput("a product needs at least one photo", field="images")
         if len(photos) > MAX_PHOTOS_PER_PRODUCT:
             raise InvalidInput(f"at most {MAX_PHOTOS_PER_PRODUCT} photos per product", field="images")
-        embedder = self.embedder_for(collection)
+        # A new collection is created (with the built-in encoder) only once every photo has been read.
+        embedder = self.embedder_for(collection) if collection in self.collection_names() else self.embedder
         cache = embedder.cache or self.feature_cache
         arrays = [embedder.preprocess(data) for data in photos]  # raises ImageError for a bad one
         hashes = [hashlib.sha256(data).hexdigest() for data in photos]

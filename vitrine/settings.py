@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     search_cache_size: int = Field(1024, ge=0, description="Search results kept in memory (0: no cache).")
     keyword_weight: float = Field(0.5, ge=0, le=1, description="Share of the keyword signal in text scores.")
     cross_modal_weight: float = Field(
-        0.5, ge=0, le=1, description="Share of the photos' cross-modal match in text scores (docs/quality.md)."
+        0.4, ge=0, le=1, description="Share of the photos' cross-modal match in text scores (docs/quality.md)."
     )
     image_cross_modal_weight: float = Field(
         0.0, ge=0, le=1, description="Share of the cross-modal photo match in image-to-image scores."

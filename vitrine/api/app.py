@@ -13,7 +13,7 @@ from vitrine.api.errors import install_error_handlers
 from vitrine.api.limits import BodySizeLimit
 from vitrine.api.observability import JobStateCollector, Metrics, install_observability
 from vitrine.api.ratelimit import install_rate_limit
-from vitrine.api.routes import collections, health, jobs, metrics, models, products, search
+from vitrine.api.routes import collections, health, jobs, looks, metrics, models, products, search
 from vitrine.engine import Engine
 from vitrine.jobs.runner import JobRunner
 from vitrine.jobs.store import JobStore
@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.metrics = Metrics()
     install_rate_limit(app, per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst)
     install_observability(app, app.state.metrics)  # outermost: rate-limited requests are logged and counted too
-    for module in (health, collections, products, search, jobs, models, metrics):
+    for module in (health, collections, products, search, jobs, models, looks, metrics):
         app.include_router(module.router)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],

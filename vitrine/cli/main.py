@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from vitrine import __version__
 from vitrine.catalog.columns import parse_mapping
 from vitrine.catalog.sources import is_url
-from vitrine.cli import model_commands
+from vitrine.cli import look_commands, model_commands
 from vitrine.cli.format import format_collections, format_report, format_response, table
 from vitrine.engine import Engine, open_engine
 from vitrine.errors import Conflict, InvalidInput, ModelUnavailable, NotFound, VitrineError
@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-demo", action="store_true", help="do not ingest the demo catalog into an empty home")
 
     model_commands.add_parsers(sub)
+    look_commands.add_parsers(sub)
 
     demo = sub.add_parser("demo", help="ingest the demo catalog (if needed) and run example searches")
     demo.add_argument("--catalog", type=Path, help="demo catalog (default: <data_dir>/luma/catalog.csv)")
@@ -296,7 +297,7 @@ def cmd_serve(engine: Engine, args: argparse.Namespace) -> int:
 
 COMMANDS = {"ingest": cmd_ingest, "search": cmd_search, "similar": cmd_similar,
             "collections": cmd_collections, "demo": cmd_demo, "serve": cmd_serve, "keys": cmd_keys,
-            **model_commands.COMMANDS}
+            **model_commands.COMMANDS, **look_commands.COMMANDS}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

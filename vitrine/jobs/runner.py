@@ -18,10 +18,13 @@ from huey import SqliteHuey
 
 from vitrine.engine import Engine
 from vitrine.errors import VitrineError
+from vitrine.index.store import Filters, RangeFilter
 from vitrine.jobs.store import CANCELLED, COMPLETE, FAILED, FINISHED, Job, JobStore
+from vitrine.vision.service import LookService
 
 log = logging.getLogger(__name__)
 
+LOOK_STAGES = ("DETECTING", "ANALYZING", "MATCHING")
 IDLE_WAIT_S = 1.0  # how long an idle worker sleeps when nothing wakes it
 
 
@@ -37,7 +40,9 @@ class JobRunner:
         self._tasks = {
             "ingest": self.huey.task(name="vitrine.ingest")(self.run_ingest),
             "train": self.huey.task(name="vitrine.train")(self.run_train),
+            "look": self.huey.task(name="vitrine.look")(self.run_look),
         }
+        self._looks: LookService | None = None
         self._workers = workers
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
@@ -90,7 +95,17 @@ class JobRunner:
     def submit_train(self, collection: str, *, seed: int = 0, epochs: int | None = None) -> Job:
         return self._submit("train", collection, {"seed": seed, "epochs": epochs})
 
-    def _submit(self, kind: str, collection: str, params: dict[str, Any]) -> Job:
+    def submit_look(self, look_id: str, *, collection: str | None, top_k: int, filters: dict[str, Any]) -> Job:
+        """`filters`: {"equals": {field: [values]}, "ranges": {field: [low, high]}} (JSON-safe)."""
+        return self._submit("look", collection, {"look_id": look_id, "top_k": top_k, "filters": filters})
+
+    @property
+    def looks(self) -> LookService:
+        if self._looks is None:
+            self._looks = LookService(self.engine)
+        return self._looks
+
+    def _submit(self, kind: str, collection: str | None, params: dict[str, Any]) -> Job:
         job = self.jobs.create(kind=kind, collection=collection, params=params)
         self._tasks[kind](job.id)
         self._wake.set()
@@ -122,6 +137,23 @@ class JobRunner:
                                     progress=lambda epoch, epochs, metrics: check(epoch, epochs))
 
         self._run(job_id, work, cancelled="cancelled; the collection keeps its model")
+
+    def run_look(self, job_id: str) -> None:
+        """States QUEUED -> DETECTING -> ANALYZING -> MATCHING -> COMPLETE | FAILED; the result is the look."""
+
+        def work(job: Job, check: Callable[[int, int], None]) -> dict[str, Any]:
+            p = job.params
+            equals = {k: tuple(v) for k, v in p["filters"].get("equals", {}).items()}
+            ranges = {k: RangeFilter(*v) for k, v in p["filters"].get("ranges", {}).items()}
+
+            def stage(name: str) -> None:
+                self.jobs.set_stage(job_id, name)
+                check(LOOK_STAGES.index(name) + 1, len(LOOK_STAGES))
+
+            return self.looks.run(p["look_id"], collection=job.collection, top_k=p["top_k"],
+                                  filters=Filters(equals=equals, ranges=ranges), stage=stage)
+
+        self._run(job_id, work, cancelled="cancelled")
 
     def _run(self, job_id: str, work: Callable[[Job, Callable[[int, int], None]], dict[str, Any]],
              *, cancelled: str) -> None:

@@ -128,6 +128,10 @@ class JobStore:
         self._execute("UPDATE jobs SET state=?, started_at=COALESCE(started_at, ?), attempts=attempts+1, updated_at=? "
                       "WHERE id=?", (RUNNING, now, now, job_id))
 
+    def set_stage(self, job_id: str, stage: str) -> None:
+        """A running job's named step (a look job: DETECTING, ANALYZING, MATCHING)."""
+        self._execute("UPDATE jobs SET state=?, updated_at=? WHERE id=?", (stage, time.time(), job_id))
+
     def progress(self, job_id: str, *, done: int, total: int) -> None:
         self._execute("UPDATE jobs SET done=?, total=?, updated_at=? WHERE id=?", (done, total, time.time(), job_id))
 
@@ -161,7 +165,7 @@ class JobStore:
     def unfinished(self) -> list[Job]:
         with self._lock:
             return [_job(r) for r in self._db.execute(
-                "SELECT * FROM jobs WHERE state IN (?, ?) ORDER BY created_at", (QUEUED, RUNNING))]
+                "SELECT * FROM jobs WHERE state NOT IN (?, ?, ?) ORDER BY created_at", tuple(sorted(FINISHED)))]
 
     def _execute(self, sql: str, params: tuple[Any, ...]) -> None:
         with self._lock:

@@ -23,7 +23,8 @@ class JobOut(BaseModel):
     id: str
     kind: str
     collection: str | None
-    state: str = Field(description="QUEUED, RUNNING, COMPLETE, FAILED or CANCELLED")
+    state: str = Field(description="QUEUED, RUNNING (look jobs: DETECTING, ANALYZING, MATCHING), COMPLETE, "
+                       "FAILED or CANCELLED")
     done: int
     total: int
     rate_per_s: float | None

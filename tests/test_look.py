@@ -1,0 +1,109 @@
+"""Shop the look on real photos: detection, the job's states, index-a-look, a label correction."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import DATA, admin_token
+from fastapi.testclient import TestClient
+from test_jobs import wait_for
+
+from vitrine.api.app import create_app
+from vitrine.cli.main import main as cli
+from vitrine.engine import Engine
+from vitrine.errors import ImageError
+from vitrine.vision.evaluation import evaluate_looks
+from vitrine.vision.garments import iou
+from vitrine.vision.look import NO_PERSON, LookFinder
+from vitrine.vision.service import LookService
+
+CCP = DATA / "ccp"
+BOXES = {p["image"]: p for p in json.loads((CCP / "boxes.json").read_text())}
+
+
+def test_garments_of_a_street_photo_overlap_the_true_boxes(luma_engine: Engine) -> None:
+    look = LookFinder(luma_engine).find((CCP / "photos" / "0003.jpg").read_bytes(), collection="luma", top_k=3)
+    assert look.people == 1 and look.reason is None
+    found = {g.group: g for g in look.garments}
+    truth = {b["label"]: b["bbox_xyxy"] for b in BOXES["photos/0003.jpg"]["boxes"]}
+    assert iou(found["outerwear"].box, truth["coat"]) >= 0.5
+    assert iou(found["shoes"].box, truth["boots"]) >= 0.35
+    for garment in look.garments:
+        assert set(garment.labels) == {"category", "colour", "pattern"}
+        assert garment.crop_png[:8] == b"\x89PNG\r\n\x1a\n"
+        assert len(garment.matches) == 3 and all(m.collection == "luma" for m in garment.matches)
+
+
+def test_a_photo_without_people_is_a_result_not_an_error(luma_engine: Engine) -> None:
+    photo = next((DATA / "luma" / "images").glob("luma-yoga-brick.jpg")).read_bytes()
+    look = LookFinder(luma_engine).find(photo, collection=None)
+    assert look.people == 0 and look.garments == [] and look.reason == NO_PERSON
+
+
+def test_non_images_and_bombs_are_refused(luma_engine: Engine) -> None:
+    service = LookService(luma_engine)
+    with pytest.raises(ImageError):
+        service.save_photo(b"%PDF-1.4 definitely not a photo")
+    with pytest.raises(ImageError):
+        service.save_photo((CCP / "photos" / "0003.jpg").read_bytes()[:300])  # truncated
+
+
+def test_look_job_states_index_and_correction(settings: object, luma_home: Path) -> None:
+    auth = {"Authorization": f"Bearer {admin_token(settings.home)}"}  # type: ignore[attr-defined]
+    with Engine(settings) as engine, TestClient(create_app(engine=engine), headers=auth) as client:  # type: ignore[arg-type]
+        engine.ingest("luma", DATA / "luma" / "catalog.csv")
+        photo = (CCP / "photos" / "0001.jpg").read_bytes()
+        accepted = client.post("/looks", files={"image": ("street.jpg", photo)},
+                               data={"collection": "luma", "top_k": "2"})
+        assert accepted.status_code == 202, accepted.text
+        assert accepted.json()["state"] == "QUEUED" and accepted.json()["kind"] == "look"
+        job = wait_for(lambda: client.get(f"/jobs/{accepted.json()['id']}").json(),
+                       lambda j: j["state"] in ("COMPLETE", "FAILED"))
+        assert job["state"] == "COMPLETE", job
+        assert (job["done"], job["total"]) == (3, 3)  # DETECTING, ANALYZING, MATCHING all ran
+        look_id = job["result"]["id"]
+        look = client.get(f"/looks/{look_id}").json()
+        assert look["people"] == 1 and len(look["garments"]) >= 2
+        assert {"shoes"} <= {g["group"] for g in look["garments"]}
+        assert client.get(look["photo_url"]).content == photo  # the original, stored by content
+        crop = client.get(look["garments"][0]["crop_url"])
+        assert crop.status_code == 200 and crop.headers["content-type"] == "image/png"
+
+        fixed = client.patch(f"/looks/{look_id}/garments/0", json={"labels": {"category": "blouse"}})
+        assert fixed.status_code == 200 and fixed.json()["corrected"] == {"category": "blouse"}
+        assert client.get(f"/looks/{look_id}").json()["garments"][0]["labels"]["category"][0]["value"] == "blouse"
+        assert client.patch(f"/looks/{look_id}/garments/0", json={"box": [0, 0, 9999, 5]}).status_code == 422
+        assert client.patch(f"/looks/{look_id}/garments/42", json={"labels": {"colour": "red"}}).status_code == 404
+
+        indexed = client.post(f"/looks/{look_id}/index", json={"collection": "wardrobe"}).json()
+        assert len(indexed["products"]) == len(look["garments"])
+        first = client.get(f"/collections/wardrobe/products/{indexed['products'][0]}").json()
+        assert first["category"] == "blouse" and first["attributes"]["look"] == look_id
+        # The correction is now a training pair of that product.
+        assert (indexed["products"][0], "blouse") in {(p, t) for _, p, t in engine.store("wardrobe").training_pairs()}
+
+        refused = client.post("/looks", files={"image": ("x.jpg", b"GIF89a broken")})
+        assert refused.status_code == 422 and refused.json()["error"]["field"] == "image"
+        assert client.get("/looks/../../etc").status_code == 404
+
+
+def test_cli_look_draws_the_boxes(luma_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    drawn = tmp_path / "look.png"
+    assert cli(["--home", str(luma_home), "look", str(CCP / "photos" / "0003.jpg"), "-c", "luma", "-k", "2",
+                "--draw", str(drawn), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["garments"] and all(len(g["matches"]) == 2 for g in result["garments"])
+    assert drawn.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert cli(["--home", str(luma_home), "look", str(tmp_path / "missing.jpg")]) == 2
+
+
+def test_detection_evaluation_counts(luma_engine: Engine, tmp_path: Path) -> None:
+    subset = [BOXES["photos/0001.jpg"], BOXES["photos/0003.jpg"]]
+    (tmp_path / "photos").symlink_to(CCP / "photos")
+    (tmp_path / "boxes.json").write_text(json.dumps(subset))
+    result = evaluate_looks(LookFinder(luma_engine), tmp_path / "boxes.json")
+    assert result["photos"] == 2 and result["groups"]["shoes"]["boxes"] == 2
+    assert result["groups"]["outerwear"]["recall"] == 1.0  # the coat of 0003
+    assert result["photos_per_s"] > 0

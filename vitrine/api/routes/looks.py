@@ -1,0 +1,103 @@
+"""Shop the look over HTTP: upload a street photo (a job), read the look with its boxes, labels, crops
+and matches, correct a garment, add the garments to a collection."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+from pydantic import BaseModel, Field, ValidationError
+
+from vitrine.api.auth import Read, Write
+from vitrine.api.deps import EngineDep
+from vitrine.api.routes.jobs import JobOut
+from vitrine.api.schemas import QueryOptions, Strict
+from vitrine.errors import InvalidInput, TooLarge
+from vitrine.jobs.runner import JobRunner
+
+router = APIRouter(tags=["shop the look"])
+
+
+class Correction(Strict):
+    labels: dict[str, str] | None = Field(None, description="category / colour / pattern -> the right value")
+    box: list[int] | None = Field(None, min_length=4, max_length=4, description="[x0, y0, x1, y1] in photo pixels")
+
+
+class IndexLook(Strict):
+    collection: str = Field(..., min_length=1, max_length=64)
+
+
+class Indexed(BaseModel):
+    collection: str
+    products: list[str]
+
+
+def _runner(request: Request) -> JobRunner:
+    runner: JobRunner = request.app.state.jobs
+    return runner
+
+
+def _with_urls(record: dict[str, Any]) -> dict[str, Any]:
+    look_id = record["id"]
+    record["photo_url"] = f"/looks/{look_id}/photo"
+    for garment in record.get("garments", []):
+        garment["crop_url"] = f"/looks/{look_id}/garments/{garment['index']}/crop"
+    return record
+
+
+@router.post("/looks", dependencies=[Read], status_code=202, response_model=JobOut,
+             summary="Upload a street photo: a job finds each garment, labels it and matches it in a collection")
+def create_look(
+    request: Request,
+    engine: EngineDep,
+    image: Annotated[UploadFile, File(description="A photo of one or more people")],
+    collection: Annotated[str | None, Form(max_length=64, description="where to find matches")] = None,
+    top_k: Annotated[int, Form(ge=1, le=50)] = 5,
+    options: Annotated[str, Form(description='Filters as JSON: {"filters": {...}, "ranges": {...}}')] = "{}",
+) -> dict[str, Any]:
+    limit = engine.settings.max_download_bytes
+    data = image.file.read(limit + 1)
+    if len(data) > limit:
+        raise TooLarge(f"upload is over {limit} bytes", field="image")
+    try:
+        parsed = QueryOptions.model_validate_json(options)
+    except ValidationError as exc:
+        raise InvalidInput(exc.errors()[0]["msg"], field="options") from None
+    if collection:
+        engine.store(collection)
+    runner = _runner(request)
+    look_id, _ = runner.looks.save_photo(data)
+    filters = parsed.to_filters()
+    plain = {"equals": {k: list(v) for k, v in filters.equals.items()},
+             "ranges": {k: [r.low, r.high] for k, r in filters.ranges.items()}}
+    return runner.submit_look(look_id, collection=collection or None, top_k=top_k, filters=plain).as_dict()
+
+
+@router.get("/looks/{look_id}", dependencies=[Read], summary="A look: garments with boxes, labels, crops, matches")
+def get_look(look_id: str, request: Request) -> dict[str, Any]:
+    return _with_urls(_runner(request).looks.get(look_id))
+
+
+@router.get("/looks/{look_id}/photo", dependencies=[Read], response_class=Response, summary="The original photo")
+def look_photo(look_id: str, request: Request) -> Response:
+    data, kind = _runner(request).looks.photo(look_id)
+    return Response(data, media_type=f"image/{kind}", headers={"Cache-Control": "public, max-age=86400"})
+
+
+@router.get("/looks/{look_id}/garments/{index}/crop", dependencies=[Read], response_class=Response,
+            summary="A garment's crop, on white")
+def look_crop(look_id: str, index: int, request: Request) -> Response:
+    return Response(_runner(request).looks.crop(look_id, index), media_type="image/png")
+
+
+@router.patch("/looks/{look_id}/garments/{index}", dependencies=[Write],
+              summary="Correct a garment's labels or box; kept, and a training pair once indexed")
+def correct_garment(look_id: str, index: int, body: Correction, request: Request) -> dict[str, Any]:
+    return _runner(request).looks.correct(look_id, index, labels=body.labels, box=body.box)
+
+
+@router.post("/looks/{look_id}/index", dependencies=[Write], response_model=Indexed,
+             summary="Add the look's garments to a collection as products (build a wardrobe from photos)")
+def index_look(look_id: str, body: IndexLook, request: Request) -> Indexed:
+    products = _runner(request).looks.index(look_id, body.collection)
+    return Indexed(collection=body.collection, products=products)

@@ -1,0 +1,118 @@
+"""`vitrine look` (shop the look for one photo) and `vitrine eval-look` (detection quality)."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageDraw
+
+from vitrine.engine import Engine
+
+GROUP_COLOURS = {"top": (230, 57, 70), "bottom": (29, 120, 196), "dress": (155, 89, 182),
+                 "outerwear": (230, 126, 34), "shoes": (39, 174, 96), "bag": (127, 140, 141)}
+
+
+def add_parsers(sub: Any) -> None:
+    look = sub.add_parser("look", help="shop the look: find the garments in a photo and their closest products")
+    look.add_argument("photo", help="path or http(s) URL of a photo of one or more people")
+    look.add_argument("--collection", "-c", help="collection to match garments in (none: labels only)")
+    look.add_argument("--top-k", "-k", type=int, default=5)
+    look.add_argument("--draw", type=Path, metavar="PNG", help="save the photo with the garment boxes drawn")
+    look.add_argument("--index", action="store_true", help="also add the garments to the collection as products")
+    look.add_argument("--json", action="store_true")
+
+    evaluate = sub.add_parser("eval-look", help="garment detection quality against a boxes file (ccp/boxes.json)")
+    evaluate.add_argument("boxes", type=Path)
+    evaluate.add_argument("--limit", type=int, help="only the first N photos")
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.add_argument("--no-progress", action="store_true")
+
+
+def draw_look(photo: bytes, look: dict[str, Any]) -> Image.Image:
+    image = Image.open(io.BytesIO(photo)).convert("RGB")
+    pen = ImageDraw.Draw(image)
+    width = max(2, round(max(image.size) / 250))
+    for garment in look["garments"]:
+        colour = GROUP_COLOURS.get(garment["group"], (52, 73, 94))
+        x0, y0, x1, y1 = garment["box"]
+        pen.rectangle((x0, y0, x1, y1), outline=colour, width=width)
+        labels = garment["labels"]
+        text = f"{garment['group']}: {labels['colour'][0]['value']} {labels['category'][0]['value']}"
+        left, top, right, bottom = pen.textbbox((x0 + width, y0 + width), text)
+        pen.rectangle((left - 2, top - 2, right + 2, bottom + 2), fill=colour)
+        pen.text((x0 + width, y0 + width), text, fill=(255, 255, 255))
+    return image
+
+
+def cmd_look(engine: Engine, args: argparse.Namespace) -> int:
+    from vitrine.vision.service import LookService
+
+    if args.collection:
+        engine.store(args.collection)
+    photo = engine.load_query_image(args.photo)
+    service = LookService(engine)
+    look_id, _ = service.save_photo(photo)
+    look = service.run(look_id, collection=args.collection, top_k=args.top_k)
+    if args.index and args.collection:
+        look["indexed"] = service.index(look_id, args.collection)
+    if args.draw:
+        args.draw.parent.mkdir(parents=True, exist_ok=True)
+        draw_look(photo, look).save(args.draw)
+    if args.json:
+        sys.stdout.write(json.dumps(look, indent=2, default=str) + "\n")
+        return 0
+    out = [f"look {look_id}: {look['people']} people, {len(look['garments'])} garments"]
+    if look.get("reason"):
+        out.append(f"  {look['reason']}")
+    for g in look["garments"]:
+        labels = g["labels"]
+        summary = ", ".join(f"{labels[k][0]['value']} ({labels[k][0]['confidence']:.0%})" for k in labels)
+        out.append(f"- {g['group']:<9} box {g['box']}  {summary}")
+        for m in g["matches"]:
+            out.append(f"    {m['score']:.3f}  {m['id']:<14} {m['title']}")
+    if args.draw:
+        out.append(f"drawn: {args.draw}")
+    sys.stdout.write("\n".join(out) + "\n")
+    return 0
+
+
+def cmd_eval_look(engine: Engine, args: argparse.Namespace) -> int:
+    from vitrine.vision.evaluation import evaluate_looks
+    from vitrine.vision.look import LookFinder
+
+    bar = None
+    progress = None
+    if not args.no_progress and not args.json and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=0, unit="photo", dynamic_ncols=True, file=sys.stderr)
+
+        def progress(done: int, total: int) -> None:
+            bar.total, bar.n = total, done
+            bar.refresh()
+
+    try:
+        result = evaluate_looks(LookFinder(engine), args.boxes, limit=args.limit, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.json:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        return 0
+    lines = [f"{result['photos']} photos, IoU >= {result['iou']}, {result['photos_per_s']} photos/s",
+             f"{'group':<10}{'boxes':>7}{'found':>7}{'recall':>8}{'precision':>10}"]
+    for group, m in result["groups"].items():
+        recall = "-" if m["recall"] is None else f"{m['recall']:.3f}"
+        precision = "-" if m["precision"] is None else f"{m['precision']:.3f}"
+        lines.append(f"{group:<10}{m['boxes']:>7}{m['predicted']:>7}{recall:>8}{precision:>10}")
+    lines.append(f"group label accuracy on matched boxes: {result['group_label_accuracy']}")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+COMMANDS = {"look": cmd_look, "eval-look": cmd_eval_look}

@@ -1,0 +1,1 @@
+"""Finding people and their garments in photos (shop the look)."""

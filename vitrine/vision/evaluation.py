@@ -1,0 +1,75 @@
+"""Garment detection quality on street photos with boxes (the ccp/boxes.json format): per garment
+group, recall and precision at IoU >= 0.5, group label accuracy on matched boxes, photos per second."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from vitrine.errors import InvalidInput
+from vitrine.vision.garments import iou
+from vitrine.vision.look import LookFinder
+
+IOU = 0.5
+GROUPS = ("top", "bottom", "dress", "outerwear", "shoes", "bag")
+# The dataset's garment labels by group; accessories, belts, socks, glasses... are not garments we find.
+DATASET_GROUPS: dict[str, str] = {
+    **dict.fromkeys(("blouse", "shirt", "t-shirt", "top", "sweater", "cardigan", "sweatshirt", "jumper", "hoodie",
+                     "vest", "bodysuit", "bra"), "top"),
+    **dict.fromkeys(("pants", "jeans", "skirt", "shorts", "leggings"), "bottom"),
+    **dict.fromkeys(("dress", "romper", "jumpsuit"), "dress"),
+    **dict.fromkeys(("coat", "jacket", "blazer", "cape"), "outerwear"),
+    **dict.fromkeys(("shoes", "boots", "sandals", "loafers", "heels", "pumps", "sneakers", "flats", "wedges"),
+                    "shoes"),
+    **dict.fromkeys(("bag", "purse"), "bag"),
+}
+
+
+def evaluate_looks(finder: LookFinder, boxes_file: Path, *, limit: int | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    try:
+        photos = json.loads(boxes_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise InvalidInput(f"cannot read {boxes_file}: {exc}", field="boxes") from exc
+    photos = photos[:limit] if limit else photos
+    counts = {g: {"gt": 0, "found": 0, "predicted": 0, "correct": 0} for g in GROUPS}
+    labelled = same_group = 0
+    started = time.perf_counter()
+    for n, photo in enumerate(photos):
+        look = finder.find((boxes_file.parent / photo["image"]).read_bytes(), collection=None)
+        truth = [(DATASET_GROUPS[b["label"]], b["bbox_xyxy"]) for b in photo["boxes"] if b["label"] in DATASET_GROUPS]
+        predicted = [(g.group, g.box) for g in look.garments]
+        for group, _ in truth:
+            counts[group]["gt"] += 1
+        for group, _ in predicted:
+            if group in counts:
+                counts[group]["predicted"] += 1
+        used: set[int] = set()
+        for group, box in truth:  # recall: a predicted box of the same group at IoU >= 0.5, each used once
+            best = max(((iou(p_box, box), i) for i, (p_group, p_box) in enumerate(predicted)
+                        if p_group == group and i not in used), default=(0.0, -1))
+            if best[0] >= IOU:
+                used.add(best[1])
+                counts[group]["found"] += 1
+                counts[group]["correct"] += 1
+        for group, box in truth:  # label accuracy: the best-overlapping box of any group, is its group right?
+            overlaps = [(iou(p_box, box), p_group) for p_group, p_box in predicted]
+            if overlaps and max(overlaps)[0] >= IOU:
+                labelled += 1
+                same_group += max(overlaps)[1] == group
+        if progress is not None:
+            progress(n + 1, len(photos))
+    elapsed = time.perf_counter() - started
+    groups = {}
+    for group, c in counts.items():
+        groups[group] = {
+            "boxes": c["gt"], "predicted": c["predicted"],
+            "recall": round(c["found"] / c["gt"], 4) if c["gt"] else None,
+            "precision": round(c["correct"] / c["predicted"], 4) if c["predicted"] else None,
+        }
+    return {"photos": len(photos), "iou": IOU, "groups": groups,
+            "group_label_accuracy": round(same_group / labelled, 4) if labelled else None,
+            "photos_per_s": round(len(photos) / elapsed, 2) if elapsed else None}

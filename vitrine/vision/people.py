@@ -1,0 +1,108 @@
+"""People in a photo: MediaPipe 0.10.21's bundled pose landmarks and person segmentation (offline).
+
+MediaPipe Pose finds one person per run, so several people are found by running it again with each
+found person painted over, until it finds nobody new. The selfie segmentation mask (all people)
+then gives each person's pixels inside their box. MediaPipe graphs are not thread-safe: one lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from vitrine.arrays import Array
+from vitrine.errors import ModelUnavailable
+
+MAX_PEOPLE = 4
+MIN_POSE_CONFIDENCE = 0.5
+MIN_VISIBLE_LANDMARKS = 8
+SEGMENT_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class Person:
+    landmarks: Array  # (33, 3): x, y in pixels of the photo, visibility in [0, 1]
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 around the visible landmarks
+    mask: Array  # (H, W) bool: this person's pixels (segmentation inside their widened box)
+
+    def point(self, index: int) -> tuple[float, float, float]:
+        x, y, v = self.landmarks[index]
+        return float(x), float(y), float(v)
+
+
+class PeopleDetector:
+    def __init__(self) -> None:
+        self._pose: Any = None
+        self._segmenter: Any = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> None:
+        if self._pose is not None:
+            return
+        try:
+            import mediapipe as mp
+        except ImportError as exc:
+            raise ModelUnavailable("mediapipe 0.10.21 is not installed (see the README)") from exc
+        # model_complexity=1 is the pose model the wheel carries; others would be downloaded.
+        self._pose = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1,
+                                            min_detection_confidence=MIN_POSE_CONFIDENCE)
+        self._segmenter = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
+
+    def detect(self, rgb: Array) -> list[Person]:
+        """(H, W, 3) uint8 RGB to the people in it, largest first."""
+        height, width = rgb.shape[:2]
+        with self._lock:
+            self._load()
+            segmentation = self._segmenter.process(rgb).segmentation_mask
+            everyone = segmentation is not None and segmentation > SEGMENT_THRESHOLD
+            canvas = rgb.copy()
+            people: list[Person] = []
+            for _ in range(MAX_PEOPLE):
+                result = self._pose.process(canvas)
+                if result.pose_landmarks is None:
+                    break
+                marks = np.array([[lm.x * width, lm.y * height, lm.visibility]
+                                  for lm in result.pose_landmarks.landmark], dtype=np.float32)
+                visible = marks[marks[:, 2] > 0.5]
+                if len(visible) < MIN_VISIBLE_LANDMARKS:
+                    break
+                box = _landmark_box(visible, width, height)
+                if any(_overlap(box, p.box) > 0.6 for p in people):
+                    break  # the same person again: nothing new to find
+                people.append(Person(landmarks=marks, box=box, mask=_person_mask(everyone, box, width, height)))
+                x0, y0, x1, y1 = _widen(box, width, height, 0.15)
+                canvas[y0:y1, x0:x1] = 127  # paint over: the next run finds somebody else
+        return sorted(people, key=lambda p: -(p.box[2] - p.box[0]) * (p.box[3] - p.box[1]))
+
+
+def _landmark_box(points: Array, width: int, height: int) -> tuple[int, int, int, int]:
+    x0, y0 = points[:, :2].min(0)
+    x1, y1 = points[:, :2].max(0)
+    return (max(0, int(x0)), max(0, int(y0)), min(width, int(np.ceil(x1))), min(height, int(np.ceil(y1))))
+
+
+def _widen(box: tuple[int, int, int, int], width: int, height: int, share: float) -> tuple[int, int, int, int]:
+    x0, y0, x1, y1 = box
+    dx, dy = (x1 - x0) * share, (y1 - y0) * share
+    return (max(0, int(x0 - dx)), max(0, int(y0 - dy)), min(width, int(x1 + dx)), min(height, int(y1 + dy)))
+
+
+def _person_mask(everyone: Any, box: tuple[int, int, int, int], width: int, height: int) -> Array:
+    mask = np.zeros((height, width), dtype=bool)
+    x0, y0, x1, y1 = _widen(box, width, height, 0.25)
+    if isinstance(everyone, np.ndarray):
+        mask[y0:y1, x0:x1] = everyone[y0:y1, x0:x1]
+    else:
+        mask[y0:y1, x0:x1] = True
+    return mask
+
+
+def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    """Intersection over the smaller box."""
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return ix * iy / smaller if smaller > 0 else 0.0

@@ -1,0 +1,176 @@
+"""Looks as stored things: the original photo (content-addressed), the result with its crops, human
+corrections, and indexing a look's garments into a collection as products.
+
+Layout under the home: `looks/photos/<sha[:2]>/<sha>.<ext>` and `looks/<look id>/look.json` with
+`crops/<index>.png`. Corrections are kept in the look (shown in later reads) and become training
+pairs of the products the garments were indexed as.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from vitrine.catalog.records import ProductRecord
+from vitrine.engine import Engine
+from vitrine.errors import ImageError, InvalidInput, NotFound
+from vitrine.index.store import Filters
+from vitrine.models.imaging import decode_image, sniff_image_type
+from vitrine.vision.look import LookFinder, Stage, look_as_dict
+
+LOOK_ID = re.compile(r"^[0-9a-f]{16}$")
+LABEL_KINDS = ("category", "colour", "pattern")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+class LookService:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.root = engine.home / "looks"
+        self.finder = LookFinder(engine)
+        self._lock = threading.Lock()
+
+    # -- photos and results -----------------------------------------------------------------------
+
+    def save_photo(self, data: bytes) -> tuple[str, str]:
+        """Checks the photo (a clear error for a non-image, corrupt or huge one), stores it once by
+        content, and returns (look id, photo sha256)."""
+        kind = sniff_image_type(data)
+        if kind is None:
+            raise ImageError("not an image (unknown file signature)", field="image")
+        try:
+            decode_image(data, max_pixels=self.engine.settings.max_image_pixels)
+        except ImageError as exc:
+            raise ImageError(exc.message, field="image") from exc
+        sha = hashlib.sha256(data).hexdigest()
+        path = self._photo_path(sha, kind)
+        if not path.exists():
+            _write_atomic(path, data)
+        look_id = uuid.uuid4().hex[:16]
+        self._write(look_id, {"id": look_id, "photo": {"sha256": sha, "type": kind}, "created_at": time.time()})
+        return look_id, sha
+
+    def run(self, look_id: str, *, collection: str | None, top_k: int = 5, filters: Filters | None = None,
+            stage: Stage | None = None) -> dict[str, Any]:
+        record = self.get(look_id)
+        photo = self.photo(look_id)[0]
+        look = self.finder.find(photo, collection=collection, top_k=top_k, filters=filters, stage=stage)
+        folder = self.root / look_id / "crops"
+        for i, garment in enumerate(look.garments):
+            _write_atomic(folder / f"{i}.png", garment.crop_png)
+        record.update(look_as_dict(look), collection=collection, finished_at=time.time())
+        self._write(look_id, record)
+        return record
+
+    def get(self, look_id: str) -> dict[str, Any]:
+        path = self._folder(look_id) / "look.json"
+        if not path.is_file():
+            raise NotFound(f"no look {look_id!r}", field="look_id")
+        record: dict[str, Any] = json.loads(path.read_text())
+        return record
+
+    def photo(self, look_id: str) -> tuple[bytes, str]:
+        meta = self.get(look_id)["photo"]
+        return self._photo_path(meta["sha256"], meta["type"]).read_bytes(), meta["type"]
+
+    def crop(self, look_id: str, index: int) -> bytes:
+        path = self._folder(look_id) / "crops" / f"{index}.png"
+        if not path.is_file():
+            raise NotFound(f"look {look_id!r} has no garment {index}", field="index")
+        return path.read_bytes()
+
+    # -- human in the loop ------------------------------------------------------------------------
+
+    def correct(self, look_id: str, index: int, *, labels: dict[str, str] | None = None,
+                box: list[int] | None = None) -> dict[str, Any]:
+        """Replaces a garment's labels and/or box; the correction is kept and, for a garment indexed
+        as a product, recorded as a training pair."""
+        if not labels and box is None:
+            raise InvalidInput("give labels or a box to correct", field="labels")
+        with self._lock:
+            record = self.get(look_id)
+            garment = self._garment(record, index)
+            for kind, value in (labels or {}).items():
+                if kind not in LABEL_KINDS:
+                    raise InvalidInput(f"label kind must be one of {', '.join(LABEL_KINDS)}", field=f"labels.{kind}")
+                if not value.strip() or len(value) > 80:
+                    raise InvalidInput("a label is 1 to 80 characters", field=f"labels.{kind}")
+                garment["labels"][kind] = [{"value": value.strip(), "confidence": 1.0}]
+                garment.setdefault("corrected", {})[kind] = value.strip()
+            if box is not None:
+                width, height = record["width"], record["height"]
+                if len(box) != 4 or not (0 <= box[0] < box[2] <= width and 0 <= box[1] < box[3] <= height):
+                    raise InvalidInput(f"box must be [x0, y0, x1, y1] inside the {width}x{height} photo", field="box")
+                garment["box"] = list(box)
+                garment.setdefault("corrected", {})["box"] = list(box)
+            self._write(look_id, record)
+        if garment.get("product"):
+            self._record_pairs(garment)
+        return garment
+
+    def index(self, look_id: str, collection: str) -> list[str]:
+        """Adds each garment as a product (its crop as the photo, its labels as attributes)."""
+        record = self.get(look_id)
+        if "garments" not in record:
+            raise InvalidInput(f"look {look_id!r} has not been analysed yet", field="look_id")
+        ids = []
+        for garment in record["garments"]:
+            label = {kind: (garment["labels"].get(kind) or [{"value": ""}])[0]["value"] for kind in LABEL_KINDS}
+            product_id = f"look-{look_id}-{garment['index']}"
+            record_ = ProductRecord(
+                id=product_id, title=f"{label['colour']} {label['category']}".strip() or garment["group"],
+                description="", category=label["category"], colour=label["colour"], price=None, image_refs=(),
+                attributes={"pattern": label["pattern"], "group": garment["group"], "look": look_id,
+                            "box": ",".join(map(str, garment["box"]))},
+            )
+            self.engine.put_product(collection, record_, [self.crop(look_id, garment["index"])])
+            garment["product"] = {"collection": collection, "id": product_id}
+            self._record_pairs(garment)
+            ids.append(product_id)
+        with self._lock:
+            latest = self.get(look_id)
+            for old, new in zip(latest["garments"], record["garments"], strict=True):
+                old["product"] = new["product"]
+            self._write(look_id, latest)
+        return ids
+
+    def _record_pairs(self, garment: dict[str, Any]) -> None:
+        product = garment["product"]
+        store = self.engine.store(product["collection"])
+        for kind, value in garment.get("corrected", {}).items():
+            if kind in LABEL_KINDS:
+                store.add_training_pair(product["id"], value, "correction")
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _garment(record: dict[str, Any], index: int) -> dict[str, Any]:
+        garments = record.get("garments") or []
+        if not 0 <= index < len(garments):
+            raise NotFound(f"look {record['id']!r} has no garment {index}", field="index")
+        garment: dict[str, Any] = garments[index]
+        return garment
+
+    def _folder(self, look_id: str) -> Path:
+        if not LOOK_ID.match(look_id):
+            raise NotFound(f"no look {look_id!r}", field="look_id")
+        return self.root / look_id
+
+    def _photo_path(self, sha: str, kind: str) -> Path:
+        return self.root / "photos" / sha[:2] / f"{sha}.{kind}"
+
+    def _write(self, look_id: str, record: dict[str, Any]) -> None:
+        _write_atomic(self._folder(look_id) / "look.json", json.dumps(record, indent=1).encode())
