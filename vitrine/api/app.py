@@ -19,6 +19,7 @@ from vitrine.jobs.runner import JobRunner
 from vitrine.jobs.store import JobStore
 from vitrine.keys import KeyStore
 from vitrine.settings import Settings
+from vitrine.web import mount_ui
 
 
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     install_observability(app, app.state.metrics)  # outermost: rate-limited requests are logged and counted too
     for module in (health, collections, products, search, jobs, models, looks, metrics):
         app.include_router(module.router)
+    mount_ui(app)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],

@@ -1,0 +1,172 @@
+"""The web UI in a real browser: Playwright driving Debian's chromium against `vitrine serve`.
+
+Screenshots of each page go to docs/img/ui-*.png.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import DATA, LUMA, REPO, admin_token, make_settings
+
+from vitrine.engine import Engine
+from vitrine.web import STATIC
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = REPO / "docs" / "img"
+# `make test` installs Debian's chromium; only a bare `pytest` without it skips these (CI never does).
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("CI"),
+                                reason="Debian chromium is not installed (make browser)")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[dict[str, str]]:
+    home = tmp_path_factory.mktemp("ui-home")
+    with Engine(make_settings(home, models_dir)) as engine:
+        engine.ingest("luma", LUMA / "catalog.csv")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "VITRINE_HOME": str(home), "PYTHONPATH": str(REPO), "VITRINE_RATE_LIMIT_PER_MINUTE": "0"}
+    process = subprocess.Popen([sys.executable, "-m", "vitrine", "serve", "--port", str(port), "--no-demo"],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:  # ready when the models are loaded, not after a fixed time
+        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "server never became ready"
+        time.sleep(0.2)
+    try:
+        yield {"base": base, "token": admin_token(home)}
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    yield page
+    context.close()
+
+
+def wait_results(page: Any) -> None:
+    """Until the results on screen answer the search in the current URL."""
+    page.wait_for_function("() => document.querySelector('#results')?.dataset.hash === location.hash")
+
+
+def titles(page: Any) -> list[str]:
+    return page.locator("#hits .card .title").all_inner_texts()  # type: ignore[no-any-return]
+
+
+def test_search_by_text_filters_and_shares_the_url(server: dict[str, str], page: Any) -> None:
+    page.goto(server["base"] + "/")
+    page.get_by_label("Search", exact=True).fill("black hoodie")
+    page.get_by_label("Collection").select_option("luma")
+    page.get_by_role("button", name="Search", exact=True).click()
+    wait_results(page)
+    found = titles(page)
+    assert len(found) == 24 and "Hoodie" in found[0]
+    assert "q=black+hoodie" in page.url and "c=luma" in page.url
+    page.screenshot(path=str(SHOTS / "ui-search.png"), full_page=False)
+
+    # A facet narrows the results; the filter is in the URL, so the page reloads to the same search.
+    page.locator("fieldset:has(legend:text-is('category')) input[type=checkbox]").first.check()
+    page.wait_for_url(re.compile(r"f=category"))
+    wait_results(page)
+    narrowed = titles(page)
+    assert narrowed != found
+    total = page.locator("#results .meta").first.inner_text()
+    page.reload()
+    wait_results(page)
+    assert titles(page) == narrowed and page.locator("#results .meta").first.inner_text().split(" · ")[0] == \
+        total.split(" · ")[0]
+
+
+def test_search_by_photo(server: dict[str, str], page: Any) -> None:
+    page.goto(server["base"] + "/#/search?c=luma")
+    page.set_input_files("#photo", str(LUMA / "images" / "mh03-green_main.jpg"))
+    page.wait_for_selector("#hits .card")
+    first = page.locator("#hits .card a").first.get_attribute("href")
+    assert first.endswith("/MH03")  # the product of that very photo
+    assert page.locator("#photo-preview img").count() == 1
+
+
+def test_product_page_with_more_like_this(server: dict[str, str], page: Any) -> None:
+    page.goto(server["base"] + "/#/search?q=yoga+pants&c=luma")
+    wait_results(page)
+    name = titles(page)[0]
+    page.locator("#hits .card a").first.click()
+    page.wait_for_selector("h1")
+    assert page.locator("h1").inner_text() == name
+    assert page.locator(".photos img").count() >= 1
+    page.wait_for_selector("#similar .card")
+    assert page.locator("#similar .card").count() == 12
+    page.screenshot(path=str(SHOTS / "ui-product.png"))
+
+
+def test_ingest_through_the_admin_page(server: dict[str, str], page: Any, tmp_path: Path) -> None:
+    rows = (LUMA / "catalog.csv").read_text().splitlines()
+    catalog = tmp_path / "catalog.csv"
+    catalog.write_text("\n".join(rows[:1] + [r for r in rows[1:] if r.startswith(("MH0", "WJ0"))]) + "\n")
+    for ref in re.findall(r"images/[^|,\"]+\.jpg", catalog.read_text()):
+        (tmp_path / ref).parent.mkdir(exist_ok=True)
+        shutil.copyfile(LUMA / ref, tmp_path / ref)
+    archive = shutil.make_archive(str(tmp_path / "shop"), "zip", tmp_path, ".")
+    page.goto(server["base"] + "/#/admin")
+    page.get_by_label("API key (for writes)").fill(server["token"])
+    page.get_by_role("button", name="Save key").click()
+    page.get_by_label("Collection", exact=True).fill("shop")
+    page.set_input_files("#catalog-file", archive)
+    page.get_by_role("button", name="Ingest").click()
+    page.wait_for_selector("#report")
+    assert re.search(r"Added \d+", page.locator("#report").inner_text())
+    assert page.get_by_role("link", name="shop", exact=True).count() == 1
+    page.screenshot(path=str(SHOTS / "ui-admin.png"), full_page=True)
+
+
+def test_shop_the_look(server: dict[str, str], page: Any) -> None:
+    page.goto(server["base"] + "/#/look")
+    page.set_input_files("#look-photo", str(DATA / "ccp" / "photos" / "0003.jpg"))
+    page.get_by_label("Match in").select_option("luma")
+    page.get_by_role("button", name="Find the garments").click()
+    page.wait_for_selector("#garments .garment")
+    assert page.locator(".stage .box").count() == page.locator("#garments .garment").count() >= 2
+    assert page.locator("#garments .garment .card").count() >= 4
+    page.screenshot(path=str(SHOTS / "ui-look.png"), full_page=True)
+    page.get_by_label("Category").first.fill("trench coat")  # an inline correction (needs the write key)
+    page.evaluate("k => localStorage.setItem('vitrine.key', k)", server["token"])
+    page.get_by_role("button", name="Correct").first.click()
+    page.wait_for_function("document.querySelector('#garments .meta')?.textContent.includes('trench coat')")
+
+
+def test_our_assets_are_small() -> None:
+    assert sum(p.stat().st_size for p in STATIC.iterdir()) < 300_000
