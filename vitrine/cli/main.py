@@ -290,7 +290,7 @@ def cmd_serve(engine: Engine, args: argparse.Namespace) -> int:
             finally:
                 if bar is not None:
                     bar.close()
-    sys.stderr.write(f"Vitrine API on http://{args.host}:{args.port}  (docs: http://{args.host}:{args.port}/docs)\n")
+    sys.stderr.write(f"Vitrine on http://{args.host}:{args.port}  (API docs: http://{args.host}:{args.port}/docs)\n")
     uvicorn.run(create_app(engine=engine), host=args.host, port=args.port, log_level="warning")
     return 0
 
