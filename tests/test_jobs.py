@@ -100,11 +100,11 @@ def test_cancel_a_queued_job(settings: Settings, small_luma: Path) -> None:
         jobs.close()
 
 
-def start_server(home: Path, port: int) -> subprocess.Popen[bytes]:
+def start_server(home: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "VITRINE_HOME": str(home), "PYTHONPATH": str(REPO), "VITRINE_INGEST_BATCH": "8",
            "VITRINE_RATE_LIMIT_PER_MINUTE": "0"}
-    return subprocess.Popen([sys.executable, "-m", "vitrine", "serve", "--port", str(port), "--no-demo"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen([sys.executable, "-m", "vitrine", "serve", "--port", str(port), "--no-demo", *extra],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def wait_ready(server: subprocess.Popen[bytes], base: str) -> None:
@@ -181,3 +181,45 @@ def test_train_job_versions_labels_and_clicks_over_http(settings: Settings) -> N
         refused = client.post("/labels", files={"image": ("p.jpg", b"GIF89a not really")})
         assert refused.status_code == 422 and refused.json()["error"]["field"] == "image"
         assert client.post("/collections/nowhere/train", json={}).status_code == 404
+
+
+def test_two_server_processes_share_one_job_runner(settings: Settings, small_luma: Path) -> None:
+    """`vitrine serve --workers 2`: either process takes uploads; exactly one runs the jobs."""
+    home = settings.home
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    auth = {"X-API-Key": admin_token(home)}
+    server = start_server(home, port, "--workers", "2")
+    try:
+        wait_ready(server, base)
+        jobs = []
+        for name in ("one", "two", "three"):  # spread over both processes by the kernel
+            accepted = httpx.post(f"{base}/collections/{name}/ingest", headers=auth, timeout=120,
+                                  files={"file": ("shop.zip", zip_catalog(small_luma))})
+            assert accepted.status_code == 202, accepted.text
+            jobs.append(accepted.json()["id"])
+        for job_id in jobs:
+            job = wait_for(lambda job_id=job_id: httpx.get(f"{base}/jobs/{job_id}").json(),
+                           lambda j: j["state"] not in ("QUEUED", "RUNNING"))
+            assert job["state"] == COMPLETE and job["attempts"] == 1, job
+        for _ in range(6):  # every process sees every collection
+            found = httpx.post(f"{base}/search", json={"text": "hoodie", "collection": "three", "top_k": 1})
+            assert found.status_code == 200 and found.json()["hits"][0]["category"] == "Hoodies & Sweatshirts"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_a_collection_deleted_or_made_again_by_another_process(settings: Settings, small_luma: Path) -> None:
+    from vitrine.errors import NotFound
+
+    with Engine(settings) as first, Engine(settings) as second:
+        first.ingest("shop", small_luma)
+        assert second.store("shop").count() == 12
+        first.delete_collection("shop")
+        with pytest.raises(NotFound):
+            second.store("shop")
+        first.create_collection("shop")
+        assert second.store("shop").count() == 0  # the new, empty one; not the old handle

@@ -200,9 +200,15 @@ class Engine:
     def store(self, name: str) -> SqliteStore:
         check_collection_name(name)
         with self._lock:
+            path = self.collections_dir / name / "store.sqlite"
+            inode = path.stat().st_ino if path.is_file() else None
             if name in self._stores:
-                return self._stores[name]
-            if not (self.collections_dir / name / "store.sqlite").is_file():
+                if inode is not None and inode == self._stores[name].inode:
+                    return self._stores[name]
+                # Deleted (or made again) by another process: `vitrine serve --workers N`, or the CLI.
+                self._stores.pop(name).close()
+                self._vectors.pop(name, None)
+            if inode is None:
                 raise NotFound(f"no collection named {name!r}", field="collection")
             return self._open(name)
 

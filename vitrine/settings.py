@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     search_concurrency: int | None = Field(None, ge=1, le=256, description="Searches run at once (default: threads).")
     search_cache_size: int = Field(1024, ge=0, description="Search results kept in memory (0: no cache).")
     keyword_weight: float = Field(0.5, ge=0, le=1, description="Share of the keyword signal in text scores.")
+    http_workers: int = Field(1, ge=1, le=64, description="`vitrine serve` processes (one per core serves the most).")
     cross_modal_weight: float = Field(
         0.4, ge=0, le=1, description="Share of the photos' cross-modal match in text scores (docs/quality.md)."
     )

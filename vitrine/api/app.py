@@ -72,3 +72,9 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes,
                        upload_bytes=settings.max_catalog_upload_bytes, upload_suffixes=("/ingest",))
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app factory for `vitrine serve --workers N`: each worker process builds its own app from the
+    settings (environment variables and config file)."""
+    return create_app(Settings())

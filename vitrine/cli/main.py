@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import sys
 from collections.abc import Sequence
@@ -131,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--no-demo", action="store_true", help="do not ingest the demo catalog into an empty home")
+    serve.add_argument("--workers", type=int, help="server processes (default: VITRINE_HTTP_WORKERS, 1); "
+                                                   "searches are CPU-bound, so one per core serves the most")
 
     model_commands.add_parsers(sub)
     look_commands.add_parsers(sub)
@@ -291,7 +294,16 @@ def cmd_serve(engine: Engine, args: argparse.Namespace) -> int:
                 if bar is not None:
                     bar.close()
     sys.stderr.write(f"Vitrine on http://{args.host}:{args.port}  (API docs: http://{args.host}:{args.port}/docs)\n")
-    uvicorn.run(create_app(engine=engine), host=args.host, port=args.port, log_level="warning")
+    workers = args.workers or engine.settings.http_workers
+    if workers < 1:
+        raise InvalidInput("--workers must be at least 1", field="workers")
+    if workers == 1:
+        uvicorn.run(create_app(engine=engine), host=args.host, port=args.port, log_level="warning")
+        return 0
+    os.environ["VITRINE_HOME"] = str(engine.home)  # the worker processes read their settings from here
+    engine.close()
+    uvicorn.run("vitrine.api.app:app_from_environment", factory=True, workers=workers, host=args.host,
+                port=args.port, log_level="warning")
     return 0
 
 

@@ -121,6 +121,7 @@ class SqliteStore:
         self._lock = threading.RLock()
         self._posting_cache: OrderedDict[str, tuple[int, Array, Array]] = OrderedDict()
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.inode = path.stat().st_ino  # tells a store made again under the same name from this one
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")

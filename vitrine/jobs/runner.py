@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from huey import SqliteHuey
 
@@ -44,6 +44,8 @@ class JobRunner:
         }
         self._looks: LookService | None = None
         self._workers = workers
+        self._lock_path = queue_path.with_name("jobs.lock")
+        self._lock_file: IO[str] | None = None
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -51,11 +53,29 @@ class JobRunner:
     # -- lifetime ---------------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Recovers and runs jobs, if this process holds the home's job lock. With several server
+        processes, one runs jobs and the others only queue them (the runner picks them up within
+        IDLE_WAIT_S); when it dies, the lock is free for the process that replaces it."""
+        if not self._take_lock():
+            log.info("another server process runs the jobs; this one only queues them")
+            return
         self.recover()
         for i in range(self._workers):
             thread = threading.Thread(target=self._work, name=f"jobs-{i}", daemon=True)
             thread.start()
             self._threads.append(thread)
+
+    def _take_lock(self) -> bool:
+        import fcntl
+
+        handle = self._lock_path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            return False
+        self._lock_file = handle  # held (and the lock with it) for the process's life
+        return True
 
     def stop(self, timeout_s: float = 30.0) -> None:
         self._stop.set()
@@ -63,6 +83,9 @@ class JobRunner:
         for thread in self._threads:
             thread.join(timeout_s)
         self._threads.clear()
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the job lock
+            self._lock_file = None
 
     def recover(self) -> list[str]:
         """Queues again every unfinished job that the queue no longer holds (a restart cut it short)."""

@@ -74,10 +74,11 @@ class Searcher:
         encoded = time.perf_counter()
 
         scored = []
+        shared: dict[int, Array] = {}  # per model (alive for this search): the query's cross-modal vector
         for t in targets:
             if query.image is not None:
                 image_raw, image_vector = photo[id(t.embedder)]
-            scored.append(self._score(query, t, text_vector, image_vector, image_raw, exclude))
+            scored.append(self._score(query, t, text_vector, image_vector, image_raw, exclude, shared))
         facets: dict[str, dict[str, int]] = {}
         for s in scored:
             mask = np.zeros(s.vectors.size, dtype=bool)
@@ -143,12 +144,17 @@ class Searcher:
         image_vector: Array | None,
         image_raw: Array | None,
         exclude: tuple[str, str] | None,
+        shared: dict[int, Array],
     ) -> _Scored:
         vectors = target.vectors()
         heads, photos = vectors.heads, vectors.xmodal_vectors
         # The query in the collection's own cross-modal space (its heads may be fine-tuned).
-        xmodal_text = heads.text_query([query.text], text_vector[None])[0] if heads and photos is not None \
-            and query.text and text_vector is not None else None
+        xmodal_text = None
+        if heads is not None and photos is not None and query.text and text_vector is not None:
+            # The collections of one search that share a model share its query vector.
+            xmodal_text = shared.get(id(heads))
+            if xmodal_text is None:
+                xmodal_text = shared[id(heads)] = heads.text_query([query.text], text_vector[None])[0]
         xmodal_image = heads.image_vectors(image_raw[None])[0] if heads and photos is not None \
             and image_raw is not None else None
         positions: Array | None = None
