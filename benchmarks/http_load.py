@@ -3,7 +3,7 @@ the benchmark home (run ingest_throughput.py first), at 1, 4 and 16 concurrent c
 text and image searches over every collection. The result cache is off and the rate limit too,
 so every request is a real search. Loopback only.
 
-    python benchmarks/http_load.py [--seconds 15]
+    python benchmarks/http_load.py [--seconds 15] [--workers 2]
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ def parse_wrk(output: str) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument("--workers", type=int, default=1, help="server processes (vitrine serve --workers)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
@@ -80,7 +81,8 @@ def main() -> None:
         port = probe.getsockname()[1]
     env = {**os.environ, "VITRINE_HOME": str(BENCH_HOME), "VITRINE_RATE_LIMIT_PER_MINUTE": "0",
            "VITRINE_SEARCH_CACHE_SIZE": "0", "PYTHONPATH": str(REPO)}
-    server = subprocess.Popen([sys.executable, "-m", "vitrine", "serve", "--port", str(port), "--no-demo"], env=env,
+    server = subprocess.Popen([sys.executable, "-m", "vitrine", "serve", "--port", str(port), "--no-demo",
+                               "--workers", str(args.workers)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     results: dict[str, dict[str, dict[str, float]]] = {}
@@ -93,6 +95,9 @@ def main() -> None:
                 pass
             time.sleep(0.2)
         products = sum(c["products"] for c in httpx.get(f"{base}/collections").json())
+        warm_until = time.monotonic() + 10  # every worker process loads its vectors before the runs
+        while time.monotonic() < warm_until:
+            httpx.post(f"{base}/search", json={"text": "warm up", "top_k": 10}, timeout=60)
         with tempfile.TemporaryDirectory() as tmp:
             for kind, bodies in (("text", text_bodies()), ("image", image_bodies())):
                 body_file = Path(tmp) / f"{kind}.jsonl"
@@ -108,7 +113,8 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
-    print(f"saved {save('http_load', {'products': products, 'seconds_per_run': args.seconds, 'results': results})}")
+    summary = {"products": products, "seconds_per_run": args.seconds, "workers": args.workers, "results": results}
+    print(f"saved {save('http_load', summary)}")
 
 
 if __name__ == "__main__":

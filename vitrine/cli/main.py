@@ -303,7 +303,7 @@ def cmd_serve(engine: Engine, args: argparse.Namespace) -> int:
     os.environ["VITRINE_HOME"] = str(engine.home)  # the worker processes read their settings from here
     engine.close()
     uvicorn.run("vitrine.api.app:app_from_environment", factory=True, workers=workers, host=args.host,
-                port=args.port, log_level="warning")
+                port=args.port, log_level="warning", http="vitrine.api.server:NoDelayH11Protocol")
     return 0
 
 
