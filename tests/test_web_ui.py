@@ -170,3 +170,25 @@ def test_shop_the_look(server: dict[str, str], page: Any) -> None:
 
 def test_our_assets_are_small() -> None:
     assert sum(p.stat().st_size for p in STATIC.iterdir()) < 300_000
+
+
+def test_phone_width_and_keyboard(server: dict[str, str], browser: Any) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    try:
+        page.goto(server["base"] + "/#/search?q=hoodie&c=luma")
+        wait_results(page)
+        width = page.evaluate("document.scrollingElement.scrollWidth")
+        assert width <= 390  # nothing runs off the side of a phone
+        page.screenshot(path=str(SHOTS / "ui-search-phone.png"))
+        # Keyboard only: the skip link first, then the search box can be reached and submitted.
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+        page.get_by_label("Search", exact=True).focus()
+        page.keyboard.press("End")
+        page.keyboard.type(" black")
+        page.keyboard.press("Enter")
+        page.wait_for_url(re.compile(r"q=hoodie\+black"))
+        assert all(page.locator("#hits img").evaluate_all("els => els.map(e => e.alt.length > 0)"))
+    finally:
+        context.close()
