@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
@@ -29,6 +30,10 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = engine is None
+        # Sync routes run in anyio's thread pool (40 threads by default). Searches are CPU-bound, so
+        # more threads than search slots only contend for the GIL; the rest of a burst waits its turn.
+        slots = settings.search_concurrency or settings.threads
+        anyio.to_thread.current_default_thread_limiter().total_tokens = max(4, 2 * slots)
         app.state.engine = engine or Engine(settings)
         app.state.engine.warm()
         app.state.engine.preload()
