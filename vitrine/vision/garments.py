@@ -24,7 +24,7 @@ VISIBLE = 0.5
 MIN_SIDE_PX = 24
 MIN_PERSON_SHARE = 0.25  # at least this much of a region must be the person's pixels (else: hidden)
 
-# Garment groups, from the labeller's category words.
+# Garment groups by the category words the labeller chooses among.
 GROUP_WORDS: dict[str, tuple[str, ...]] = {
     "dress": ("dress", "jumpsuit", "romper", "playsuit", "gown"),
     "outerwear": ("coat", "jacket", "blazer", "parka", "cape", "outdoor"),
@@ -35,16 +35,6 @@ GROUP_WORDS: dict[str, tuple[str, ...]] = {
               "flats", "slippers"),
     "bag": ("bag", "handbag", "backpack", "purse", "wallet", "clutch", "tote"),
 }
-REGION_GROUPS = {"upper": ("top", "outerwear"), "lower": ("bottom",), "full": ("dress",), "feet": ("shoes",)}
-
-
-def group_of(category: str, default: str) -> str:
-    """The garment group whose words appear in a category label ("Vest top" -> top), else `default`."""
-    text = category.lower()
-    for group in ("dress", "outerwear", "shoes", "bag", "bottom", "top"):
-        if any(word in text for word in GROUP_WORDS[group]):
-            return group
-    return default
 
 
 @dataclass(frozen=True)
