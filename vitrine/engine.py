@@ -163,6 +163,12 @@ class Engine:
                                "delete it to change encoders", field="encoder")
             return store
 
+    def _forget(self, name: str) -> None:
+        """Drops what is held in memory for a collection that is gone (call with the lock held)."""
+        self._vectors.pop(name, None)
+        self._labellers.pop(name, None)
+        self._heads = {k: v for k, v in self._heads.items() if k[0] != name}
+
     def embedder_for(self, collection: str) -> ImageEmbedder:
         """The photo encoder a collection was created with (the built-in one, or its CLIP checkpoint)."""
         encoder = self.store(collection).meta().get("image_model", IMAGE_MODEL)
@@ -189,8 +195,7 @@ class Engine:
             store = self._stores.pop(name, None)
             if store is not None:
                 store.close()
-            self._vectors.pop(name, None)
-            self._heads = {k: v for k, v in self._heads.items() if k[0] != name}
+            self._forget(name)
             self.results_cache.clear()  # a collection made again under this name restarts its generations
             # Rename first: the collection disappears at once and completely, even if removal is cut short.
             trash = self.collections_dir / f".deleted-{name}-{os.getpid()}-{time.time_ns()}"
@@ -207,7 +212,7 @@ class Engine:
                     return self._stores[name]
                 # Deleted (or made again) by another process: `vitrine serve --workers N`, or the CLI.
                 self._stores.pop(name).close()
-                self._vectors.pop(name, None)
+                self._forget(name)
             if inode is None:
                 raise NotFound(f"no collection named {name!r}", field="collection")
             return self._open(name)

@@ -68,11 +68,13 @@ def _epoch_bar(enabled: bool, total: int) -> tuple[Any, Any]:
 
 
 def cmd_train(engine: Engine, args: argparse.Namespace) -> int:
-    from vitrine.training import train_base, train_collection
+    from vitrine.training import FINE_TUNE_LR, train_base, train_collection
 
     if args.base == bool(args.collection):
         raise InvalidInput("name a collection to train, or pass --base (not both)", field="collection")
-    config = TrainConfig(seed=args.seed, epochs=args.epochs, threads=engine.settings.threads)
+    # A collection's model starts from its active one: fine-tuning takes smaller steps than the base.
+    config = TrainConfig(seed=args.seed, epochs=args.epochs, threads=engine.settings.threads,
+                         lr=TrainConfig.lr if args.base else FINE_TUNE_LR)
     bar, update = _epoch_bar(not args.no_progress and not args.json and sys.stderr.isatty(), config.epochs)
     try:
         if args.base:

@@ -156,7 +156,7 @@ class Searcher:
             if xmodal_text is None:
                 xmodal_text = shared[id(heads)] = heads.text_query([query.text], text_vector[None])[0]
         xmodal_image = heads.image_vectors(image_raw[None])[0] if heads and photos is not None \
-            and image_raw is not None else None
+            and image_raw is not None and self.image_cross_modal_weight > 0 else None
         positions: Array | None = None
         if query.filters:
             positions = vectors.positions_of_rows(target.store.filter_rows(query.filters))
@@ -183,7 +183,7 @@ class Searcher:
         if image_vector is not None:
             image_score, matched = vectors.image_scores(image_vector, positions)
             signals["visual"] = image_score
-            if xmodal_image is not None and self.image_cross_modal_weight > 0:
+            if xmodal_image is not None:
                 cross_image, _ = vectors.image_scores(xmodal_image, positions, table=photos)
                 signals["visual_cross_modal"] = cross_image
                 weight = self.image_cross_modal_weight
