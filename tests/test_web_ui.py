@@ -130,6 +130,10 @@ def test_product_page_with_more_like_this(server: dict[str, str], page: Any) -> 
     assert page.locator(".photos img").count() >= 1
     page.wait_for_selector("#similar .card")
     assert page.locator("#similar .card").count() == 12
+    assert page.locator("dl.attrs dt").first.inner_text() == "category"
+    assert "object" not in page.locator("dl.attrs").inner_text()
+    page.wait_for_function(  # the first row of photos has arrived, for the screenshot
+        "[...document.querySelectorAll('#similar img')].slice(0, 6).every(i => i.complete && i.naturalWidth > 0)")
     page.screenshot(path=str(SHOTS / "ui-product.png"))
 
 
