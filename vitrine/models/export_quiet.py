@@ -17,9 +17,13 @@ def quiet_export() -> Iterator[None]:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     previous = logging.getLogger("transformers").level
     logging.getLogger("transformers").setLevel(logging.ERROR)
+    root = logging.getLogger()
+    root_level = root.level
+    root.setLevel(logging.ERROR)  # onnxruntime's quantiser warns through the root logger
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(noise), contextlib.redirect_stderr(noise):
             warnings.simplefilter("ignore")
             yield
     finally:
         logging.getLogger("transformers").setLevel(previous)
+        root.setLevel(root_level)
