@@ -6,13 +6,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from vitrine.api.auth import Read, Write
 from vitrine.api.deps import EngineDep
+from vitrine.api.forms import parse_json_part, read_upload
 from vitrine.api.routes.jobs import JobOut
 from vitrine.api.schemas import QueryOptions, Strict
-from vitrine.errors import InvalidInput, TooLarge
 from vitrine.jobs.runner import JobRunner
 
 router = APIRouter(tags=["shop the look"])
@@ -55,14 +55,8 @@ def create_look(
     top_k: Annotated[int, Form(ge=1, le=50)] = 5,
     options: Annotated[str, Form(description='Filters as JSON: {"filters": {...}, "ranges": {...}}')] = "{}",
 ) -> dict[str, Any]:
-    limit = engine.settings.max_download_bytes
-    data = image.file.read(limit + 1)
-    if len(data) > limit:
-        raise TooLarge(f"upload is over {limit} bytes", field="image")
-    try:
-        parsed = QueryOptions.model_validate_json(options)
-    except ValidationError as exc:
-        raise InvalidInput(exc.errors()[0]["msg"], field="options") from None
+    data = read_upload(image, engine.settings.max_download_bytes)
+    parsed = parse_json_part(QueryOptions, options)
     if collection:
         engine.store(collection)
     runner = _runner(request)

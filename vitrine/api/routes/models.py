@@ -10,9 +10,10 @@ from pydantic import BaseModel, Field
 
 from vitrine.api.auth import Read, Write
 from vitrine.api.deps import EngineDep
+from vitrine.api.forms import read_upload
 from vitrine.api.routes.jobs import JobOut
 from vitrine.api.schemas import Strict
-from vitrine.errors import ImageError, InvalidInput, TooLarge
+from vitrine.errors import ImageError, InvalidInput
 from vitrine.jobs.runner import JobRunner
 from vitrine.models.training import TrainConfig
 
@@ -58,10 +59,7 @@ def labels(
     image: Annotated[UploadFile, File(description="The photo")],
     collection: Annotated[str | None, Query(max_length=64, description="use its model and its own values")] = None,
 ) -> LabelsOut:
-    limit = engine.settings.max_download_bytes
-    data = image.file.read(limit + 1)
-    if len(data) > limit:
-        raise TooLarge(f"upload is over {limit} bytes", field="image")
+    data = read_upload(image, engine.settings.max_download_bytes)
     if collection:
         engine.store(collection)
     try:

@@ -7,14 +7,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from fastapi.responses import FileResponse
-from pydantic import ValidationError
 
 from vitrine.api.auth import Read, Write
 from vitrine.api.deps import EngineDep
+from vitrine.api.forms import parse_json_part, read_upload
 from vitrine.api.schemas import ImageOut, ProductIn, ProductOut, SearchOut, SimilarRequest
 from vitrine.catalog.records import MAX_ID_LENGTH, ProductRecord
 from vitrine.engine import check_collection_name
-from vitrine.errors import InvalidInput, NotFound, TooLarge
+from vitrine.errors import InvalidInput, NotFound
 from vitrine.models.imaging import sniff_image_type
 
 router = APIRouter(prefix="/collections/{collection}/products", tags=["products"])
@@ -51,20 +51,10 @@ def put_product(
     product: Annotated[str, Form(description="ProductIn as JSON")] = "{}",
 ) -> ProductOut:
     check_collection_name(collection)
-    try:
-        fields = ProductIn.model_validate_json(product)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise InvalidInput(first["msg"], field="product." + ".".join(str(p) for p in first["loc"])) from None
+    fields = parse_json_part(ProductIn, product, field="product")
     if not product_id.strip() or len(product_id) > MAX_ID_LENGTH:
         raise InvalidInput("a product id is 1-256 characters", field="product_id")
-    limit = engine.settings.max_download_bytes
-    photos = []
-    for upload in images:
-        data = upload.file.read(limit + 1)
-        if len(data) > limit:
-            raise TooLarge(f"photo {upload.filename!r} is over {limit} bytes", field="images")
-        photos.append(data)
+    photos = [read_upload(upload, engine.settings.max_download_bytes, field="images") for upload in images]
     record = ProductRecord(id=product_id, title=fields.title, description=fields.description,
                            category=fields.category, colour=fields.colour, price=fields.price, image_refs=(),
                            attributes=dict(fields.attributes))

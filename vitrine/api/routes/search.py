@@ -7,10 +7,10 @@ import binascii
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
-from pydantic import ValidationError
 
 from vitrine.api.auth import Read
 from vitrine.api.deps import EngineDep
+from vitrine.api.forms import parse_json_part, read_upload
 from vitrine.api.schemas import SearchOptions, SearchOut, SearchRequest
 from vitrine.catalog.sources import is_url
 from vitrine.engine import Engine
@@ -66,14 +66,6 @@ def search_upload(
     text: Annotated[str | None, Form(max_length=1000)] = None,
     options: Annotated[str, Form(description="SearchOptions as JSON (collection, alpha, filters...)")] = "{}",
 ) -> SearchOut:
-    limit = engine.settings.max_download_bytes
-    data = image.file.read(limit + 1)
-    if len(data) > limit:
-        raise TooLarge(f"upload is over {limit} bytes", field="image")
-    try:
-        parsed = SearchOptions.model_validate_json(options)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "options"
-        raise InvalidInput(first["msg"], field=f"options.{field}") from None
+    data = read_upload(image, engine.settings.max_download_bytes)
+    parsed = parse_json_part(SearchOptions, options)
     return _query(request, engine, parsed, text=text, image=data)
