@@ -5,9 +5,16 @@ from __future__ import annotations
 import csv
 import os
 import shutil
-from collections.abc import Iterator
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from vitrine.engine import Engine
@@ -108,3 +115,55 @@ def luma_home(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Pat
 def luma_engine(luma_home: Path, models_dir: Path) -> Iterator[Engine]:
     with Engine(make_settings(luma_home, models_dir)) as e:
         yield e
+
+
+def wait_for(get: Callable[[], Any], done: Callable[[Any], bool], timeout_s: float = 300) -> Any:
+    """Polls `get()` until `done(value)`: waits on a state (a job's, a server's), not a fixed time."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = get()
+        if done(value):
+            return value
+        assert time.monotonic() < deadline, f"still waiting: {value}"
+        time.sleep(0.1)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def start_server(home: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
+    """`vitrine serve` as a user starts it (small ingest batches, so a kill lands mid-ingest)."""
+    env = {**os.environ, "VITRINE_HOME": str(home), "PYTHONPATH": str(REPO), "VITRINE_INGEST_BATCH": "8",
+           "VITRINE_RATE_LIMIT_PER_MINUTE": "0"}
+    return subprocess.Popen([sys.executable, "-m", "vitrine", "serve", "--port", str(port), "--no-demo", *extra],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def wait_ready(server: subprocess.Popen[bytes], base: str) -> None:
+    """Until /readyz answers 200 (models loaded); a server that died fails with its stderr."""
+    def ready(_: object) -> bool:
+        assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
+        try:
+            return httpx.get(f"{base}/readyz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_for(lambda: None, ready, timeout_s=120)
+
+
+@contextmanager
+def served(home: Path, *extra: str) -> Iterator[str]:
+    """A ready `vitrine serve` over `home` on a free port; yields its base URL, stops it after."""
+    port = free_port()
+    server = start_server(home, port, *extra)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_ready(server, base)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -143,43 +143,17 @@ def test_collection_lifecycle_and_limits(writable: TestClient) -> None:
 
 def test_real_server_over_http(settings: object, small_luma: Path) -> None:
     """`vitrine serve` as a user starts it, queried over a real socket."""
-    import os
-    import socket
-    import subprocess
-    import sys
-    import time
-
     import httpx
-    from conftest import REPO
+    from conftest import served
 
     home = settings.home  # type: ignore[attr-defined]
     with Engine(settings) as engine:  # type: ignore[arg-type]
         engine.ingest("shop", small_luma)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "VITRINE_HOME": str(home), "PYTHONPATH": str(REPO)}
-    server = subprocess.Popen([sys.executable, "-m", "vitrine", "serve", "--port", str(port), "--no-demo"], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:  # wait for readiness (models loaded), not for a fixed time
-            assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server never became ready"
-            time.sleep(0.2)
+    with served(home) as base:
         found = httpx.post(f"{base}/search", json={"text": "hoodie", "collection": "shop", "top_k": 2}, timeout=30)
         assert found.status_code == 200 and found.json()["hits"][0]["category"] == "Hoodies & Sweatshirts"
         photo = httpx.get(base + found.json()["hits"][0]["main_image_url"], timeout=10)
         assert photo.status_code == 200 and photo.content[:3] == b"\xff\xd8\xff"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_keys_and_scopes(settings: object, small_luma: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import DATA, admin_token
+from conftest import DATA, admin_token, wait_for
 from fastapi.testclient import TestClient
-from test_jobs import wait_for
 
 from vitrine.api.app import create_app
 from vitrine.cli.main import main as cli

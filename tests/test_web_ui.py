@@ -8,17 +8,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from conftest import DATA, LUMA, REPO, admin_token, make_settings
+from conftest import DATA, LUMA, REPO, admin_token, make_settings, served
 
 from vitrine.engine import Engine
 from vitrine.web import STATIC
@@ -35,28 +30,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterat
     home = tmp_path_factory.mktemp("ui-home")
     with Engine(make_settings(home, models_dir)) as engine:
         engine.ingest("luma", LUMA / "catalog.csv")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "VITRINE_HOME": str(home), "PYTHONPATH": str(REPO), "VITRINE_RATE_LIMIT_PER_MINUTE": "0"}
-    process = subprocess.Popen([sys.executable, "-m", "vitrine", "serve", "--port", str(port), "--no-demo"],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:  # ready when the models are loaded, not after a fixed time
-        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "server never became ready"
-        time.sleep(0.2)
-    try:
+    with served(home) as base:
         yield {"base": base, "token": admin_token(home)}
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
