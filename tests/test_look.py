@@ -106,3 +106,18 @@ def test_detection_evaluation_counts(luma_engine: Engine, tmp_path: Path) -> Non
     assert result["photos"] == 2 and result["groups"]["shoes"]["boxes"] == 2
     assert result["groups"]["outerwear"]["recall"] == 1.0  # the coat of 0003
     assert result["photos_per_s"] > 0
+
+
+def test_garment_choices_follow_the_collections_model_version(engine: Engine, small_luma: Path) -> None:
+    from vitrine.models.heads import FashionHeads, load_base_heads
+
+    engine.ingest("shop", small_luma)
+    finder = LookFinder(engine)
+    before = finder._chooser("shop", ("top", "outerwear"))
+    base = load_base_heads()
+    assert base is not None and before.heads.version == "base"
+    shifted = FashionHeads(weights={k: v * 1.01 for k, v in base.weights.items()}, card=dict(base.card))
+    engine.model_versions("shop").save(shifted)
+    engine.use_model("shop", "v1")
+    after = finder._chooser("shop", ("top", "outerwear"))
+    assert after is not before and after.heads is engine.heads("shop") and after.heads.version == "v1"

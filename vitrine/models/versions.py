@@ -6,12 +6,13 @@ collection deletes its models. Which one is active is the store's `model_version
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
 
 from vitrine.errors import NotFound
-from vitrine.models.heads import FashionHeads, load_base_heads
+from vitrine.models.heads import FashionHeads, base_heads_path, load_base_heads
 
 BASE = "base"
 _VERSION_FILE = re.compile(r"^v(\d+)\.npz$")
@@ -51,10 +52,13 @@ class ModelVersions:
         return [BASE] + [f"v{n}" for n in self.numbers()]
 
     def cards(self) -> list[dict[str, Any]]:
+        """Each version's model card (the JSON beside its weights; the weights are not read)."""
         out: list[dict[str, Any]] = []
         for name in self.names():
-            heads = self.load(name)
-            out.append({"version": name, **({} if heads is None else _summary(heads.card))})
+            weights = base_heads_path() if name == BASE else self.path(parse_version(name))
+            card_path = weights.with_suffix(".json")
+            card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+            out.append({"version": name, **_summary(card)})
         return out
 
 

@@ -75,16 +75,18 @@ class LookFinder:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.detector = PeopleDetector()
-        self._choosers: dict[tuple[str, str], ZeroShotLabeller] = {}
+        self._choosers: dict[tuple[str, str], tuple[ZeroShotLabeller, ZeroShotLabeller]] = {}
 
     def _chooser(self, collection: str | None, groups: tuple[str, ...]) -> ZeroShotLabeller:
         """A labeller over the category words of some garment groups only (dress or not, which bottom)."""
+        base = self.engine.labeller(collection)  # cached by the engine until the collection changes
         key = (collection or "", ",".join(groups))
-        if key not in self._choosers:
-            base = self.engine.labeller(collection)
+        found = self._choosers.get(key)
+        if found is None or found[0] is not base:  # a new model version means new word vectors
             words = [w for g in groups for w in GROUP_WORDS[g]]
-            self._choosers[key] = ZeroShotLabeller(base.heads, self.engine.text_encoder, {"category": words})
-        return self._choosers[key]
+            found = (base, ZeroShotLabeller(base.heads, self.engine.text_encoder, {"category": words}))
+            self._choosers[key] = found
+        return found[1]
 
     def _share(self, collection: str | None, groups: tuple[str, ...], features: Array, group: str = "",
                words: tuple[str, ...] = ()) -> float:
