@@ -100,3 +100,29 @@ def test_metrics_by_hand() -> None:
     assert reciprocal_rank(ranked, relevant) == 0.5
     assert ndcg_at(["b", "d", "z"], relevant, 3) == pytest.approx(1.0)
     assert summarise([(ranked, relevant)])["hit@1"] == 0.0
+
+
+def test_a_store_from_before_colour_features_is_refused_not_misread(tmp_path: Path) -> None:
+    """Schema 1 stored photo features without the colour descriptor: reading them as schema 2 would
+    cut real CNN features off as "colour", so such a collection must be ingested again."""
+    import sqlite3
+
+    from vitrine.errors import Conflict
+    from vitrine.index.sqlite_store import _SCHEMA
+
+    old = tmp_path / "old.sqlite"
+    db = sqlite3.connect(old)
+    db.executescript(_SCHEMA + "PRAGMA user_version=1;")
+    db.execute("INSERT INTO products(id, title, description, category, colour, attributes, content_hash, "
+               "text_vector, updated_at) VALUES('p', 't', '', '', '', '{}', 'h', x'00', 0)")
+    db.execute("INSERT INTO images VALUES(1, 0, 'a.jpg', 'a.jpg', 'sha', ?)",
+               (np.zeros(1280, np.float32).tobytes(),))
+    db.commit()
+    db.close()
+    with pytest.raises(Conflict, match="ingest its catalog again"):
+        SqliteStore(old, name="old")
+    empty = tmp_path / "empty.sqlite"  # an old store with nothing in it just upgrades
+    plain = sqlite3.connect(empty)
+    plain.executescript(_SCHEMA + "PRAGMA user_version=1;")
+    plain.close()
+    SqliteStore(empty, name="empty").close()
