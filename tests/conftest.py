@@ -136,17 +136,21 @@ def free_port() -> int:
 
 
 def start_server(home: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
-    """`vitrine serve` as a user starts it (small ingest batches, so a kill lands mid-ingest)."""
+    """`vitrine serve` as a user starts it (small ingest batches, so a kill lands mid-ingest).
+
+    Its output goes to `<home>/server.log`, never to a pipe: nobody reads a pipe while the server
+    runs, and a full one (64 KB of logs) would block the server mid-request."""
     env = {**os.environ, "VITRINE_HOME": str(home), "PYTHONPATH": str(REPO), "VITRINE_INGEST_BATCH": "8",
            "VITRINE_RATE_LIMIT_PER_MINUTE": "0"}
-    return subprocess.Popen([sys.executable, "-m", "vitrine", "serve", "--port", str(port), "--no-demo", *extra],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    with (home / "server.log").open("ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "vitrine", "serve", "--port", str(port), "--no-demo",
+                                 *extra], env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def wait_ready(server: subprocess.Popen[bytes], base: str) -> None:
-    """Until /readyz answers 200 (models loaded); a server that died fails with its stderr."""
+    """Until /readyz answers 200 (models loaded); a server that died fails with its log."""
     def ready(_: object) -> bool:
-        assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
+        assert server.poll() is None, f"server exited with {server.returncode}; see server.log in its home"
         try:
             return httpx.get(f"{base}/readyz", timeout=2).status_code == 200
         except httpx.TransportError:

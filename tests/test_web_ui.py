@@ -113,21 +113,23 @@ def test_product_page_with_more_like_this(server: dict[str, str], page: Any) -> 
 
 
 def test_ingest_through_the_admin_page(server: dict[str, str], page: Any, tmp_path: Path) -> None:
+    folder = tmp_path / "shop"  # the zip is written beside the folder: inside, it would hold a part of itself
+    folder.mkdir()
     rows = (LUMA / "catalog.csv").read_text().splitlines()
-    catalog = tmp_path / "catalog.csv"
+    catalog = folder / "catalog.csv"
     catalog.write_text("\n".join(rows[:1] + [r for r in rows[1:] if r.startswith(("MH0", "WJ0"))]) + "\n")
     for ref in re.findall(r"images/[^|,\"]+\.jpg", catalog.read_text()):
-        (tmp_path / ref).parent.mkdir(exist_ok=True)
-        shutil.copyfile(LUMA / ref, tmp_path / ref)
-    archive = shutil.make_archive(str(tmp_path / "shop"), "zip", tmp_path, ".")
+        (folder / ref).parent.mkdir(exist_ok=True)
+        shutil.copyfile(LUMA / ref, folder / ref)
+    archive = shutil.make_archive(str(tmp_path / "shop"), "zip", folder, ".")
     page.goto(server["base"] + "/#/admin")
     page.get_by_label("API key (for writes)").fill(server["token"])
     page.get_by_role("button", name="Save key").click()
     page.get_by_label("Collection", exact=True).fill("shop")
     page.set_input_files("#catalog-file", archive)
     page.get_by_role("button", name="Ingest").click()
-    page.wait_for_selector("#report")
-    assert re.search(r"Added \d+", page.locator("#report").inner_text())
+    page.wait_for_selector("#report")  # the validation report, or the job's error
+    assert re.search(r"Added \d+", page.locator("#report").inner_text()), page.locator("#report").inner_text()
     assert page.get_by_role("link", name="shop", exact=True).count() == 1
     page.screenshot(path=str(SHOTS / "ui-admin.png"), full_page=True)
 

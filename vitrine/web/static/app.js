@@ -362,7 +362,7 @@ async function adminPage() {
     el("button", { type: "submit", text: "Ingest" }));
 
   function reportView(job) {
-    if (job.state !== "COMPLETE") return el("p", { class: "error", text: job.error || job.state });
+    if (job.state !== "COMPLETE") return el("p", { id: "report", class: "error", role: "alert", text: `${job.state}: ${job.error || ""}` });
     const r = job.result;
     return el("div", { id: "report" },
       el("p", { text: `Added ${r.added}, updated ${r.updated}, unchanged ${r.unchanged}, failed ${r.failed}; ${r.images} photos.` }),
