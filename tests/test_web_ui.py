@@ -128,9 +128,9 @@ def test_ingest_through_the_admin_page(server: dict[str, str], page: Any, tmp_pa
     page.get_by_label("Collection", exact=True).fill("shop")
     page.set_input_files("#catalog-file", archive)
     page.get_by_role("button", name="Ingest").click()
-    page.wait_for_selector("#report")  # the validation report, or the job's error
-    assert re.search(r"Added \d+", page.locator("#report").inner_text()), page.locator("#report").inner_text()
-    assert page.get_by_role("link", name="shop", exact=True).count() == 1
+    page.wait_for_selector("#report, #job .error")  # the validation report, or why there is none
+    assert re.search(r"Added \d+", page.locator("#job").inner_text()), page.locator("#job").inner_text()
+    page.get_by_role("link", name="shop", exact=True).wait_for()  # the table of collections, reloaded after the job
     page.screenshot(path=str(SHOTS / "ui-admin.png"), full_page=True)
 
 

@@ -325,7 +325,7 @@ async function showLook(lookId, view) {
 
 async function adminPage() {
   const key = el("input", { type: "password", id: "api-key", value: apiKey(), autocomplete: "off" });
-  const keyForm = el("form", { class: "row", onsubmit: (e) => { e.preventDefault(); localStorage.setItem("vitrine.key", key.value.trim()); toast("Key saved in this browser"); adminPage(); } },
+  const keyForm = el("form", { class: "row", onsubmit: (e) => { e.preventDefault(); localStorage.setItem("vitrine.key", key.value.trim()); toast("Key saved in this browser"); } },
     el("div", {}, el("label", { for: "api-key", text: "API key (for writes)" }), key), el("button", { type: "submit", text: "Save key" }));
   const table = el("tbody", {});
   function renderRows(list) {
