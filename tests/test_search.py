@@ -185,3 +185,27 @@ def test_result_cache_is_invalidated_by_writes(engine: Engine, small_luma: Path)
     engine.ingest("shop", small_luma)  # same name, generations start over: the cache was cleared
     fresh = engine.search(Query(text="hoodie", collection="shop", top_k=3))
     assert not fresh.cached and [h.id for h in fresh.hits] == [h.id for h in first.hits]
+
+
+def test_int8_scans_give_the_exact_results(luma_home: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Full scans read int8 tables and re-score the best candidates exactly: hits, order, scores and
+    totals are those of float32 search. A margin of 3 (not 200) makes the re-scoring do the work."""
+    from vitrine.search import searcher
+
+    monkeypatch.setattr(searcher, "RESCORE_MARGIN", 3)
+    with Engine(make_settings(luma_home, models_dir)) as quick, \
+            Engine(make_settings(luma_home, models_dir, quantized_scan=False)) as exact:
+        assert quick.vectors("luma").quantized and exact.vectors("luma").quantized is None
+        photo = (LUMA / "images" / "wj03-red_back.jpg").read_bytes()
+        queries = [Query(text=t, collection="luma", top_k=10) for t in
+                   ("black hoodie", "red jacket for running", "yoga pants", "something warm for winter")]
+        queries += [Query(text="hoodie", top_k=5, offset=7), Query(text="jacket", top_k=50, min_score=0.3),
+                    Query(image=photo, collection="luma"), Query(text="red", image=photo, alpha=0.5, top_k=20),
+                    Query(product_id="MH01", collection="luma"),
+                    Query(text="shirt", filters=Filters(ranges={"price": RangeFilter(None, 40)}), top_k=20)]
+        for query in queries:
+            q, e = quick.search(query), exact.search(query)
+            assert [h.id for h in q.hits] == [h.id for h in e.hits], query
+            assert np.allclose([h.score for h in q.hits], [h.score for h in e.hits], atol=1e-5)
+            assert [h.matched_image for h in q.hits] == [h.matched_image for h in e.hits]
+            assert q.total == e.total and q.facets == e.facets

@@ -126,3 +126,22 @@ def test_a_store_from_before_colour_features_is_refused_not_misread(tmp_path: Pa
     plain.executescript(_SCHEMA + "PRAGMA user_version=1;")
     plain.close()
     SqliteStore(empty, name="empty").close()
+
+
+def test_int8_table_scores_are_close_to_exact(luma_home: Path, models_dir: Path) -> None:
+    from conftest import make_settings
+
+    from vitrine.engine import Engine
+    from vitrine.index.quantized import QuantizedTable
+
+    with Engine(make_settings(luma_home, models_dir)) as engine:
+        vectors = engine.vectors("luma")
+        tables = [vectors.data.text_vectors, vectors.image_vectors, vectors.xmodal_vectors]
+    for table in tables:
+        assert table is not None
+        quantized = QuantizedTable(table)
+        assert quantized.nbytes < table.nbytes / 3
+        errors = np.concatenate([quantized.scores(q) - table @ q for q in table[::7]])
+        assert np.abs(errors).max() < 0.01 and np.abs(errors).mean() < 0.002
+    assert not QuantizedTable(tables[0]).scores(np.zeros(tables[0].shape[1], dtype=np.float32)).any()
+    assert QuantizedTable(np.zeros((0, 8), dtype=np.float32)).scores(np.ones(8, dtype=np.float32)).shape == (0,)

@@ -232,6 +232,7 @@ class Engine:
                 current = CollectionVectors.build(
                     store.load_vectors(FACET_FIELDS), generation=generation,
                     exact_limit=self.settings.exact_search_limit, heads=self.heads(name),
+                    quantize=self.settings.quantized_scan,
                 )
                 self._vectors[name] = current
             return current

@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     exact_search_limit: int = Field(
         250_000, ge=0, description="Up to this many vectors a collection is searched exactly; above, HNSW."
     )
+    quantized_scan: bool = Field(
+        True, description="Full scans read int8 copies of the vectors, then the best candidates are re-scored "
+        "exactly (about 4x less memory traffic per search; results as exact search, docs/benchmarks.md)."
+    )
     search_concurrency: int | None = Field(None, ge=1, le=256, description="Searches run at once (default: threads).")
     search_cache_size: int = Field(1024, ge=0, description="Search results kept in memory (0: no cache).")
     keyword_weight: float = Field(0.5, ge=0, le=1, description="Share of the keyword signal in text scores.")

@@ -360,8 +360,9 @@ class SqliteStore:
         weights = np.concatenate([np.full(len(any_rows), _WEAK_MATCH, dtype=np.float32) if i == 0
                                   else np.full(len(strong_rows), 1.0 - _WEAK_MATCH, dtype=np.float32)
                                   for any_rows, strong_rows in postings for i in (0, 1)])
-        unique, inverse = np.unique(rows, return_inverse=True)
-        return unique, (np.bincount(inverse, weights=weights) / len(terms)).astype(np.float32)
+        per_row = np.bincount(rows, weights=weights)  # row ids are dense: no sort needed
+        found = np.flatnonzero(per_row)
+        return found.astype(np.int64), (per_row[found] / len(terms)).astype(np.float32)
 
     def _postings(self, term: str) -> tuple[Array, Array]:
         """(rows holding `term` anywhere, rows holding it in a strong column), cached per generation:

@@ -1,20 +1,23 @@
-"""In-memory vectors of one collection: exact inner-product search with numpy up to a size limit,
-faiss HNSW candidates above it (then re-scored exactly). Photos' cross-modal vectors are computed
-here from the stored raw features with the collection's active heads, so switching a model version
-costs a reload, not a re-ingest."""
+"""In-memory vectors of one collection. Up to a size limit every product is scored: full scans read
+int8 copies of the tables (`approximate=True`, a quarter of the memory traffic), and the searcher
+re-scores its best candidates exactly from the float32 tables. Above the limit, faiss HNSW proposes
+candidates, which are scored exactly. Photos' cross-modal vectors are computed here from the stored
+raw features with the collection's active heads, so switching a model version costs a reload, not a
+re-ingest."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from vitrine.arrays import Array
+from vitrine.index.quantized import QuantizedTable
 from vitrine.index.store import VectorData
 from vitrine.models.heads import CrossModal
-from vitrine.search.scoring import best_per_product, image_search_vectors
+from vitrine.search.scoring import best_per_product, facet_counts, image_search_vectors
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +47,14 @@ class CollectionVectors:
     text_ann: Any = None
     image_ann: Any = None
     xmodal_ann: Any = None
+    quantized: dict[str, QuantizedTable] | None = None  # "text", "image", "xmodal": for full scans
     _positions: dict[str, int] | None = None
+    _facets_of_all: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @classmethod
     def build(
-        cls, data: VectorData, *, generation: int, exact_limit: int, heads: CrossModal | None = None
+        cls, data: VectorData, *, generation: int, exact_limit: int, heads: CrossModal | None = None,
+        quantize: bool = True,
     ) -> CollectionVectors:
         image_vectors = image_search_vectors(data.image_features) if len(data.image_features) else \
             np.zeros((0, 0), dtype=np.float32)
@@ -58,7 +64,10 @@ class CollectionVectors:
         xmodal = heads.image_vectors(data.image_features) if heads is not None and len(data.image_features) else None
         vectors = cls(generation=generation, data=data, image_vectors=image_vectors, image_start=start,
                       image_count=count, heads=heads, xmodal_vectors=xmodal)
-        if len(data.ids) > exact_limit:
+        if len(data.ids) <= exact_limit and quantize:
+            tables = {"text": data.text_vectors, "image": image_vectors, "xmodal": xmodal}
+            vectors.quantized = {k: QuantizedTable(v) for k, v in tables.items() if v is not None and v.size}
+        elif len(data.ids) > exact_limit:
             log.info("building HNSW indexes", extra={"products": len(data.ids), "images": len(image_vectors)})
             vectors.text_ann = build_hnsw(data.text_vectors)
             vectors.image_ann = build_hnsw(image_vectors)
@@ -81,39 +90,82 @@ class CollectionVectors:
 
     def positions_of_rows(self, rows: Array) -> Array:
         """Product positions (ascending) for store rows; rows unknown to this snapshot are dropped."""
-        return np.intersect1d(rows, self.data.rows, assume_unique=True, return_indices=True)[2]
+        found, at = self.locate_rows(rows)
+        positions: Array = np.unique(at[found])
+        return positions
 
-    def text_scores(self, query: Array, positions: Array | None = None) -> Array:
+    def locate_rows(self, rows: Array) -> tuple[Array, Array]:
+        """For each store row: whether this snapshot holds it, and its position if so.
+
+        A binary search in the (ascending) row ids: a keyword query's few hundred rows cost
+        microseconds, where intersecting with all rows sorted both arrays on every search.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        at = np.searchsorted(self.data.rows, rows)
+        found = at < self.size
+        found[found] = self.data.rows[at[found]] == rows[found]
+        return found, at
+
+    @property
+    def one_image_each(self) -> bool:
+        """Every product has exactly one photo (then a photo's score is its product's)."""
+        return len(self.image_vectors) == self.size and bool((self.image_count == 1).all())
+
+    def facet_counts(self, name: str, positions: Array) -> dict[str, int]:
+        """Counts of a facet's values over the products at `positions` (unique); those of every product,
+        which each unfiltered search asks for, are counted once per snapshot."""
+        every = len(positions) == self.size
+        if every and name in self._facets_of_all:
+            return self._facets_of_all[name]
+        mask = None
+        if not every:
+            mask = np.zeros(self.size, dtype=bool)
+            mask[positions] = True
+        counts = facet_counts(*self.data.facets[name], mask)
+        if every:
+            self._facets_of_all[name] = counts
+        return counts
+
+    def text_scores(self, query: Array, positions: Array | None = None, *, approximate: bool = False) -> Array:
         """Cosine of each product's text vector (all products, or those at `positions`)."""
         if self.size == 0:  # an empty collection has no vector width to multiply with
             return np.zeros(0 if positions is None else len(positions), dtype=np.float32)
-        if positions is None:
-            return self.data.text_vectors @ query
-        if len(positions) > self.size // 4:  # one full product beats a large gather
-            return (self.data.text_vectors @ query)[positions]
+        if positions is None or len(positions) > self.size // 4:  # one full scan beats a large gather
+            scores = self._scan("text", self.data.text_vectors, query, approximate)
+            return scores if positions is None else scores[positions]
         return self.data.text_vectors[positions] @ query
 
     def image_scores(
-        self, query: Array, positions: Array | None = None, *, table: Array | None = None
+        self, query: Array, positions: Array | None = None, *, shared: bool = False, approximate: bool = False
     ) -> tuple[Array, Array]:
         """Per product (all, or those at `positions`): the best image's cosine and that image's index.
 
-        `table` is the per-image vectors to score (default: image-to-image vectors; or the cross-modal ones).
+        `shared`: score the photos' cross-modal vectors instead of their image-to-image vectors.
         """
-        table = self.image_vectors if table is None else table
-        if positions is None:
+        name = "xmodal" if shared else "image"
+        table = self.xmodal_vectors if shared else self.image_vectors
+        assert table is not None, "no cross-modal vectors without heads"
+        if positions is None or len(positions) > self.size // 4:
             if len(table) == 0:
-                return np.full(self.size, -np.inf, dtype=np.float32), np.full(self.size, -1, dtype=np.int64)
-            return best_per_product(table @ query, self.data.image_product, self.size)
-        if len(positions) > self.size // 4:
-            best, which = self.image_scores(query, table=table)
-            return best[positions], which[positions]
+                best = np.full(self.size, -np.inf, dtype=np.float32)
+                which = np.full(self.size, -1, dtype=np.int64)
+            elif self.one_image_each:
+                best, which = self._scan(name, table, query, approximate), np.arange(self.size)
+            else:
+                best, which = best_per_product(self._scan(name, table, query, approximate),
+                                               self.data.image_product, self.size)
+            return (best, which) if positions is None else (best[positions], which[positions])
         starts, counts = self.image_start[positions], self.image_count[positions]
         images = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
         owners = np.repeat(np.arange(len(positions)), counts)
         best, which_local = best_per_product(table[images] @ query, owners, len(positions))
         which = np.where(which_local >= 0, images[np.maximum(which_local, 0)], -1)
         return best, which
+
+    def _scan(self, name: str, table: Array, query: Array, approximate: bool) -> Array:
+        quantized = self.quantized.get(name) if approximate and self.quantized else None
+        scores: Array = quantized.scores(query) if quantized is not None else table @ query
+        return scores
 
     def ann_candidates(
         self, text_query: Array | None, image_query: Array | None, n: int, xmodal_query: Array | None = None

@@ -1,5 +1,12 @@
-"""Runs a Query over one or more collections: encode, score every signal exactly on the (filtered)
-candidates, fuse, page, and fetch the page's products."""
+"""Runs a Query over one or more collections: encode, score every signal on the (filtered) products,
+fuse, re-score the best candidates exactly, page, and fetch the page's products.
+
+The first scoring pass reads int8 copies of the vector tables (`vitrine.index.quantized`): its
+scores are within a few thousandths of the exact ones. The page, plus a margin, is then re-scored
+from the float32 tables, so the hits, their order and their scores are exact; only a product that
+the approximate pass put behind RESCORE_MARGIN others could be missed, which would take errors
+far larger than the quantisation's.
+"""
 
 from __future__ import annotations
 
@@ -14,12 +21,15 @@ from vitrine.errors import NotFound
 from vitrine.index.store import CollectionStore, Product
 from vitrine.index.vectors import CollectionVectors
 from vitrine.models.embedder import ImageEmbedder
+from vitrine.models.heads import CrossModal
 from vitrine.models.text_encoder import TextEncoder
 from vitrine.search.cache import LruCache
 from vitrine.search.query import Hit, Query, SearchResponse
-from vitrine.search.scoring import facet_counts, fuse, image_search_vectors, normalise_rows, top_indices
+from vitrine.search.scoring import fuse, image_search_vectors, normalise_rows, top_indices
 
 ANN_CANDIDATES = 2000
+RESCORE_MARGIN = 200  # candidates past the page that are re-scored exactly
+MIN_SCORE_BORDER = 0.02  # approximate totals this close to min_score are re-scored before counting
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,8 @@ class Searcher:
         self.cross_modal_weight = cross_modal_weight
         self.image_cross_modal_weight = image_cross_modal_weight
         self.text_vectors: LruCache[Array] = LruCache(4096)  # repeated query texts skip the encoder
+        # ... and the heads: (heads, the text in their shared space)
+        self.xmodal_vectors: LruCache[tuple[CrossModal, Array]] = LruCache(4096)
 
     def search(self, query: Query, targets: Sequence[SearchTarget]) -> SearchResponse:
         started = time.perf_counter()
@@ -78,34 +90,40 @@ class Searcher:
         for t in targets:
             if query.image is not None:
                 image_raw, image_vector = photo[id(t.embedder)]
-            scored.append(self._score(query, t, text_vector, image_vector, image_raw, exclude, shared))
-        facets: dict[str, dict[str, int]] = {}
-        for s in scored:
-            mask = np.zeros(s.vectors.size, dtype=bool)
-            mask[s.positions] = True
-            for name in query.facets:
-                if name in s.vectors.data.facets:
-                    counts = facet_counts(*s.vectors.data.facets[name], mask)
-                    merged = facets.setdefault(name, {})
-                    for value, n in counts.items():
-                        merged[value] = merged.get(value, 0) + n
-        facets = {k: dict(sorted(v.items(), key=lambda kv: (-kv[1], kv[0]))) for k, v in facets.items()}
+            vectors = t.vectors()
+            xmodal_text = self._xmodal_text(query, vectors, text_vector, shared)
+            scored.append(self._score(query, t, vectors, text_vector, image_vector, image_raw, xmodal_text,
+                                      exclude, approximate=True))
+        facets = self._facets(scored, query.facets)
+        owner = np.concatenate([np.full(len(s.total), i) for i, s in enumerate(scored)]) if scored else np.zeros(0, int)
+        local = np.concatenate([np.arange(len(s.total)) for s in scored]) if scored else np.zeros(0, int)
 
+        # Rank on the approximate totals; re-score the page, a margin and the min_score border exactly.
         totals = np.concatenate([s.total for s in scored]) if scored else np.zeros(0, dtype=np.float32)
-        owner = np.concatenate([np.full(len(s.total), i) for i, s in enumerate(scored)]) if scored else totals
-        local = np.concatenate([np.arange(len(s.total)) for s in scored]) if scored else totals
+        keep = np.isfinite(totals)
+        if query.min_score is not None:
+            keep &= totals >= query.min_score - MIN_SCORE_BORDER
+        possible = np.flatnonzero(keep)
+        wanted = query.offset + query.top_k
+        candidates = possible[top_indices(totals[possible], wanted + RESCORE_MARGIN)]
+        if query.min_score is not None:
+            candidates = np.union1d(candidates, possible[totals[possible] < query.min_score + MIN_SCORE_BORDER])
+        candidates = np.sort(candidates)
+        self._rescore(query, scored, owner[candidates], local[candidates], text_vector, image_vector, photo, shared,
+                      exclude)
+        totals = np.concatenate([s.total for s in scored]) if scored else totals
         keep = np.isfinite(totals)
         if query.min_score is not None:
             keep &= totals >= query.min_score
-        eligible = np.flatnonzero(keep)
-        ranked = eligible[top_indices(totals[eligible], query.offset + query.top_k)][query.offset :]
+        final = candidates[keep[candidates]]  # every product not re-scored ranks behind these
+        ranked = final[top_indices(totals[final], wanted)][query.offset :]
         scored_at = time.perf_counter()
 
         hits = self._hits(ranked, scored, owner, local, totals)
         done = time.perf_counter()
         return SearchResponse(
             hits=hits,
-            total=int(len(eligible)),
+            total=int(keep.sum()),
             facets=facets,
             timing_ms={
                 "encode": (encoded - started) * 1000,
@@ -116,6 +134,19 @@ class Searcher:
             offset=query.offset,
             top_k=query.top_k,
         )
+
+    @staticmethod
+    def _facets(scored: list[_Scored], names: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Value counts over the scored products of every collection, most frequent first."""
+        facets: dict[str, dict[str, int]] = {}
+        for s in scored:
+            for name in names:
+                if name not in s.vectors.data.facets:
+                    continue
+                merged = facets.setdefault(name, {})
+                for value, n in s.vectors.facet_counts(name, s.positions).items():
+                    merged[value] = merged.get(value, 0) + n
+        return {k: dict(sorted(v.items(), key=lambda kv: (-kv[1], kv[0]))) for k, v in facets.items()}
 
     def _encode_text(self, text: str) -> Array:
         vector = self.text_vectors.get(text)
@@ -136,55 +167,99 @@ class Searcher:
             image = normalise_rows(vectors.image_vectors[start : start + count].mean(axis=0)[None])[0]
         return text, image
 
+    def _xmodal_text(
+        self, query: Query, vectors: CollectionVectors, text_vector: Array | None, shared: dict[int, Array]
+    ) -> Array | None:
+        """The query in the collection's own cross-modal space (its heads may be fine-tuned); None without one."""
+        heads = vectors.heads
+        if heads is None or vectors.xmodal_vectors is None or not query.text or text_vector is None:
+            return None
+        if id(heads) not in shared:  # the collections of one search that share a model share its vector
+            key = f"{id(heads)}\0{query.text}"
+            cached = self.xmodal_vectors.get(key)
+            if cached is None or cached[0] is not heads:  # the heads object pins the id it was cached under
+                cached = (heads, heads.text_query([query.text], text_vector[None])[0])
+                self.xmodal_vectors.put(key, cached)
+            shared[id(heads)] = cached[1]
+        return shared[id(heads)]
+
+    def _rescore(
+        self,
+        query: Query,
+        scored: list[_Scored],
+        owners: Array,
+        locals_: Array,
+        text_vector: Array | None,
+        image_vector: Array | None,
+        photo: dict[int, tuple[Array, Array]],
+        shared: dict[int, Array],
+        exclude: tuple[str, str] | None,
+    ) -> None:
+        """Exact scores, signals and matched photos for the given entries, written over the approximate ones."""
+        for o in np.unique(owners):
+            s = scored[int(o)]
+            at = locals_[owners == o]
+            image_raw = None
+            if query.image is not None:
+                image_raw, image_vector = photo[id(s.target.embedder)]
+            keyword = s.signals["keyword"][at] if "keyword" in s.signals else None
+            exact = self._score(query, s.target, s.vectors, text_vector, image_vector, image_raw,
+                                self._xmodal_text(query, s.vectors, text_vector, shared), exclude,
+                                positions=s.positions[at], keyword=keyword)
+            s.total[at] = exact.total
+            for name, values in exact.signals.items():
+                s.signals[name][at] = values
+            if exact.matched_image is not None and s.matched_image is not None:
+                s.matched_image[at] = exact.matched_image
+
     def _score(
         self,
         query: Query,
         target: SearchTarget,
+        vectors: CollectionVectors,
         text_vector: Array | None,
         image_vector: Array | None,
         image_raw: Array | None,
+        xmodal_text: Array | None,
         exclude: tuple[str, str] | None,
-        shared: dict[int, Array],
+        *,
+        positions: Array | None = None,
+        keyword: Array | None = None,
+        approximate: bool = False,
     ) -> _Scored:
-        vectors = target.vectors()
+        """Every signal and the fused total for the collection's products (those of the filters, the ANN
+        candidates, or `positions` when given). `keyword`: the keyword scores at `positions`, if known."""
         heads, photos = vectors.heads, vectors.xmodal_vectors
-        # The query in the collection's own cross-modal space (its heads may be fine-tuned).
-        xmodal_text = None
-        if heads is not None and photos is not None and query.text and text_vector is not None:
-            # The collections of one search that share a model share its query vector.
-            xmodal_text = shared.get(id(heads))
-            if xmodal_text is None:
-                xmodal_text = shared[id(heads)] = heads.text_query([query.text], text_vector[None])[0]
         xmodal_image = heads.image_vectors(image_raw[None])[0] if heads and photos is not None \
             and image_raw is not None and self.image_cross_modal_weight > 0 else None
-        positions: Array | None = None
-        if query.filters:
+        if positions is None and query.filters:
             positions = vectors.positions_of_rows(target.store.filter_rows(query.filters))
-        elif not vectors.exact:
+        elif positions is None and not vectors.exact:
             wanted = max(ANN_CANDIDATES, 10 * (query.offset + query.top_k))
             positions = vectors.ann_candidates(text_vector, image_vector, wanted, xmodal_text)
         signals: dict[str, Array] = {}
         text_score = image_score = matched = None
         if text_vector is not None:
-            semantic = vectors.text_scores(text_vector, positions)
+            semantic = vectors.text_scores(text_vector, positions, approximate=approximate)
             signals["semantic"] = semantic
             text_score = semantic
             if query.text:
-                keyword = self._keyword_scores(target, vectors, query.text, positions)
+                if keyword is None:
+                    keyword = self._keyword_scores(target, vectors, query.text, positions)
                 signals["keyword"] = keyword
                 text_score = (1 - self.keyword_weight) * semantic + self.keyword_weight * keyword
             if xmodal_text is not None:
                 weight = self.cross_modal_weight if query.cross_modal_weight is None else query.cross_modal_weight
-                cross, matched = vectors.image_scores(xmodal_text, positions, table=photos)
+                cross, matched = vectors.image_scores(xmodal_text, positions, shared=True, approximate=approximate)
                 cross = np.where(np.isfinite(cross), cross, 0.0).astype(np.float32)  # no photo: no evidence
                 signals["cross_modal"] = cross
                 text_score = (1 - weight) * text_score + weight * cross
             signals["text"] = text_score
         if image_vector is not None:
-            image_score, matched = vectors.image_scores(image_vector, positions)
+            image_score, matched = vectors.image_scores(image_vector, positions, approximate=approximate)
             signals["visual"] = image_score
             if xmodal_image is not None:
-                cross_image, _ = vectors.image_scores(xmodal_image, positions, table=photos)
+                cross_image, _ = vectors.image_scores(xmodal_image, positions, shared=True, approximate=approximate)
                 signals["visual_cross_modal"] = cross_image
                 weight = self.image_cross_modal_weight
                 image_score = (1 - weight) * image_score + weight * cross_image
@@ -195,11 +270,11 @@ class Searcher:
             total = fuse(image_score, text_score, 0.5 if query.alpha is None else alpha)
         else:
             total = fuse(image_score, text_score, alpha)
-        total = np.asarray(total, dtype=np.float32)
+        total = np.array(total, dtype=np.float32)  # a copy: the re-scoring pass writes into it
         final_positions = np.arange(vectors.size) if positions is None else positions
         if exclude is not None and exclude[0] == target.name:
             own = vectors.position_of(exclude[1])
-            total = np.where(final_positions == own, -np.inf, total).astype(np.float32)
+            total[final_positions == own] = -np.inf
         return _Scored(target, vectors, final_positions, total, signals, matched)
 
     @staticmethod
@@ -209,8 +284,8 @@ class Searcher:
         rows, scores = target.store.keyword_scores(text)
         full = np.zeros(vectors.size, dtype=np.float32)
         if len(rows):
-            _, found, at = np.intersect1d(rows, vectors.data.rows, assume_unique=True, return_indices=True)
-            full[at] = scores[found]
+            found, at = vectors.locate_rows(rows)
+            full[at[found]] = scores[found]
         return full if positions is None else full[positions]
 
     @staticmethod
