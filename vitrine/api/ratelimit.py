@@ -6,10 +6,10 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Request
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vitrine.api.errors import error_body
 
@@ -40,21 +40,26 @@ class TokenBuckets:
         return None if allowed else (1.0 - tokens) / self.rate_per_s
 
 
-def install_rate_limit(app: FastAPI, *, per_minute: int, burst: int) -> None:
-    if per_minute <= 0:
-        return
-    buckets = TokenBuckets(rate_per_s=per_minute / 60.0, burst=burst)
+class RateLimit:
+    """429 with Retry-After once a client has used its bucket (pure ASGI, as RequestContext)."""
 
-    @app.middleware("http")
-    async def rate_limit(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        if request.url.path in EXEMPT_PATHS:
-            return await call_next(request)
-        wait_s = buckets.take(_client_of(request), time.monotonic())
+    def __init__(self, app: ASGIApp, *, per_minute: int, burst: int) -> None:
+        self.app = app
+        self.buckets = TokenBuckets(rate_per_s=per_minute / 60.0, burst=burst)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in EXEMPT_PATHS:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        wait_s = self.buckets.take(_client_of(request), time.monotonic())
         if wait_s is None:
-            return await call_next(request)
+            await self.app(scope, receive, send)
+            return
         retry_after = max(1, math.ceil(wait_s))
-        return JSONResponse(error_body("rate_limited", f"too many requests; retry in {retry_after} s"),
-                            status_code=429, headers={"Retry-After": str(retry_after)})
+        response = JSONResponse(error_body("rate_limited", f"too many requests; retry in {retry_after} s"),
+                                status_code=429, headers={"Retry-After": str(retry_after)})
+        await response(scope, receive, send)
 
 
 def _client_of(request: Request) -> str:

@@ -311,7 +311,8 @@ def cmd_serve(engine: Engine, args: argparse.Namespace) -> int:
         os.environ.setdefault(name, share)
     engine.close()
     uvicorn.run("vitrine.api.app:app_from_environment", factory=True, workers=workers, host=args.host,
-                port=args.port, log_level="warning", http="vitrine.api.server:NoDelayH11Protocol")
+                port=args.port, log_level="warning", http="vitrine.api.server:NoDelayH11Protocol",
+                loop="vitrine.api.server:FairAcceptLoop")
     return 0
 
 
