@@ -24,16 +24,29 @@ class NoDelayH11Protocol(H11Protocol):
 
 
 class FairAcceptLoop(asyncio.SelectorEventLoop):
-    """An event loop that accepts one connection per wake-up of the listening socket.
+    """An event loop that accepts one connection at a time, then gives the other processes a turn.
 
-    asyncio accepts up to `backlog` (uvicorn: 2048) waiting connections at once. The worker
-    processes of `vitrine serve --workers N` share one listening socket, so the first to wake takes
-    every connection of a burst: 16 keep-alive clients often all landed on one of two processes,
-    which halved throughput. Taking one at a time lets each process take its turn, and a busy one
-    (its loop slower to come round) takes fewer.
+    asyncio accepts every waiting connection at once (up to uvicorn's backlog of 2048). The worker
+    processes of `vitrine serve --workers N` share one listening socket, so a burst of connections
+    went to whichever process woke first: 16 keep-alive clients often all landed on one of two
+    processes, which halved throughput. After each accept this loop stops listening for
+    ACCEPT_PAUSE_S (at most 1,000 new connections a second per process; requests on open
+    connections are not delayed), so that another process takes the next connection.
     """
 
-    def _accept_connection(self, protocol_factory, sock, sslcontext=None, server=None,  # type: ignore[no-untyped-def]
-                           backlog=100, *args, **kwargs):
-        super()._accept_connection(protocol_factory, sock, sslcontext, server, 1, *args, **kwargs)  # type: ignore[misc]
+    ACCEPT_PAUSE_S = 0.001
 
+    def _accept_connection(self, protocol_factory, sock, sslcontext=None, server=None,  # type: ignore[no-untyped-def]
+                           backlog=100, *args):
+        super()._accept_connection(protocol_factory, sock, sslcontext, server, 1, *args)  # type: ignore[misc]
+        if sock.fileno() == -1:
+            return
+        self.remove_reader(sock.fileno())
+        self.call_later(self.ACCEPT_PAUSE_S, self._resume_accepting, protocol_factory, sock, sslcontext, server,
+                        backlog, *args)
+
+    def _resume_accepting(self, protocol_factory, sock, sslcontext, server, backlog, *args):  # type: ignore[no-untyped-def]
+        if sock.fileno() == -1 or (server is not None and not server.is_serving()):
+            return  # closed meanwhile (shutdown)
+        self.add_reader(sock.fileno(), self._accept_connection, protocol_factory, sock, sslcontext, server,
+                        backlog, *args)
