@@ -114,7 +114,7 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=30)
     summary = {"products": products, "seconds_per_run": args.seconds, "workers": args.workers, "results": results}
-    print(f"saved {save('http_load', summary)}")
+    print(f"saved {save(f'http_load_workers{args.workers}', summary)}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-for script in ("ingest_throughput.py", "query_latency.py", "text_quality.py", "image_quality.py",
-               "http_load.py"):
-    print(f"== {script}", flush=True)
-    subprocess.run([sys.executable, str(HERE / script)], cwd=HERE, check=True)
+RUNS = [["ingest_throughput.py"], ["query_latency.py"], ["text_quality.py"], ["image_quality.py"],
+        ["http_load.py", "--seconds", "12", "--workers", "1"], ["http_load.py", "--seconds", "12", "--workers", "2"]]
+
+for script, *args in RUNS:
+    print(f"== {script} {' '.join(args)}", flush=True)
+    subprocess.run([sys.executable, str(HERE / script), *args], cwd=HERE, check=True)
