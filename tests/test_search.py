@@ -209,3 +209,21 @@ def test_int8_scans_give_the_exact_results(luma_home: Path, models_dir: Path, mo
             assert np.allclose([h.score for h in q.hits], [h.score for h in e.hits], atol=1e-5)
             assert [h.matched_image for h in q.hits] == [h.matched_image for h in e.hits]
             assert q.total == e.total and q.facets == e.facets
+
+
+def test_one_photo_per_product_scores_like_the_general_path(luma_engine: Engine) -> None:
+    """Catalogs with one photo per product (hm, fpi) skip the per-product max: same scores, same photo."""
+    from dataclasses import replace
+
+    from vitrine.index.vectors import CollectionVectors
+
+    full = luma_engine.vectors("luma")
+    first = np.flatnonzero(np.r_[True, np.diff(full.data.image_product) != 0])
+    data = replace(full.data, image_features=full.data.image_features[first],
+                   image_product=full.data.image_product[first], image_position=full.data.image_position[first])
+    one = CollectionVectors.build(data, generation=0, exact_limit=10**6, heads=full.heads, quantize=False)
+    assert one.one_image_each and not full.one_image_each and len(first) == one.size
+    query = one.image_vectors[5]
+    best, which = one.image_scores(query)
+    assert np.allclose(best, one.image_vectors @ query) and (which == np.arange(one.size)).all()
+    assert np.argmax(best) == 5

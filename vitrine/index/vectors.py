@@ -48,6 +48,7 @@ class CollectionVectors:
     image_ann: Any = None
     xmodal_ann: Any = None
     quantized: dict[str, QuantizedTable] | None = None  # "text", "image", "xmodal": for full scans
+    one_image_each: bool = False  # then a photo's score is its product's: no per-product max
     _positions: dict[str, int] | None = None
     _facets_of_all: dict[str, dict[str, int]] = field(default_factory=dict)
 
@@ -63,7 +64,8 @@ class CollectionVectors:
         count = np.searchsorted(data.image_product, products, side="right") - start
         xmodal = heads.image_vectors(data.image_features) if heads is not None and len(data.image_features) else None
         vectors = cls(generation=generation, data=data, image_vectors=image_vectors, image_start=start,
-                      image_count=count, heads=heads, xmodal_vectors=xmodal)
+                      image_count=count, heads=heads, xmodal_vectors=xmodal,
+                      one_image_each=len(image_vectors) == len(data.ids) and bool((count == 1).all()))
         if len(data.ids) <= exact_limit and quantize:
             tables = {"text": data.text_vectors, "image": image_vectors, "xmodal": xmodal}
             vectors.quantized = {k: QuantizedTable(v) for k, v in tables.items() if v is not None and v.size}
@@ -105,11 +107,6 @@ class CollectionVectors:
         found = at < self.size
         found[found] = self.data.rows[at[found]] == rows[found]
         return found, at
-
-    @property
-    def one_image_each(self) -> bool:
-        """Every product has exactly one photo (then a photo's score is its product's)."""
-        return len(self.image_vectors) == self.size and bool((self.image_count == 1).all())
 
     def facet_counts(self, name: str, positions: Array) -> dict[str, int]:
         """Counts of a facet's values over the products at `positions` (unique); those of every product,
