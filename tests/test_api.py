@@ -101,7 +101,7 @@ def test_product_photo_and_similar(client: TestClient) -> None:
     ({"image_base64": base64.b64encode(b"<html>hi</html>").decode()}, 422, "invalid_image", None),
     ({"image_base64": base64.b64encode(PHOTO[:2000]).decode()}, 422, "invalid_image", None),
     ({"image_base64": base64.b64encode(_png_header_only(90_000, 90_000)).decode()}, 422, "invalid_image", None),
-    ({"image_url": "http://127.0.0.1:9/a.jpg"}, 422, "unsafe_source", "url"),
+    ({"image_url": "http://127.0.0.1:9/a.jpg"}, 422, "unsafe_source", "image_url"),
     ({"image_url": "file:///etc/passwd"}, 422, "invalid_input", "image_url"),
     ({"text": "x", "collection": "nope"}, 404, "not_found", "collection"),
     ({"text": "x", "collection": "../etc"}, 422, "invalid_input", "collection"),

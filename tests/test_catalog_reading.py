@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from vitrine.catalog.columns import detect_columns, parse_mapping
-from vitrine.catalog.readers import read_rows
+from vitrine.catalog.readers import BadRow, read_rows
 from vitrine.catalog.records import parse_image_refs, parse_price, to_record
 from vitrine.errors import CatalogError
 
@@ -69,9 +69,12 @@ def test_malformed_files_name_the_row(tmp_path: Path) -> None:
     with pytest.raises(CatalogError, match="malformed JSON"):
         rows_of(bad_json)
     bad_lines = tmp_path / "bad.jsonl"
-    bad_lines.write_text('{"id": 1}\n[1, 2]\n')
-    with pytest.raises(CatalogError, match="row 2: expected a JSON object"):
-        rows_of(bad_lines)
+    bad_lines.write_text('{"id": 1}\n[1, 2]\n{"id": 3,,}\n{"id": 4}\n')
+    # A bad JSONL line is that row's problem; the rows around it are read.
+    rows = list(read_rows(bad_lines))
+    assert [n for n, _ in rows] == [1, 2, 3, 4] and rows[0][1] == {"id": 1} and rows[3][1] == {"id": 4}
+    assert rows[1][1] == BadRow("expected a JSON object, got list")
+    assert isinstance(rows[2][1], BadRow) and rows[2][1].message.startswith("malformed JSON")
     not_text = tmp_path / "binary.csv"
     not_text.write_bytes(b"id,title\n1,\xff\xfe\n")
     with pytest.raises(CatalogError, match="UTF-8"):

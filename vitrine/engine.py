@@ -21,14 +21,12 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
-import httpx
-
-from vitrine.catalog.ingest import Ingestor, Progress
+from vitrine.catalog.ingest import Ingestor, Progress, check_catalog
 from vitrine.catalog.records import ProductRecord
 from vitrine.catalog.report import IngestReport
-from vitrine.catalog.sources import FetchPolicy, ImageFetcher, fetch_url, is_url
-from vitrine.catalog.uploads import save_upload
-from vitrine.errors import Conflict, ImageError, InvalidInput, ModelUnavailable, NotFound, VitrineError
+from vitrine.catalog.sources import FetchPolicy, ImageFetcher, fetch_once, is_url
+from vitrine.catalog.uploads import discard_upload, save_upload
+from vitrine.errors import Busy, CollectionGone, Conflict, ImageError, InvalidInput, ModelUnavailable, NotFound
 from vitrine.index.sqlite_store import SqliteStore
 from vitrine.index.store import ImageWrite, Product, ProductWrite
 from vitrine.index.vectors import CollectionVectors
@@ -45,7 +43,7 @@ from vitrine.models.text_encoder import TextEncoder
 from vitrine.models.versions import BASE, ModelVersions, parse_version
 from vitrine.search.cache import LruCache, query_key
 from vitrine.search.query import Query, SearchResponse
-from vitrine.search.searcher import Searcher, SearchTarget
+from vitrine.search.searcher import Searcher, SearchTarget, query_image_features
 from vitrine.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -89,12 +87,16 @@ class Engine:
         self.results_cache: LruCache[SearchResponse] = LruCache(settings.search_cache_size)
         # Searches are CPU-bound: running more at once than there are cores only adds contention.
         self._search_slots = threading.BoundedSemaphore(settings.search_concurrency or settings.threads)
+        # Decoding a query photo is the costliest thing an anonymous caller can ask for (a 5 KB PNG can
+        # hold 40 Mpx); it runs outside the search slots, in fewer slots of its own.
+        self._decode_slots = threading.BoundedSemaphore(settings.decode_slots or max(1, settings.threads // 2))
         self._stores: dict[str, SqliteStore] = {}
         self._vectors: dict[str, CollectionVectors] = {}
         self._heads: dict[tuple[str, str], FashionHeads | None] = {}
         self._clip: dict[str, tuple[ClipCheckpoint, ImageEmbedder]] = {}
         self._labellers: dict[str, tuple[tuple[str, int], ZeroShotLabeller]] = {}
         self._lock = threading.RLock()
+        self._write_locks: dict[str, threading.Lock] = {}
 
     # -- lifetime ---------------------------------------------------------------------------------
 
@@ -145,7 +147,14 @@ class Engine:
         return [self.collection_info(name) for name in self.collection_names()]
 
     def collection_info(self, name: str) -> dict[str, Any]:
-        return self.store(name).info()
+        """Counts and settings, as shown to API callers: no server paths (the CLI reads `store().meta()`)."""
+        info = self.store(name).info()
+        if info.get("last_ingest_report"):
+            info["last_ingest_report"] = Path(info["last_ingest_report"]).name
+        encoder = str(info.get("image_model", ""))
+        if encoder.startswith(CLIP_PREFIX):
+            info["image_model"] = CLIP_PREFIX + Path(encoder.removeprefix(CLIP_PREFIX)).name
+        return info
 
     def create_collection(self, name: str, *, encoder: str | None = None) -> SqliteStore:
         """`encoder`: None or "builtin" for the built-in model, or "clip:<directory>" for a local
@@ -153,7 +162,10 @@ class Engine:
         check_collection_name(name)
         wanted = IMAGE_MODEL if encoder in (None, "builtin") else f"{CLIP_PREFIX}{checkpoint_path(str(encoder))}"
         with self._lock:
-            store = self._open(name)
+            try:
+                store = self.store(name)  # drops a store object whose file another process deleted
+            except NotFound:
+                store = self._open(name)
             if not store.meta().get("created_at"):
                 store.set_meta("created_at", str(time.time()))
                 store.set_meta("image_model", wanted)
@@ -187,9 +199,15 @@ class Engine:
                 self._clip[encoder] = (checkpoint, embedder)
             return self._clip[encoder]
 
+    def _writing(self, name: str) -> threading.Lock:
+        """Held by a product write and by deleting its collection, so that a `PUT` answered 200 is never
+        undone by a delete it raced with, and never answers 404 for a product it wrote."""
+        with self._lock:
+            return self._write_locks.setdefault(name, threading.Lock())
+
     def delete_collection(self, name: str) -> None:
         check_collection_name(name)
-        with self._lock:
+        with self._writing(name), self._lock:
             if name not in self.collection_names():
                 raise NotFound(f"no collection named {name!r}", field="collection")
             store = self._stores.pop(name, None)
@@ -287,7 +305,9 @@ class Engine:
 
     def label_image(self, data: bytes, collection: str | None = None) -> dict[str, list[Label]]:
         embedder = self.embedder_for(collection) if collection else self.embedder
-        return self.labeller(collection).label(embedder.features(data))[0]
+        with self.decoding():
+            features = embedder.features(data, max_pixels=self.settings.max_query_pixels)
+        return self.labeller(collection).label(features)[0]
 
     def get_product(self, collection: str, product_id: str) -> Product:
         found = self.store(collection).get_products([product_id])
@@ -310,9 +330,13 @@ class Engine:
         ingestor = Ingestor(store=store, fetcher=fetcher, embedder=self.embedder_for(collection),
                             text_encoder=self.text_encoder,
                             batch_size=self.settings.ingest_batch, io_threads=self.settings.download_concurrency)
-        report = IngestReport(collection=collection, source=str(path))
+        # An uploaded or downloaded catalog is shown by its file name, never by where the server keeps it.
+        uploaded = path.resolve().is_relative_to(self.uploads_dir.resolve())
+        report = IngestReport(collection=collection, source=path.name if uploaded else str(path))
         try:
             ingestor.run(path=path, mapping=mapping, fmt=fmt, prune=prune, progress=progress, report=report)
+        except CollectionGone:
+            raise  # deleted meanwhile: nothing left to clean up
         except BaseException:
             if not existed and store.count() == 0:
                 self.delete_collection(collection)  # a refused first ingest leaves no empty collection
@@ -355,36 +379,42 @@ class Engine:
             paths.append(path)
         refs = tuple(f"upload:{sha}" for sha in hashes)
         record = replace(record, image_refs=refs)
-        store = self.create_collection(collection)
-        store.upsert([ProductWrite(
+        write = ProductWrite(
             record=record, text_vector=self.text_encoder.encode([record.search_text])[0],
             images=tuple(ImageWrite(ref=ref, path=str(path), sha256=sha, features=features[sha])
                          for ref, path, sha in zip(refs, paths, hashes, strict=True)),
-        )])
-        return self.get_product(collection, record.id)
+        )
+        with self._writing(collection):
+            store = self.create_collection(collection)
+            store.upsert([write])
+            return store.get_products([record.id])[0]
 
-    def save_catalog_upload(self, stream: BinaryIO, filename: str) -> Path:
-        """Stores an uploaded catalog (or a zip of one with its photos) under the home; returns the catalog file."""
-        return save_upload(stream, filename, uploads_dir=self.home / "uploads",
-                           max_bytes=self.settings.max_catalog_upload_bytes,
-                           max_archive_bytes=self.settings.max_archive_bytes)
+    def save_catalog_upload(self, stream: BinaryIO, filename: str, *, mapping: dict[str, str] | None = None,
+                            fmt: str | None = None) -> Path:
+        """Stores an uploaded catalog (or a zip of one with its photos) under the home and reads it through
+        once as ingest will; returns the catalog file. A refused upload leaves nothing behind."""
+        catalog = save_upload(stream, filename, uploads_dir=self.uploads_dir,
+                              max_bytes=self.settings.max_catalog_upload_bytes,
+                              max_archive_bytes=self.settings.max_archive_bytes)
+        try:
+            check_catalog(catalog, mapping=mapping, fmt=fmt)
+        except BaseException:
+            discard_upload(catalog, self.uploads_dir)
+            raise
+        return catalog
 
-    def fetch_catalog(self, url: str) -> Path:
+    @property
+    def uploads_dir(self) -> Path:
+        return self.home / "uploads"
+
+    def fetch_catalog(self, url: str, *, mapping: dict[str, str] | None = None, fmt: str | None = None) -> Path:
         """Downloads a catalog (or a zip) from an http(s) URL, with the address guard, into the home."""
         s = self.settings
         policy = FetchPolicy(max_bytes=s.max_catalog_upload_bytes, timeout_s=s.download_timeout_s, retries=0,
                              allow_private=s.allow_private_urls)
-        try:
-            with httpx.Client(timeout=policy.timeout_s, follow_redirects=False) as client:
-                data = fetch_url(client, url, policy, field="url")
-        except httpx.TransportError as exc:
-            raise InvalidInput(f"download of {url!r} failed: {exc}", field="url") from exc
-        except Exception as exc:
-            if isinstance(exc, VitrineError):
-                raise
-            raise InvalidInput(f"download of {url!r} failed: {exc}", field="url") from exc
+        data = fetch_once(url, policy, field="url")
         name = urlsplit(url).path.rsplit("/", 1)[-1] or "catalog.csv"
-        return self.save_catalog_upload(io.BytesIO(data), name)
+        return self.save_catalog_upload(io.BytesIO(data), name, mapping=mapping, fmt=fmt)
 
     def _fetch_policy(self) -> FetchPolicy:
         s = self.settings
@@ -394,6 +424,17 @@ class Engine:
     # -- search -----------------------------------------------------------------------------------
 
     def search(self, query: Query) -> SearchResponse:
+        """Searches one collection, or every one; a collection deleted during a search over all of them
+        is left out (the search runs again without it)."""
+        for attempt in range(3):
+            try:
+                return self._search(query)
+            except NotFound:
+                if query.collection or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _search(self, query: Query) -> SearchResponse:
         names = [query.collection] if query.collection else self.collection_names()
         if query.product_id is not None and not query.collection:
             raise InvalidInput("more-like-this needs a collection", field="collection")
@@ -406,20 +447,33 @@ class Engine:
             elapsed_ms = (time.perf_counter() - started) * 1000
             return replace(cached, cached=True, timing_ms={"encode": 0.0, "index": 0.0, "fetch": 0.0,
                                                            "total": elapsed_ms})
+        features = None
+        if query.image is not None:
+            with self.decoding():
+                features = query_image_features(query.image, targets, max_pixels=self.settings.max_query_pixels)
         with self._search_slots:
-            response = self.searcher.search(query, targets)
+            response = self.searcher.search(query, targets, image_features=features)
         self.results_cache.put(key, response)
         return response
+
+    @contextmanager
+    def decoding(self) -> Iterator[None]:
+        """A slot for decoding a query photo, or Busy once none frees within decode_wait_s."""
+        if not self._decode_slots.acquire(timeout=self.settings.decode_wait_s):
+            raise Busy("too many photos are being decoded right now; retry shortly")
+        try:
+            yield
+        finally:
+            self._decode_slots.release()
 
     def load_query_image(self, ref: str) -> bytes:
         """The bytes of a query image given as a local path or an http(s) URL (fetched with the URL guard)."""
         if is_url(ref):
-            fetcher = ImageFetcher(base_dir=self.home, cache_dir=self.home / "cache" / "downloads",
-                                   policy=self._fetch_policy())
-            try:
-                return fetcher.load(ref).data
-            finally:
-                fetcher.close()
+            # Not cached: anonymous searches must not fill the disk, nor read what another setting fetched.
+            data = fetch_once(ref, self._fetch_policy(), field="image_url")
+            if sniff_image_type(data) is None:
+                raise ImageError(f"{ref!r} did not return an image", field="image_url")
+            return data
         path = Path(ref).expanduser()
         if not path.is_file():
             raise ImageError(f"image file not found: {ref}", field="image")

@@ -57,10 +57,30 @@ class NotFound(VitrineError):
     code = "not_found"
 
 
+class CollectionGone(NotFound):
+    """The collection was deleted (here or by another process) while it was being read or written."""
+
+
 class ModelUnavailable(VitrineError):
     """A model's files cannot be found or loaded."""
 
     code = "model_unavailable"
+
+
+class Busy(VitrineError):
+    """The server is at its limit for this kind of work (decoding photos); retry in `retry_after_s`."""
+
+    code = "busy"
+
+    def __init__(self, message: str, *, retry_after_s: int = 2) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class RateLimited(Busy):
+    """This caller used up its quota for a kind of work."""
+
+    code = "rate_limited"
 
 
 class Conflict(VitrineError):

@@ -31,6 +31,14 @@ class Settings(BaseSettings):
         description="Products per ingest transaction; texts are encoded per batch, sorted by length.",
     )
     max_image_pixels: int = Field(40_000_000, ge=1, description="Decompression-bomb guard.")
+    max_query_pixels: int = Field(
+        16_000_000, ge=1, description="Largest query photo (search, labels, looks) in pixels: a phone's 12 Mpx fits."
+    )
+    decode_slots: int | None = Field(
+        None, ge=1, le=64, description="Query photos decoded at once (default: half the threads, at least 1); "
+        "the rest wait up to decode_wait_s, then get 503, so photo floods leave cores for other searches.",
+    )
+    decode_wait_s: float = Field(5.0, ge=0, le=60)
     max_download_bytes: int = Field(20_000_000, ge=1, description="Per image file, local or downloaded.")
     max_request_bytes: int = Field(10_000_000, ge=1, description="Largest HTTP request body (uploads included).")
     max_catalog_upload_bytes: int = Field(
@@ -39,8 +47,22 @@ class Settings(BaseSettings):
     max_archive_bytes: int = Field(1_000_000_000, ge=1, description="Most bytes an uploaded zip may unpack to.")
     public_reads: bool = Field(True, description="Searches and reads need no API key.")
     public_writes: bool = Field(False, description="Writes need no API key (never in production).")
+    public_docs: bool | None = Field(
+        None, description="/docs, /redoc and /openapi.json need no API key; default: as public_reads."
+    )
     rate_limit_per_minute: int = Field(1200, ge=0, description="Requests per minute per API key or IP; 0: off.")
     rate_limit_burst: int = Field(60, ge=1, description="Requests a client may make at once before limiting.")
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses of reverse proxies whose X-Forwarded-For names the client (rate limits, logs); "
+        "from anyone else the header is ignored.",
+    )
+    max_connections: int = Field(1000, ge=1, description="Open HTTP connections per server process.")
+    anonymous_looks_per_hour: int = Field(
+        20, ge=0, description="Shop-the-look photos one IP may upload per hour without an API key (0: none)."
+    )
+    anonymous_look_ttl_s: float = Field(86_400, gt=0, description="How long a look made without a key is kept.")
+    max_anonymous_looks: int = Field(500, ge=0, description="Looks made without a key kept at once.")
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed to call the API from a browser.")
     job_workers: int = Field(1, ge=1, le=8, description="Background job threads of the API server.")
     download_timeout_s: float = Field(10.0, gt=0)
@@ -69,6 +91,10 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @property
+    def docs_public(self) -> bool:
+        return self.public_reads if self.public_docs is None else self.public_docs
 
     @property
     def demo_catalog_path(self) -> Path:

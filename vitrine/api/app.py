@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from vitrine import __version__
+from vitrine.api.auth import ReadDocs
 from vitrine.api.errors import install_error_handlers
 from vitrine.api.limits import BodySizeLimit
 from vitrine.api.observability import JobStateCollector, Metrics, RequestContext
-from vitrine.api.ratelimit import RateLimit
+from vitrine.api.ratelimit import RateLimit, TokenBuckets
 from vitrine.api.routes import collections, health, jobs, looks, metrics, models, products, search
 from vitrine.engine import Engine
 from vitrine.jobs.runner import JobRunner
@@ -21,6 +25,8 @@ from vitrine.jobs.store import JobStore
 from vitrine.keys import KeyStore
 from vitrine.settings import Settings
 from vitrine.web import mount_ui
+
+CATALOG_UPLOAD_PATH = re.compile(r"/collections/[^/]+/ingest")
 
 
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
@@ -59,14 +65,22 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             if owned:
                 app.state.engine.close()
 
+    open_docs = settings.docs_public
     app = FastAPI(
         title="Vitrine",
         version=__version__,
         description="Fashion search: text, photo, hybrid and more-like-this over product catalogs.",
         lifespan=lifespan,
+        openapi_url="/openapi.json" if open_docs else None,
+        docs_url="/docs" if open_docs else None,
+        redoc_url="/redoc" if open_docs else None,
     )
+    if not open_docs:
+        _closed_docs(app)
     install_error_handlers(app)
     app.state.metrics = Metrics()
+    per_hour = settings.anonymous_looks_per_hour  # 0: callers without a key make no looks
+    app.state.look_quota = TokenBuckets(rate_per_s=max(per_hour, 1e-6) / 3600.0, burst=per_hour)
     if settings.rate_limit_per_minute > 0:
         app.add_middleware(RateLimit, per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst)
     # Outside the rate limit: refused requests are logged and counted too.
@@ -79,8 +93,20 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
                            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
                            expose_headers=["X-Request-ID", "Retry-After"])
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes,
-                       upload_bytes=settings.max_catalog_upload_bytes, upload_suffixes=("/ingest",))
+                       upload_bytes=settings.max_catalog_upload_bytes, upload_path=CATALOG_UPLOAD_PATH)
     return app
+
+
+def _closed_docs(app: FastAPI) -> None:
+    """The API description and its docs page behind a read key (VITRINE_PUBLIC_DOCS=false, or closed reads)."""
+
+    @app.get("/openapi.json", dependencies=[ReadDocs], include_in_schema=False)
+    def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", dependencies=[ReadDocs], include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="Vitrine API")
 
 
 def app_from_environment() -> FastAPI:

@@ -10,6 +10,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from vitrine.errors import VitrineError
 from vitrine.keys import ApiKey, KeyStore
+from vitrine.settings import Settings
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer vtr_...`")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key, as a header")
@@ -23,14 +24,19 @@ class Forbidden(VitrineError):
     code = "forbidden"
 
 
-def require(scope: str) -> Callable[..., ApiKey | None]:
+def require(scope: str, *, public: Callable[[Settings], bool] | None = None) -> Callable[..., ApiKey | None]:
+    """`public` decides whether the scope needs no key (default: the public_reads / public_writes settings)."""
+
     def check(
         request: Request,
         bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
         header: Annotated[str | None, Depends(_header)],
     ) -> ApiKey | None:
         settings = request.app.state.engine.settings
-        open_scope = (scope == "read" and settings.public_reads) or (scope != "admin" and settings.public_writes)
+        if public is not None:
+            open_scope = public(settings)
+        else:
+            open_scope = (scope == "read" and settings.public_reads) or (scope != "admin" and settings.public_writes)
         token = bearer.credentials if bearer else header
         if not token:
             if open_scope:
@@ -48,5 +54,6 @@ def require(scope: str) -> Callable[..., ApiKey | None]:
 
 
 Read = Depends(require("read"))
+ReadDocs = Depends(require("read", public=lambda settings: settings.docs_public))
 Write = Depends(require("write"))
 Admin = Depends(require("admin"))

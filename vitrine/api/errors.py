@@ -11,14 +11,14 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vitrine.api.auth import Forbidden, Unauthorized
-from vitrine.errors import Conflict, InvalidInput, ModelUnavailable, NotFound, TooLarge, VitrineError
+from vitrine.errors import Busy, Conflict, InvalidInput, ModelUnavailable, NotFound, RateLimited, TooLarge, VitrineError
 
 log = logging.getLogger(__name__)
 
 # Most specific first: the first matching class decides.
 STATUS: dict[type[VitrineError], int] = {
-    TooLarge: 413, InvalidInput: 422, Conflict: 409, NotFound: 404, ModelUnavailable: 503, Unauthorized: 401,
-    Forbidden: 403,
+    TooLarge: 413, InvalidInput: 422, Conflict: 409, NotFound: 404, ModelUnavailable: 503, RateLimited: 429, Busy: 503,
+    Unauthorized: 401, Forbidden: 403,
 }
 
 
@@ -35,6 +35,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def vitrine_error(_: Request, exc: VitrineError) -> JSONResponse:
         status = status_of(exc)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        if isinstance(exc, Busy):
+            headers = {"Retry-After": str(exc.retry_after_s)}
         return JSONResponse(error_body(exc.code, exc.message, exc.field), status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -12,18 +13,21 @@ from vitrine.api.errors import error_body
 
 class BodySizeLimit:
     def __init__(self, app: ASGIApp, *, max_bytes: int, upload_bytes: int | None = None,
-                 upload_suffixes: tuple[str, ...] = ()) -> None:
-        """`upload_bytes` applies instead of `max_bytes` to paths ending in one of `upload_suffixes`."""
+                 upload_path: re.Pattern[str] | None = None) -> None:
+        """`upload_bytes` applies instead of `max_bytes` to POSTs whose whole path matches `upload_path`
+        (the catalog upload route alone: a suffix match let `PUT .../products/ingest` take 200 MB)."""
         self.app = app
         self.max_bytes = max_bytes
         self.upload_bytes = upload_bytes or max_bytes
-        self.upload_suffixes = upload_suffixes
+        self.upload_path = upload_path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.upload_bytes if str(scope.get("path", "")).endswith(self.upload_suffixes) else self.max_bytes
+        upload = (self.upload_path is not None and scope.get("method") == "POST"
+                  and self.upload_path.fullmatch(str(scope.get("path", ""))) is not None)
+        limit = self.upload_bytes if upload else self.max_bytes
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await self._refuse(send, limit)

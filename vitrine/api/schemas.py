@@ -7,7 +7,16 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from vitrine.index.store import Filters, RangeFilter
-from vitrine.search.query import MAX_OFFSET, MAX_TEXT_CHARS, MAX_TOP_K, Hit, Query, SearchResponse
+from vitrine.search.query import (
+    MAX_FACETS,
+    MAX_FILTER_FIELDS,
+    MAX_OFFSET,
+    MAX_TEXT_CHARS,
+    MAX_TOP_K,
+    Hit,
+    Query,
+    SearchResponse,
+)
 
 
 class Strict(BaseModel):
@@ -29,10 +38,12 @@ class QueryOptions(Strict):
                     "Default: the server's VITRINE_CROSS_MODAL_WEIGHT.",
     )
     filters: dict[str, str | list[str]] = Field(
-        default_factory=dict, description="Attribute -> value or list of values (one of), case-insensitive."
+        default_factory=dict, max_length=MAX_FILTER_FIELDS,
+        description="Attribute -> value or list of values (one of), case-insensitive.",
     )
-    ranges: dict[str, Range] = Field(default_factory=dict, description="Numeric ranges, e.g. price.")
-    facets: list[str] = Field(default_factory=lambda: ["category", "colour"], max_length=10)
+    ranges: dict[str, Range] = Field(default_factory=dict, max_length=MAX_FILTER_FIELDS,
+                                     description="Numeric ranges, e.g. price.")
+    facets: list[str] = Field(default_factory=lambda: ["category", "colour"], max_length=MAX_FACETS)
     top_k: int = Field(10, ge=1, le=MAX_TOP_K)
     offset: int = Field(0, ge=0, le=MAX_OFFSET)
     min_score: float | None = Field(None, ge=-1, le=1)
@@ -143,5 +154,5 @@ class ProductIn(Strict):
     description: str = Field("", max_length=20_000)
     category: str = Field("", max_length=200)
     colour: str = Field("", max_length=200)
-    price: float | None = Field(None, ge=0)
+    price: float | None = Field(None, ge=0, allow_inf_nan=False)
     attributes: dict[str, str | float | int | bool | list[str]] = Field(default_factory=dict, max_length=100)

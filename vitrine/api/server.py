@@ -11,16 +11,72 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from typing import Any
 
+import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+HEADER_TIMEOUT_S = 10.0  # a request's head must arrive within this, whatever the pace of its bytes
+BODY_IDLE_TIMEOUT_S = 30.0  # a request body may pause this long between chunks
 
-class NoDelayH11Protocol(H11Protocol):
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with Nagle off (see above) and the bounds it lacks: at most
+    `limit_concurrency` open connections (beyond it a new connection is closed at once, where uvicorn
+    would keep it and answer 503 only once it sends a request), a deadline for the request head
+    (uvicorn has none: a client sending a byte a second held its connection forever), and an idle
+    timeout while a body is being received."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline: asyncio.TimerHandle | None = None
+        self._seen_cycle: object = None
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        limit = self.config.limit_concurrency
         super().connection_made(transport)
+        if limit is not None and len(self.connections) > limit:
+            self.connections.discard(self)
+            transport.abort()
+            return
+        self._arm(HEADER_TIMEOUT_S)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and self.cycle is not self._seen_cycle:
+            self._seen_cycle = self.cycle  # a new request's head arrived: its deadline is met
+            self._disarm()
+        if self.cycle is not None and not self.cycle.response_complete and self.conn.their_state == h11.SEND_BODY:
+            self._arm(BODY_IDLE_TIMEOUT_S)  # re-armed by every chunk of the body
+        elif self.cycle is None or self.cycle.response_complete:
+            if self._deadline is None:
+                self._arm(HEADER_TIMEOUT_S)  # bytes of a next request on a kept-alive connection
+        else:
+            self._disarm()
+
+    def _arm(self, delay_s: float) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(delay_s, self._expire)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expire(self) -> None:
+        self._deadline = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
 
 
 class FairAcceptLoop(asyncio.SelectorEventLoop):

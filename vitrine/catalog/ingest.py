@@ -19,7 +19,7 @@ from pathlib import Path
 
 from vitrine.arrays import Array
 from vitrine.catalog.columns import ColumnMap, detect_columns
-from vitrine.catalog.readers import detect_format, read_rows
+from vitrine.catalog.readers import BadRow, detect_format, read_rows
 from vitrine.catalog.records import Problem, ProductRecord, to_record
 from vitrine.catalog.report import IngestReport
 from vitrine.catalog.sources import ImageFetcher, LoadedImage
@@ -57,6 +57,8 @@ def scan_columns(path: Path, fmt: str) -> list[str]:
     """Column names: the CSV header, or every key seen in a JSON/JSONL file."""
     seen: dict[str, None] = {}
     for _, row in read_rows(path, fmt):
+        if isinstance(row, BadRow):
+            continue
         seen.update(dict.fromkeys(row))
         if fmt in ("csv", "tsv"):
             break

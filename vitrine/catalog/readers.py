@@ -1,10 +1,17 @@
-"""Stream rows out of CSV, JSON (an array, or an object holding one) and JSONL files in bounded memory."""
+"""Stream rows out of CSV, JSON (an array, or an object holding one) and JSONL files in bounded memory.
+
+Catalog files are untrusted: JSON is first walked once with ijson's event parser (no prefixes, no
+values kept), which refuses nesting deeper than MAX_DEPTH and numbers too long to convert before
+anything builds objects from it. ijson's prefix-building parser takes memory in the square of the
+depth, and its C backend crashes on integers of over ~4,300 digits.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +19,19 @@ import ijson
 
 from vitrine.errors import CatalogError
 
+MAX_DEPTH = 64  # real shop exports nest 5-8 levels (Shopify: product > variants > item > ...)
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """A row that could not be read (one malformed JSONL line, a non-object item): a problem of that
+    row alone, not of the whole file."""
+
+    message: str
+
+
 Row = dict[str, Any]
+RowOrError = Row | BadRow
 FORMATS = ("csv", "tsv", "json", "jsonl")
 # Keys under which shop APIs (DummyJSON, Shopify, ...) return their product arrays, most likely first.
 _ARRAY_KEYS = ("products", "items", "data", "results", "records", "rows")
@@ -34,8 +53,9 @@ def detect_format(path: Path) -> str:
     return "csv"
 
 
-def read_rows(path: Path, fmt: str | None = None) -> Iterator[tuple[int, Row]]:
-    """Yields (row number, row) pairs; row numbers are 1-based data rows. Raises CatalogError."""
+def read_rows(path: Path, fmt: str | None = None) -> Iterator[tuple[int, RowOrError]]:
+    """Yields (row number, row) pairs; row numbers are 1-based data rows. A row that cannot be read
+    is a BadRow; a file that cannot be read at all raises CatalogError."""
     if not path.is_file():
         raise CatalogError(f"catalog file not found: {path}", field="path")
     fmt = fmt or detect_format(path)
@@ -48,7 +68,7 @@ def read_rows(path: Path, fmt: str | None = None) -> Iterator[tuple[int, Row]]:
     return _read_json(path)
 
 
-def _read_csv(path: Path, *, delimiter: str) -> Iterator[tuple[int, Row]]:
+def _read_csv(path: Path, *, delimiter: str) -> Iterator[tuple[int, RowOrError]]:
     with path.open(newline="", encoding="utf-8-sig", errors="strict") as fh:
         reader = csv.reader(fh, delimiter=delimiter, strict=True)
         number = 0
@@ -72,7 +92,7 @@ def _read_csv(path: Path, *, delimiter: str) -> Iterator[tuple[int, Row]]:
             raise CatalogError(f"the file is not UTF-8 text: {exc.reason}", row=number + 1) from exc
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[int, Row]]:
+def _read_jsonl(path: Path) -> Iterator[tuple[int, RowOrError]]:
     with path.open(encoding="utf-8-sig") as fh:
         number = 0
         try:
@@ -80,54 +100,92 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, Row]]:
                 if not line.strip():
                     continue
                 number += 1
-                try:
-                    value = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise CatalogError(f"malformed JSON: {exc.msg} (column {exc.colno})", row=number) from exc
-                yield number, _as_row(value, number)
+                yield number, _parse_line(line)
         except UnicodeDecodeError as exc:
             raise CatalogError(f"the file is not UTF-8 text: {exc.reason}", row=number + 1) from exc
 
 
-def _as_row(value: Any, number: int) -> Row:
+def _parse_line(line: str) -> RowOrError:
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return BadRow(f"malformed JSON: {exc.msg} (column {exc.colno})")
+    except ValueError as exc:  # an integer past Python's conversion limit
+        return BadRow(f"malformed JSON: {_short(exc)}")
+    except RecursionError:
+        return BadRow(f"malformed JSON: nested deeper than {MAX_DEPTH} levels")
+    if _depth_over(value, MAX_DEPTH):
+        return BadRow(f"malformed JSON: nested deeper than {MAX_DEPTH} levels")
+    return _as_row(value)
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    """Whether `value` nests containers deeper than `limit` (iterative: no recursion to exhaust)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
+def _short(exc: Exception) -> str:
+    return str(exc).split(";", 1)[0][:200]
+
+
+def _as_row(value: Any) -> RowOrError:
     if not isinstance(value, dict):
-        raise CatalogError(f"expected a JSON object, got {type(value).__name__}", row=number)
+        return BadRow(f"expected a JSON object, got {type(value).__name__}")
     return value
 
 
 def _array_prefix(path: Path) -> str:
-    """The ijson prefix of the product array: the top level, or the array-valued key of a wrapper object."""
+    """The ijson prefix of the product array: the top level, or the array-valued key of a wrapper object.
+
+    Walks the whole file with the event parser, which also refuses what `ijson.items` must never see."""
     candidates: list[str] = []
+    top: str | None = None
+    depth = 0
+    key: str | None = None
     with path.open("rb") as fh:
         try:
-            events = ijson.parse(fh)
-            prefix, event, _ = next(events)
-            if event == "start_array":
-                return "item"
-            if event != "start_map":
-                raise CatalogError("a JSON catalog must be an array of products or an object holding one")
-            key = None
-            for prefix, event, value in events:
-                if prefix == "" and event == "map_key":
+            for event, value in ijson.basic_parse(fh):
+                if event in ("start_map", "start_array"):
+                    depth += 1
+                    if depth > MAX_DEPTH:
+                        raise CatalogError(f"the JSON nests deeper than {MAX_DEPTH} levels")
+                    if depth == 1:
+                        top = event
+                    elif depth == 2 and top == "start_map" and event == "start_array" and key is not None:
+                        candidates.append(key)
+                elif event in ("end_map", "end_array"):
+                    depth -= 1
+                elif event == "map_key" and depth == 1:
                     key = value
-                elif prefix == key and event == "start_array" and key is not None:
-                    candidates.append(key)
+                elif depth == 0:
+                    raise CatalogError("a JSON catalog must be an array of products or an object holding one")
         except ijson.JSONError as exc:
-            raise CatalogError(f"malformed JSON: {exc}") from exc
-        except StopIteration:
-            raise CatalogError("the JSON file is empty") from None
+            raise CatalogError(f"malformed JSON: {_short(exc)}") from exc
+        except ValueError as exc:  # an integer past Python's conversion limit
+            raise CatalogError(f"malformed JSON: {_short(exc)}") from exc
+    if top is None:
+        raise CatalogError("the JSON file is empty")
+    if top == "start_array":
+        return "item"
     if not candidates:
         raise CatalogError("the JSON object holds no array of products")
     preferred = [k for k in _ARRAY_KEYS if k in candidates]
     return f"{(preferred or candidates)[0]}.item"
 
 
-def _read_json(path: Path) -> Iterator[tuple[int, Row]]:
+def _read_json(path: Path) -> Iterator[tuple[int, RowOrError]]:
     prefix = _array_prefix(path)
     number = 0
     with path.open("rb") as fh:
         try:
             for number, value in enumerate(ijson.items(fh, prefix, use_float=True), start=1):
-                yield number, _as_row(value, number)
-        except ijson.JSONError as exc:
-            raise CatalogError(f"malformed JSON after product {number}: {exc}", row=number + 1) from exc
+                yield number, _as_row(value)
+        except (ijson.JSONError, ValueError) as exc:
+            raise CatalogError(f"malformed JSON after product {number}: {_short(exc)}", row=number + 1) from exc

@@ -9,10 +9,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from vitrine.catalog.columns import ColumnMap
-from vitrine.catalog.readers import Row
+from vitrine.catalog.columns import FIELDS, ColumnMap
+from vitrine.catalog.readers import BadRow, RowOrError
+from vitrine.errors import InvalidInput
 
 MAX_ID_LENGTH = 256
+# Python strings can hold lone UTF-16 surrogates (JSON's "\ud800"); they cannot be encoded as UTF-8,
+# so SQLite, JSON responses and logs would all fail on them. Valid pairs are already one code point.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 # Bump when `search_text` or the text model changes: rows hash differently, so re-ingesting
 # re-embeds their text (their images come from the feature cache).
 TEXT_RECIPE = 3
@@ -67,6 +71,38 @@ class ProductRecord:
         return ". ".join(p for p in parts if p)
 
 
+def check_product_id(value: str) -> str:
+    """The one rule for product ids, whether they come from a catalog row or a `PUT`: 1-256 characters,
+    no control characters (NUL included), valid Unicode. Raises InvalidInput naming `product_id`."""
+    if not value or not value.strip():
+        raise InvalidInput("missing id", field="product_id")
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidInput(f"id is over {MAX_ID_LENGTH} characters", field="product_id")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise InvalidInput("id holds control characters", field="product_id")
+    if _LONE_SURROGATE.search(value):
+        raise InvalidInput("id is not valid Unicode (a lone surrogate)", field="product_id")
+    return value
+
+
+def clean_text(text: str) -> str:
+    """Lone surrogates replaced by U+FFFD, so the text can be stored and served."""
+    return _LONE_SURROGATE.sub("\ufffd", text) if _LONE_SURROGATE.search(text) else text
+
+
+def clean_value(value: Any) -> Any:
+    """`clean_text` through nested attribute values (dict keys too); non-finite floats become None."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list):
+        return [clean_value(v) for v in value]
+    if isinstance(value, dict):
+        return {clean_text(str(k)): clean_value(v) for k, v in value.items()}
+    return value
+
+
 def _first_sentence(text: str) -> str:
     return re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0][:200] if text else ""
 
@@ -79,8 +115,8 @@ def _text(value: Any) -> str:
     if isinstance(value, list):
         return "|".join(_text(v) for v in value if _text(v))
     if isinstance(value, dict):
-        return json.dumps(value, ensure_ascii=False, sort_keys=True)
-    return str(value).strip()
+        return json.dumps(clean_value(value), ensure_ascii=False, sort_keys=True)
+    return clean_text(str(value).strip())
 
 
 def parse_price(value: Any) -> float | None:
@@ -136,15 +172,19 @@ def _leaf_category(value: str) -> str:
     return value
 
 
-def to_record(number: int, row: Row, columns: ColumnMap) -> tuple[ProductRecord | None, list[Problem]]:
+def to_record(number: int, row: RowOrError, columns: ColumnMap) -> tuple[ProductRecord | None, list[Problem]]:
     """Normalises one row; returns (None, problems) when the row cannot be ingested."""
+    if isinstance(row, BadRow):
+        return None, [Problem(number, None, "row", row.message)]
     problems: list[Problem] = []
     id_column = columns.source("id")
-    product_id = _text(row.get(id_column)) if id_column else ""
-    if not product_id:
-        return None, [Problem(number, None, "id", "missing id")]
-    if len(product_id) > MAX_ID_LENGTH or any(ord(ch) < 32 for ch in product_id):
-        return None, [Problem(number, product_id[:40], "id", "id is too long or holds control characters")]
+    raw_id = row.get(id_column) if id_column else None
+    product_id = "" if raw_id is None else str(raw_id).strip()
+    try:
+        check_product_id(product_id)
+    except InvalidInput as exc:
+        shown = clean_text(product_id[:40]) or None
+        return None, [Problem(number, shown, "id", exc.message)]
 
     def get(field_name: str) -> Any:
         column = columns.source(field_name)
@@ -158,7 +198,8 @@ def to_record(number: int, row: Row, columns: ColumnMap) -> tuple[ProductRecord 
 
     category_raw = _text(get("category"))
     attributes = {
-        key: value for key, value in row.items() if key not in columns.mapped and _text(value) != ""
+        clean_text(key): clean_value(value) for key, value in row.items()
+        if key not in columns.mapped and _text(value) != ""
     }
     category = _leaf_category(category_raw)
     if category != category_raw:
@@ -177,3 +218,23 @@ def to_record(number: int, row: Row, columns: ColumnMap) -> tuple[ProductRecord 
     if not record.image_refs:
         problems.append(Problem(number, product_id, "images", "missing image", "warning"))
     return record, problems
+
+
+_DIRECT = ColumnMap({name: name for name in FIELDS})
+
+
+def record_from_fields(product_id: str, fields: dict[str, Any]) -> ProductRecord:
+    """A product sent field by field (`PUT` of one product) through the same checks as a catalog row:
+    what ingest would refuse or drop is an InvalidInput naming the field. Photos are added later."""
+    check_product_id(product_id)
+    attributes = dict(fields.get("attributes") or {})
+    clash = sorted(set(attributes) & set(FIELDS))
+    if clash:
+        raise InvalidInput(f"{clash[0]!r} is a product field, not an attribute", field=f"attributes.{clash[0]}")
+    row = {**attributes, **{k: v for k, v in fields.items() if k != "attributes"}, "id": product_id}
+    record, problems = to_record(0, row, _DIRECT)
+    errors = [p for p in problems if p.field != "images"]
+    if record is None or errors:
+        problem = errors[0] if errors else problems[0]
+        raise InvalidInput(problem.message, field=problem.field)
+    return record

@@ -163,10 +163,15 @@ def cmd_ingest(engine: Engine, args: argparse.Namespace) -> int:
     bar, update = _progress_bar(not args.no_progress and not args.json and sys.stderr.isatty())
     try:
         mapping = parse_mapping(args.map)
-        catalog = engine.fetch_catalog(args.catalog) if is_url(args.catalog) else Path(args.catalog)
-        if catalog.suffix.lower() == ".zip":
-            with catalog.open("rb") as fh:
-                catalog = engine.save_catalog_upload(fh, catalog.name)
+        if is_url(args.catalog):
+            catalog = engine.fetch_catalog(args.catalog, mapping=mapping or None, fmt=args.format)
+        elif args.catalog.lower().endswith(".zip"):
+            # Unpacked under the home, where its photos stay: the store serves them from there.
+            with Path(args.catalog).open("rb") as fh:
+                catalog = engine.save_catalog_upload(fh, Path(args.catalog).name, mapping=mapping or None,
+                                                     fmt=args.format)
+        else:
+            catalog = Path(args.catalog)
         report = engine.ingest(args.collection, catalog, mapping=mapping, fmt=args.format, prune=args.prune,
                                progress=update, encoder=args.encoder)
     finally:
@@ -297,8 +302,16 @@ def cmd_serve(engine: Engine, args: argparse.Namespace) -> int:
     workers = args.workers or engine.settings.http_workers
     if workers < 1:
         raise InvalidInput("--workers must be at least 1", field="workers")
+    s = engine.settings
+    # X-Forwarded-For is believed only from configured proxies (uvicorn's default trusts loopback,
+    # which let any local client pick its own rate-limit identity).
+    server_options: dict[str, Any] = {
+        "host": args.host, "port": args.port, "log_level": "warning", "limit_concurrency": s.max_connections,
+        "proxy_headers": bool(s.trusted_proxies), "forwarded_allow_ips": ",".join(s.trusted_proxies) or "",
+        "http": "vitrine.api.server:GuardedH11Protocol",
+    }
     if workers == 1:
-        uvicorn.run(create_app(engine=engine), host=args.host, port=args.port, log_level="warning")
+        uvicorn.run(create_app(engine=engine), **server_options)
         return 0
     # The worker processes read their settings from the environment. Each gets its share of the cores
     # for ONNX Runtime and BLAS, so that requests run side by side instead of splitting one request
@@ -310,9 +323,8 @@ def cmd_serve(engine: Engine, args: argparse.Namespace) -> int:
     for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(name, share)
     engine.close()
-    uvicorn.run("vitrine.api.app:app_from_environment", factory=True, workers=workers, host=args.host,
-                port=args.port, log_level="warning", http="vitrine.api.server:NoDelayH11Protocol",
-                loop="vitrine.api.server:FairAcceptLoop")
+    uvicorn.run("vitrine.api.app:app_from_environment", factory=True, workers=workers,
+                loop="vitrine.api.server:FairAcceptLoop", **server_options)
     return 0
 
 

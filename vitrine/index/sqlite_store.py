@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from vitrine.arrays import Array
-from vitrine.errors import Conflict
+from vitrine.errors import CollectionGone, Conflict
 from vitrine.index.store import Filters, Product, ProductImage, ProductWrite, VectorData
 
 SCHEMA_VERSION = 2  # 2: image feature rows end with the colour descriptor
@@ -119,6 +119,7 @@ class SqliteStore:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self._closed = False
         self._posting_cache: OrderedDict[str, tuple[int, Array, Array]] = OrderedDict()
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self.inode = path.stat().st_ino  # tells a store made again under the same name from this one
@@ -129,7 +130,7 @@ class SqliteStore:
         self._migrate()
 
     def _migrate(self) -> None:
-        with self._lock:
+        with self._locked():
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise RuntimeError(f"{self.path} was written by a newer Vitrine (schema {version})")
@@ -142,10 +143,22 @@ class SqliteStore:
                 self._db.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
 
     @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The connection, for one operation; CollectionGone once the collection was deleted (the
+        engine closes the store then), instead of sqlite3's "closed database"."""
+        with self._lock:
+            if self._closed:
+                raise CollectionGone(f"collection {self.name!r} was deleted", field="collection")
+            yield
+
+    @contextmanager
     def _write(self, *, bump: bool = True) -> Iterator[sqlite3.Connection]:
         """One IMMEDIATE transaction, rolled back on any error. Writes to products bump the
-        generation, which tells in-memory indexes to reload."""
-        with self._lock:
+        generation, which tells in-memory indexes to reload. A collection deleted by another process
+        (its file gone or replaced) is refused, so nothing is written into a deleted file."""
+        with self._locked():
+            if self._file_inode() != self.inode:
+                raise CollectionGone(f"collection {self.name!r} was deleted", field="collection")
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -159,14 +172,21 @@ class SqliteStore:
                 self._db.execute("ROLLBACK")
                 raise
 
+    def _file_inode(self) -> int | None:
+        try:
+            return self.path.stat().st_ino
+        except FileNotFoundError:
+            return None
+
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._db.close()
 
     # -- metadata ---------------------------------------------------------------------------------
 
     def generation(self) -> int:
-        with self._lock:
+        with self._locked():
             row = self._db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
         return int(row[0]) if row else 0
 
@@ -177,15 +197,15 @@ class SqliteStore:
                        (key, value))
 
     def meta(self) -> dict[str, str]:
-        with self._lock:
+        with self._locked():
             return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
 
     def count(self) -> int:
-        with self._lock:
+        with self._locked():
             return int(self._db.execute("SELECT count(*) FROM products").fetchone()[0])
 
     def info(self) -> dict[str, Any]:
-        with self._lock:
+        with self._locked():
             images = int(self._db.execute("SELECT count(*) FROM images").fetchone()[0])
         meta = self.meta()
         return {
@@ -197,7 +217,7 @@ class SqliteStore:
         }
 
     def product_hashes(self) -> dict[str, str]:
-        with self._lock:
+        with self._locked():
             return dict(self._db.execute("SELECT id, content_hash FROM products").fetchall())
 
     # -- writes -----------------------------------------------------------------------------------
@@ -273,7 +293,7 @@ class SqliteStore:
 
     def distinct_values(self, field: str, limit: int = 500) -> list[str]:
         """The most common values of an attribute (for vocabularies), most common first."""
-        with self._lock:
+        with self._locked():
             found = self._db.execute(
                 "SELECT value FROM product_values WHERE field=? GROUP BY value_norm ORDER BY count(*) DESC LIMIT ?",
                 (normalise_field(field), limit),
@@ -282,7 +302,7 @@ class SqliteStore:
 
     def training_pairs(self) -> list[tuple[str, str, str]]:
         """(collection, product id, text) for every recorded pair whose product still exists."""
-        with self._lock:
+        with self._locked():
             found = self._db.execute(
                 "SELECT t.product_id, t.text FROM training_pairs t JOIN products p ON p.id = t.product_id"
             ).fetchall()
@@ -294,7 +314,7 @@ class SqliteStore:
         """Products in the order of `ids`; unknown ids are left out."""
         if not ids:
             return []
-        with self._lock:
+        with self._locked():
             marks = ",".join("?" * len(ids))
             rows = self._db.execute(
                 f"SELECT row, id, title, description, category, colour, price, attributes FROM products "
@@ -337,7 +357,7 @@ class SqliteStore:
             sql, params = "SELECT row FROM products", []
         else:
             sql = " INTERSECT ".join(clauses)
-        with self._lock:
+        with self._locked():
             found = [r[0] for r in self._db.execute(sql, params)]
         return np.unique(np.asarray(found, dtype=np.int64))
 
@@ -368,7 +388,7 @@ class SqliteStore:
         """(rows holding `term` anywhere, rows holding it in a strong column), cached per generation:
         query words repeat (colours, garment types), and their row lists are the keyword signal's cost."""
         generation = self.generation()
-        with self._lock:
+        with self._locked():
             cached = self._posting_cache.get(term)
             if cached is not None and cached[0] == generation:
                 self._posting_cache.move_to_end(term)
@@ -384,7 +404,7 @@ class SqliteStore:
         return any_rows, strong_rows
 
     def load_vectors(self, facet_fields: Sequence[str]) -> VectorData:
-        with self._lock:
+        with self._locked():
             products = self._db.execute("SELECT row, id, text_vector FROM products ORDER BY row").fetchall()
             images = self._db.execute(
                 "SELECT product_row, position, features FROM images ORDER BY product_row, position"

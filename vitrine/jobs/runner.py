@@ -17,7 +17,7 @@ from typing import IO, Any
 from huey import SqliteHuey
 
 from vitrine.engine import Engine
-from vitrine.errors import VitrineError
+from vitrine.errors import CollectionGone, VitrineError
 from vitrine.index.store import Filters, RangeFilter
 from vitrine.jobs.store import CANCELLED, COMPLETE, FAILED, FINISHED, Job, JobStore
 from vitrine.vision.service import LookService
@@ -198,10 +198,12 @@ class JobRunner:
             result = work(job, check)
         except JobCancelled:
             self.jobs.finish(job_id, CANCELLED, error=cancelled)
+        except CollectionGone:
+            self.jobs.finish(job_id, CANCELLED, error="cancelled: the collection was deleted")
         except VitrineError as exc:
             self.jobs.finish(job_id, FAILED, error=str(exc))
         except Exception as exc:  # a job must end in a state, whatever went wrong
             log.exception("job failed", extra={"job": job_id, "kind": job.kind})
-            self.jobs.finish(job_id, FAILED, error=f"internal error: {type(exc).__name__}: {exc}")
+            self.jobs.finish(job_id, FAILED, error=f"internal error ({type(exc).__name__}); see the server log")
         else:
             self.jobs.finish(job_id, COMPLETE, result=result)

@@ -51,10 +51,11 @@ class ImageEmbedder:
     def dim(self) -> int:
         return self.encoder.dim + COLOUR_DIM
 
-    def preprocess(self, data: bytes) -> Array:
+    def preprocess(self, data: bytes, *, max_pixels: int | None = None) -> Array:
         """Bytes to model input; raises ImageError for anything that is not a sound, reasonably sized image."""
         spec = self.encoder.spec
-        image = decode_image(data, max_pixels=self.max_pixels, draft_px=spec.size_px)
+        image = decode_image(data, max_pixels=min(max_pixels or self.max_pixels, self.max_pixels),
+                             draft_px=spec.size_px)
         return to_model_input(image, size_px=spec.size_px, mean=spec.mean, std=spec.std)
 
     def preprocess_many(self, blobs: Sequence[bytes]) -> list[Array | Exception]:
@@ -80,14 +81,15 @@ class ImageEmbedder:
         colour = colour_descriptors(batch, mean=spec.mean, std=spec.std)
         return np.concatenate([self.encoder.encode(batch), colour], axis=1)
 
-    def features(self, data: bytes) -> Array:
-        """Raw features of one image (a query): (dim,) float32. Raises ImageError."""
+    def features(self, data: bytes, *, max_pixels: int | None = None) -> Array:
+        """Raw features of one image (a query): (dim,) float32. Raises ImageError. `max_pixels` can only
+        lower the embedder's limit."""
         sha = hashlib.sha256(data).hexdigest()
         if self.cache is not None:
             cached = self.cache.get_many([sha]).get(sha)
             if cached is not None:
                 return cached
-        features: Array = self._encode_batch(self.preprocess(data)[None])[0]
+        features: Array = self._encode_batch(self.preprocess(data, max_pixels=max_pixels)[None])[0]
         return features
 
     def close(self) -> None:

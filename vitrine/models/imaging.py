@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import warnings
 
 import numpy as np
@@ -63,10 +64,16 @@ def decode_image(data: bytes, *, max_pixels: int, draft_px: int | None = None) -
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"image is over the limit of {max_pixels} pixels (decompression bomb guard)") from exc
-    except UnidentifiedImageError as exc:
-        raise ImageError(f"unreadable image: {exc}") from exc
+    except UnidentifiedImageError:
+        # PIL's message names its buffer object (`<_io.BytesIO object at 0x...>`): not for users.
+        raise ImageError("unreadable image: the format is not recognised") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated or corrupt data
-        raise ImageError(f"corrupt or truncated image: {exc}") from exc
+        raise ImageError(f"corrupt or truncated image: {_plain(exc)}") from None
+
+
+def _plain(exc: Exception) -> str:
+    """An exception's message without Python object reprs."""
+    return re.sub(r"<[\w.]+ object at 0x[0-9a-f]+>", "the image", str(exc))[:200]
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

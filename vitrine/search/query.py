@@ -11,6 +11,19 @@ from vitrine.index.store import Filters
 MAX_TOP_K = 1000
 MAX_OFFSET = 10_000
 MAX_TEXT_CHARS = 1000
+MAX_FILTER_FIELDS = 32  # each field is one SQL subquery; SQLite refuses compound selects past ~500
+MAX_FILTER_VALUES = 100
+MAX_FILTER_CHARS = 200
+MAX_FACETS = 10
+
+
+def check_text(value: str, field: str) -> str:
+    """Refuses text that cannot be encoded as UTF-8 (lone surrogates, from JSON's "\\ud800")."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput("not valid Unicode text (a lone surrogate)", field=field) from None
+    return value
 
 
 @dataclass(frozen=True)
@@ -47,7 +60,25 @@ class Query:
             raise InvalidInput(f"offset must be between 0 and {MAX_OFFSET}", field="offset")
         if self.min_score is not None and not -1.0 <= self.min_score <= 1.0:
             raise InvalidInput("min_score must be between -1 and 1", field="min_score")
+        if self.text is not None:
+            check_text(self.text, "text")
+        fields = len(self.filters.equals) + len(self.filters.ranges)
+        if fields > MAX_FILTER_FIELDS:
+            raise InvalidInput(f"{fields} filter fields; at most {MAX_FILTER_FIELDS}", field="filters")
+        if len(self.facets) > MAX_FACETS:
+            raise InvalidInput(f"at most {MAX_FACETS} facets", field="facets")
+        for name in self.facets:
+            check_text(name, "facets")
+        for name, values in self.filters.equals.items():
+            check_text(name, "filters")
+            if len(values) > MAX_FILTER_VALUES:
+                raise InvalidInput(f"{name!r} has over {MAX_FILTER_VALUES} values", field=f"filters.{name}")
+            for value in values:
+                if len(str(value)) > MAX_FILTER_CHARS:
+                    raise InvalidInput(f"a value is over {MAX_FILTER_CHARS} characters", field=f"filters.{name}")
+                check_text(str(value), f"filters.{name}")
         for name, bounds in self.filters.ranges.items():
+            check_text(name, "ranges")
             if bounds.low is not None and bounds.high is not None and bounds.low > bounds.high:
                 raise InvalidInput(f"range of {name!r} has its minimum above its maximum", field="filters")
 

@@ -11,7 +11,7 @@ far larger than the quantisation's.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +52,13 @@ class _Scored:
     matched_image: Array | None
 
 
+def query_image_features(image: bytes, targets: Sequence[SearchTarget], *,
+                         max_pixels: int | None = None) -> dict[int, Array]:
+    """The query photo's raw features for each distinct encoder of `targets`, keyed by `id(embedder)`."""
+    encoders = {id(t.embedder): t.embedder for t in targets}
+    return {key: encoder.features(image, max_pixels=max_pixels) for key, encoder in encoders.items()}
+
+
 class Searcher:
     def __init__(
         self,
@@ -69,14 +76,17 @@ class Searcher:
         # ... and the heads: (heads, the text in their shared space)
         self.xmodal_vectors: LruCache[tuple[CrossModal, Array]] = LruCache(4096)
 
-    def search(self, query: Query, targets: Sequence[SearchTarget]) -> SearchResponse:
+    def search(self, query: Query, targets: Sequence[SearchTarget],
+               image_features: Mapping[int, Array] | None = None) -> SearchResponse:
+        """`image_features`: the query photo's raw features per encoder (`id(embedder)`), when the caller
+        decoded it already; otherwise they are computed here."""
         started = time.perf_counter()
         text_vector = self._encode_text(query.text) if query.text else None
         photo: dict[int, tuple[Array, Array]] = {}  # per encoder: raw features and search vector
         if query.image is not None:
-            for encoder in {id(t.embedder): t.embedder for t in targets}.values():
-                raw = encoder.features(query.image)
-                photo[id(encoder)] = (raw, image_search_vectors(raw[None])[0])
+            raws = image_features or query_image_features(query.image, targets)
+            for key, raw in raws.items():
+                photo[key] = (raw, image_search_vectors(raw[None])[0])
         image_vector = image_raw = None
         exclude: tuple[str, str] | None = None
         if query.product_id is not None:

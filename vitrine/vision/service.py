@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import threading
 import time
 import uuid
@@ -20,12 +21,13 @@ from typing import Any
 
 from vitrine.catalog.records import ProductRecord
 from vitrine.engine import Engine
-from vitrine.errors import ImageError, InvalidInput, NotFound
+from vitrine.errors import Busy, ImageError, InvalidInput, NotFound
 from vitrine.index.store import Filters
 from vitrine.models.imaging import decode_image, sniff_image_type
 from vitrine.vision.look import LookFinder, Stage, look_as_dict
 
 LOOK_ID = re.compile(r"^[0-9a-f]{16}$")
+SWEEP_EVERY_S = 60.0
 LABEL_KINDS = ("category", "colour", "pattern")
 
 
@@ -42,17 +44,27 @@ class LookService:
         self.root = engine.home / "looks"
         self.finder = LookFinder(engine)
         self._lock = threading.Lock()
+        self._swept_at = float("-inf")
+        self._anonymous = 0
 
     # -- photos and results -----------------------------------------------------------------------
 
-    def save_photo(self, data: bytes) -> tuple[str, str]:
+    def save_photo(self, data: bytes, *, anonymous: bool = False) -> tuple[str, str]:
         """Checks the photo (a clear error for a non-image, corrupt or huge one), stores it once by
-        content, and returns (look id, photo sha256)."""
+        content, and returns (look id, photo sha256). An anonymous look expires after
+        anonymous_look_ttl_s, and at most max_anonymous_looks are kept at once."""
+        settings = self.engine.settings
         kind = sniff_image_type(data)
         if kind is None:
             raise ImageError("not an image (unknown file signature)", field="image")
+        now = time.time()
+        if anonymous:
+            if self.sweep(now) >= settings.max_anonymous_looks:
+                raise Busy("too many looks from callers without a key are stored; retry later or use an API key",
+                           retry_after_s=60)
         try:
-            decode_image(data, max_pixels=self.engine.settings.max_image_pixels)
+            with self.engine.decoding():
+                decode_image(data, max_pixels=settings.max_query_pixels)
         except ImageError as exc:
             raise ImageError(exc.message, field="image") from exc
         sha = hashlib.sha256(data).hexdigest()
@@ -60,8 +72,36 @@ class LookService:
         if not path.exists():
             _write_atomic(path, data)
         look_id = uuid.uuid4().hex[:16]
-        self._write(look_id, {"id": look_id, "photo": {"sha256": sha, "type": kind}, "created_at": time.time()})
+        record: dict[str, Any] = {"id": look_id, "photo": {"sha256": sha, "type": kind}, "created_at": now}
+        if anonymous:
+            record["expires_at"] = now + settings.anonymous_look_ttl_s
+        self._write(look_id, record)
         return look_id, sha
+
+    def sweep(self, now: float) -> int:
+        """Deletes expired looks and the photos no look uses any more; returns how many unexpired
+        anonymous looks remain. Runs over the folder at most once a SWEEP_EVERY_S."""
+        with self._lock:
+            if now - self._swept_at < SWEEP_EVERY_S:
+                return self._anonymous
+            self._swept_at = now
+            used: set[str] = set()
+            anonymous = 0
+            for path in self.root.glob("*/look.json"):
+                try:
+                    record = json.loads(path.read_text())
+                except (OSError, ValueError):
+                    continue
+                if record.get("expires_at") is not None and record["expires_at"] <= now:
+                    shutil.rmtree(path.parent, ignore_errors=True)
+                    continue
+                anonymous += record.get("expires_at") is not None
+                used.add(record.get("photo", {}).get("sha256", ""))
+            for photo in self.root.glob("photos/*/*"):
+                if photo.stem not in used and now - photo.stat().st_mtime > SWEEP_EVERY_S:
+                    photo.unlink(missing_ok=True)  # an age guard: a look may be saving this photo now
+            self._anonymous = anonymous
+            return anonymous
 
     def run(self, look_id: str, *, collection: str | None, top_k: int = 5, filters: Filters | None = None,
             stage: Stage | None = None) -> dict[str, Any]:

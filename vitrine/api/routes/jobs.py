@@ -11,7 +11,6 @@ from pydantic import BaseModel, Field
 from vitrine.api.auth import Read, Write
 from vitrine.api.deps import EngineDep
 from vitrine.api.schemas import Strict
-from vitrine.catalog.ingest import check_catalog
 from vitrine.engine import check_collection_name
 from vitrine.errors import InvalidInput
 from vitrine.jobs.runner import JobRunner
@@ -78,8 +77,8 @@ def ingest_upload(
 ) -> dict[str, Any]:
     check_collection_name(name)
     columns = _mapping(mapping)
-    catalog = engine.save_catalog_upload(file.file, file.filename or "catalog")
-    check_catalog(catalog, mapping=columns or None, fmt=format)  # a malformed file is a 4xx, not a failed job
+    # A malformed file is a 4xx here, not a failed job.
+    catalog = engine.save_catalog_upload(file.file, file.filename or "catalog", mapping=columns or None, fmt=format)
     request.app.state.metrics.ingest_submitted.inc()
     return _runner(request).submit_ingest(name, catalog, mapping=columns, fmt=format, prune=prune).as_dict()
 
@@ -93,8 +92,7 @@ def ingest_upload(
 )
 def ingest_url(name: str, body: IngestByUrl, request: Request, engine: EngineDep) -> dict[str, Any]:
     check_collection_name(name)
-    catalog = engine.fetch_catalog(body.url)
-    check_catalog(catalog, mapping=body.mapping or None, fmt=body.format)
+    catalog = engine.fetch_catalog(body.url, mapping=body.mapping or None, fmt=body.format)
     request.app.state.metrics.ingest_submitted.inc()
     job = _runner(request).submit_ingest(name, catalog, mapping=body.mapping, fmt=body.format, prune=body.prune)
     return job.as_dict()

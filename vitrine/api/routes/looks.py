@@ -3,6 +3,8 @@ and matches, correct a garment, add the garments to a collection."""
 
 from __future__ import annotations
 
+import math
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
@@ -13,7 +15,9 @@ from vitrine.api.deps import EngineDep
 from vitrine.api.forms import parse_json_part, read_upload
 from vitrine.api.routes.jobs import JobOut
 from vitrine.api.schemas import QueryOptions, Strict
+from vitrine.errors import RateLimited
 from vitrine.jobs.runner import JobRunner
+from vitrine.keys import ApiKey
 
 router = APIRouter(tags=["shop the look"])
 
@@ -45,11 +49,12 @@ def _with_urls(record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-@router.post("/looks", dependencies=[Read], status_code=202, response_model=JobOut,
+@router.post("/looks", status_code=202, response_model=JobOut,
              summary="Upload a street photo: a job finds each garment, labels it and matches it in a collection")
 def create_look(
     request: Request,
     engine: EngineDep,
+    key: Annotated[ApiKey | None, Read],
     image: Annotated[UploadFile, File(description="A photo of one or more people")],
     collection: Annotated[str | None, Form(max_length=64, description="where to find matches")] = None,
     top_k: Annotated[int, Form(ge=1, le=50)] = 5,
@@ -60,7 +65,13 @@ def create_look(
     if collection:
         engine.store(collection)
     runner = _runner(request)
-    look_id, _ = runner.looks.save_photo(data)
+    if key is None:  # stored photos and queued work: a quota and an expiry for callers without a key
+        client = request.client.host if request.client else "unknown"
+        wait_s = request.app.state.look_quota.take(client, time.monotonic())
+        if wait_s is not None:
+            raise RateLimited("the looks quota of this address is used up; retry later or use an API key",
+                              retry_after_s=math.ceil(wait_s))
+    look_id, _ = runner.looks.save_photo(data, anonymous=key is None)
     filters = parsed.to_filters()
     plain = {"equals": {k: list(v) for k, v in filters.equals.items()},
              "ranges": {k: [r.low, r.high] for k, r in filters.ranges.items()}}

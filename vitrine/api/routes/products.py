@@ -12,9 +12,10 @@ from vitrine.api.auth import Read, Write
 from vitrine.api.deps import EngineDep
 from vitrine.api.forms import parse_json_part, read_upload
 from vitrine.api.schemas import ImageOut, ProductIn, ProductOut, SearchOut, SimilarRequest
-from vitrine.catalog.records import MAX_ID_LENGTH, ProductRecord
+from vitrine.catalog.records import record_from_fields
 from vitrine.engine import check_collection_name
-from vitrine.errors import InvalidInput, NotFound
+from vitrine.errors import NotFound
+from vitrine.index.store import Product
 from vitrine.models.imaging import sniff_image_type
 
 router = APIRouter(prefix="/collections/{collection}/products", tags=["products"])
@@ -22,7 +23,10 @@ router = APIRouter(prefix="/collections/{collection}/products", tags=["products"
 
 @router.get("/{product_id}", dependencies=[Read], response_model=ProductOut, summary="One product with its photos")
 def get_product(collection: str, product_id: str, engine: EngineDep) -> ProductOut:
-    p = engine.get_product(collection, product_id)
+    return _product_out(collection, engine.get_product(collection, product_id))
+
+
+def _product_out(collection: str, p: Product) -> ProductOut:
     base = f"/collections/{collection}/products/{p.id}/images"
     return ProductOut(
         collection=collection,
@@ -52,14 +56,9 @@ def put_product(
 ) -> ProductOut:
     check_collection_name(collection)
     fields = parse_json_part(ProductIn, product, field="product")
-    if not product_id.strip() or len(product_id) > MAX_ID_LENGTH:
-        raise InvalidInput("a product id is 1-256 characters", field="product_id")
+    record = record_from_fields(product_id, fields.model_dump())  # the checks a catalog row gets
     photos = [read_upload(upload, engine.settings.max_download_bytes, field="images") for upload in images]
-    record = ProductRecord(id=product_id, title=fields.title, description=fields.description,
-                           category=fields.category, colour=fields.colour, price=fields.price, image_refs=(),
-                           attributes=dict(fields.attributes))
-    engine.put_product(collection, record, photos)
-    return get_product(collection, product_id, engine)
+    return _product_out(collection, engine.put_product(collection, record, photos))
 
 
 @router.delete("/{product_id}", dependencies=[Write], status_code=204, summary="Delete a product")
