@@ -135,16 +135,16 @@ def free_port() -> int:
         return port
 
 
-def start_server(home: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
+def start_server(home: Path, port: int, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """`vitrine serve` as a user starts it (small ingest batches, so a kill lands mid-ingest).
 
     Its output goes to `<home>/server.log`, never to a pipe: nobody reads a pipe while the server
     runs, and a full one (64 KB of logs) would block the server mid-request."""
-    env = {**os.environ, "VITRINE_HOME": str(home), "PYTHONPATH": str(REPO), "VITRINE_INGEST_BATCH": "8",
-           "VITRINE_RATE_LIMIT_PER_MINUTE": "0"}
+    variables = {**os.environ, "VITRINE_HOME": str(home), "PYTHONPATH": str(REPO), "VITRINE_INGEST_BATCH": "8",
+                 "VITRINE_RATE_LIMIT_PER_MINUTE": "0", **(env or {})}
     with (home / "server.log").open("ab") as log:
         return subprocess.Popen([sys.executable, "-m", "vitrine", "serve", "--port", str(port), "--no-demo",
-                                 *extra], env=env, stdout=log, stderr=subprocess.STDOUT)
+                                 *extra], env=variables, stdout=log, stderr=subprocess.STDOUT)
 
 
 def wait_ready(server: subprocess.Popen[bytes], base: str) -> None:
@@ -160,10 +160,10 @@ def wait_ready(server: subprocess.Popen[bytes], base: str) -> None:
 
 
 @contextmanager
-def served(home: Path, *extra: str) -> Iterator[str]:
+def served(home: Path, *extra: str, env: dict[str, str] | None = None) -> Iterator[str]:
     """A ready `vitrine serve` over `home` on a free port; yields its base URL, stops it after."""
     port = free_port()
-    server = start_server(home, port, *extra)
+    server = start_server(home, port, *extra, env=env)
     try:
         base = f"http://127.0.0.1:{port}"
         wait_ready(server, base)

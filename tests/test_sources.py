@@ -48,9 +48,12 @@ def test_only_http_schemes() -> None:
 class _Handler(http.server.BaseHTTPRequestHandler):
     routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
     hits: dict[str, int] = {}
+    barrier: threading.Barrier | None = None  # when set, responses wait until that many requests came
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         _Handler.hits[self.path] = _Handler.hits.get(self.path, 0) + 1
+        if _Handler.barrier is not None:
+            _Handler.barrier.wait()
         status, headers, body = _Handler.routes.get(self.path, (404, {}, b"missing"))
         if self.path == "/flaky.jpg" and _Handler.hits[self.path] == 1:
             status, body = 503, b"busy"

@@ -358,7 +358,10 @@ class Engine:
         if len(photos) > MAX_PHOTOS_PER_PRODUCT:
             raise InvalidInput(f"at most {MAX_PHOTOS_PER_PRODUCT} photos per product", field="images")
         # A new collection is created (with the built-in encoder) only once every photo has been read.
-        embedder = self.embedder_for(collection) if collection in self.collection_names() else self.embedder
+        try:
+            embedder = self.embedder_for(collection)
+        except NotFound:  # no such collection (or deleted just now): it is made with the built-in encoder
+            embedder = self.embedder
         cache = embedder.cache or self.feature_cache
         arrays = [embedder.preprocess(data) for data in photos]  # raises ImageError for a bad one
         hashes = [hashlib.sha256(data).hexdigest() for data in photos]

@@ -58,6 +58,9 @@ class Settings(BaseSettings):
         "from anyone else the header is ignored.",
     )
     max_connections: int = Field(1000, ge=1, description="Open HTTP connections per server process.")
+    header_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="A request's head must arrive within this (slow-sending clients are cut)."
+    )
     anonymous_looks_per_hour: int = Field(
         20, ge=0, description="Shop-the-look photos one IP may upload per hour without an API key (0: none)."
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI
@@ -34,7 +35,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     settings = settings or (engine.settings if engine else Settings())
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         owned = engine is None
         # Sync routes run in anyio's thread pool (40 threads by default). Searches are CPU-bound, so
         # more threads than search slots only contend for the GIL (measured: 4 threads instead of 2
@@ -55,7 +56,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         app.state.metrics.add_collector(collector)
         app.state.metrics.up.set(1)
         try:
-            yield
+            yield {"header_timeout_s": settings.header_timeout_s}  # read by the HTTP protocol (api/server.py)
         finally:
             app.state.metrics.up.set(0)
             app.state.metrics.registry.unregister(collector)

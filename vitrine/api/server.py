@@ -16,7 +16,7 @@ from typing import Any
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-HEADER_TIMEOUT_S = 10.0  # a request's head must arrive within this, whatever the pace of its bytes
+HEADER_TIMEOUT_S = 10.0  # a request's head must arrive within this (the app's lifespan state may override)
 BODY_IDLE_TIMEOUT_S = 30.0  # a request body may pause this long between chunks
 
 
@@ -31,6 +31,7 @@ class GuardedH11Protocol(H11Protocol):
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
         self._seen_cycle: object = None
+        self._header_timeout_s = float(self.app_state.get("header_timeout_s", HEADER_TIMEOUT_S))
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         sock = transport.get_extra_info("socket")
@@ -42,7 +43,7 @@ class GuardedH11Protocol(H11Protocol):
             self.connections.discard(self)
             transport.abort()
             return
-        self._arm(HEADER_TIMEOUT_S)
+        self._arm(self._header_timeout_s)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -59,7 +60,7 @@ class GuardedH11Protocol(H11Protocol):
             self._arm(BODY_IDLE_TIMEOUT_S)  # re-armed by every chunk of the body
         elif self.cycle is None or self.cycle.response_complete:
             if self._deadline is None:
-                self._arm(HEADER_TIMEOUT_S)  # bytes of a next request on a kept-alive connection
+                self._arm(self._header_timeout_s)  # bytes of a next request on a kept-alive connection
         else:
             self._disarm()
 

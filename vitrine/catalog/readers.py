@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,11 @@ import ijson
 from vitrine.errors import CatalogError
 
 MAX_DEPTH = 64  # real shop exports nest 5-8 levels (Shopify: product > variants > item > ...)
+# ijson's C parser crashes the process on very long integers (past Python's 4,300-digit conversion
+# limit; after it raised once, later parses segfaulted), so no run of digits that long reaches it.
+MAX_DIGITS = 400
+_DIGIT_RUN = re.compile(rb"[0-9]{%d,}" % (MAX_DIGITS + 1))
+_TRAILING_DIGITS = re.compile(rb"[0-9]*\Z")
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,8 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, RowOrError]]:
 
 
 def _parse_line(line: str) -> RowOrError:
+    if _DIGIT_RUN.search(line.encode("utf-8", "surrogatepass")):
+        return BadRow(f"malformed JSON: a number of over {MAX_DIGITS} digits")
     try:
         value = json.loads(line)
     except json.JSONDecodeError as exc:
@@ -145,6 +153,7 @@ def _array_prefix(path: Path) -> str:
     """The ijson prefix of the product array: the top level, or the array-valued key of a wrapper object.
 
     Walks the whole file with the event parser, which also refuses what `ijson.items` must never see."""
+    _refuse_long_digit_runs(path)
     candidates: list[str] = []
     top: str | None = None
     depth = 0
@@ -178,6 +187,18 @@ def _array_prefix(path: Path) -> str:
         raise CatalogError("the JSON object holds no array of products")
     preferred = [k for k in _ARRAY_KEYS if k in candidates]
     return f"{(preferred or candidates)[0]}.item"
+
+
+def _refuse_long_digit_runs(path: Path) -> None:
+    """CatalogError if the file holds a run of over MAX_DIGITS digits (a number no catalog needs)."""
+    carry = b""
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            text = carry + chunk
+            if _DIGIT_RUN.search(text):
+                raise CatalogError(f"malformed JSON: a number of over {MAX_DIGITS} digits")
+            trailing = _TRAILING_DIGITS.search(text)
+            carry = trailing.group() if trailing else b""
 
 
 def _read_json(path: Path) -> Iterator[tuple[int, RowOrError]]:
