@@ -519,3 +519,18 @@ def test_one_url_fetched_by_many_threads_at_once(tmp_path: Path, server: str) ->
     _Handler.barrier = None
     assert results == [PHOTO] * threads
     assert [p.name for p in (tmp_path / "cache").iterdir() if ".tmp" in p.name] == []
+
+
+def test_photo_decoding_has_slots_of_its_own(settings: Settings) -> None:
+    """Decoding amplification: a flood of photos held every search slot. Photos now wait for a decode
+    slot, outside the search slots: text searches still answer, and a photo that cannot get a slot
+    in time gets 503 with Retry-After."""
+    busy = settings.model_copy(update={"decode_slots": 1, "decode_wait_s": 0.0})
+    photo = (LUMA / LUMA_PHOTO).read_bytes()
+    with Engine(busy) as engine, TestClient(create_app(engine=engine)) as client:
+        with engine.decoding():  # the one slot is taken, as by a photo being decoded
+            refused = client.post("/search/upload", files={"image": ("p.jpg", photo)})
+            assert_error(refused, 503, "busy")
+            assert refused.headers["Retry-After"] == "2"
+            assert client.post("/search", json={"text": "jacket"}).status_code == 200
+        assert client.post("/search/upload", files={"image": ("p.jpg", photo)}).status_code == 200

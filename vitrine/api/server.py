@@ -79,7 +79,6 @@ class GuardedH11Protocol(H11Protocol):
             self.transport.close()
 
 
-
 class FairAcceptLoop(asyncio.SelectorEventLoop):
     """An event loop that accepts one connection at a time, then gives the other processes a turn.
 

@@ -160,7 +160,7 @@ def _array_prefix(path: Path) -> str:
     key: str | None = None
     with path.open("rb") as fh:
         try:
-            for event, value in ijson.basic_parse(fh):
+            for event, value in ijson.basic_parse(fh, use_float=True):  # floats: no Decimal contexts
                 if event in ("start_map", "start_array"):
                     depth += 1
                     if depth > MAX_DEPTH:
@@ -177,7 +177,7 @@ def _array_prefix(path: Path) -> str:
                     raise CatalogError("a JSON catalog must be an array of products or an object holding one")
         except ijson.JSONError as exc:
             raise CatalogError(f"malformed JSON: {_short(exc)}") from exc
-        except ValueError as exc:  # an integer past Python's conversion limit
+        except (ValueError, ArithmeticError) as exc:  # a number Python cannot hold
             raise CatalogError(f"malformed JSON: {_short(exc)}") from exc
     if top is None:
         raise CatalogError("the JSON file is empty")
@@ -208,5 +208,5 @@ def _read_json(path: Path) -> Iterator[tuple[int, RowOrError]]:
         try:
             for number, value in enumerate(ijson.items(fh, prefix, use_float=True), start=1):
                 yield number, _as_row(value)
-        except (ijson.JSONError, ValueError) as exc:
+        except (ijson.JSONError, ValueError, ArithmeticError) as exc:
             raise CatalogError(f"malformed JSON after product {number}: {_short(exc)}", row=number + 1) from exc
