@@ -305,8 +305,9 @@ def test_a_closed_store_says_the_collection_is_gone(engine: Engine, small_luma: 
         store.set_meta("x", "y")
 
 
-def test_deleting_a_collection_cancels_its_ingest(engine: Engine, small_luma: Path, tmp_path: Path) -> None:
+def test_deleting_a_collection_cancels_its_ingest(settings: Settings, small_luma: Path, tmp_path: Path) -> None:
     """F9: deleting a collection during its ingest ended the job FAILED with "ProgrammingError"."""
+    engine = Engine(settings.model_copy(update={"ingest_batch": 4}))  # several batches: delete after the first
     runner = JobRunner(engine, jobs=JobStore(tmp_path / "jobs.sqlite"), queue_path=tmp_path / "queue.sqlite")
     job = runner.jobs.create(kind="ingest", collection="doomed", params={})
 
@@ -315,7 +316,6 @@ def test_deleting_a_collection_cancels_its_ingest(engine: Engine, small_luma: Pa
             if done > 0 and "doomed" in engine.collection_names():
                 engine.delete_collection("doomed")  # after the first batch was written
 
-        engine.settings.__dict__["ingest_batch"] = 4
         return engine.ingest("doomed", small_luma, progress=progress).as_dict()
 
     runner._run(job.id, work, cancelled="cancelled")  # type: ignore[arg-type]
@@ -323,6 +323,7 @@ def test_deleting_a_collection_cancels_its_ingest(engine: Engine, small_luma: Pa
     assert finished.state == CANCELLED and finished.error == "cancelled: the collection was deleted"
     assert "doomed" not in engine.collection_names()
     runner.jobs.close()
+    engine.close()
 
 
 def test_a_put_never_answers_404_for_what_it_wrote(shop: tuple[TestClient, Engine]) -> None:
