@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vitrine.catalog.records import Problem
+from vitrine.files import write_atomic
 
 
 @dataclass
@@ -41,8 +41,5 @@ class IngestReport:
         return data
 
     def save(self, path: Path) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(self.as_dict(), indent=2, ensure_ascii=False))
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(self.as_dict(), indent=2, ensure_ascii=False).encode())
         return path

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +12,7 @@ import httpx
 
 from vitrine.catalog.netguard import CheckedUrl, Resolver, check_url, system_resolver
 from vitrine.errors import ImageError, InvalidInput, UnsafeSource
+from vitrine.files import write_atomic
 from vitrine.models.imaging import sniff_image_type
 
 _RETRY_STATUS = {429, 500, 502, 503, 504}
@@ -102,12 +101,7 @@ class ImageFetcher:
                     raise ImageError(f"download of {url!r} failed: {exc}", field="images") from None
                 time.sleep(min(0.25 * 2**attempt, 2.0))  # back off before retrying a flaky host
                 attempt += 1
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        # A temp name of this thread's own: download threads may fetch the same URL at once (variants
-        # sharing a photo), and a shared name let one thread move the other's file away.
-        tmp = target.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
+        write_atomic(target, data)  # download threads may fetch one URL at once (variants sharing a photo)
         return target
 
     def _fetch(self, url: str) -> bytes:

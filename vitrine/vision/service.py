@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import threading
@@ -22,6 +21,7 @@ from typing import Any
 from vitrine.catalog.records import ProductRecord
 from vitrine.engine import Engine
 from vitrine.errors import Busy, ImageError, InvalidInput, NotFound
+from vitrine.files import write_atomic
 from vitrine.index.store import Filters
 from vitrine.models.imaging import decode_image, sniff_image_type
 from vitrine.vision.look import LookFinder, Stage, look_as_dict
@@ -29,13 +29,6 @@ from vitrine.vision.look import LookFinder, Stage, look_as_dict
 LOOK_ID = re.compile(r"^[0-9a-f]{16}$")
 SWEEP_EVERY_S = 60.0
 LABEL_KINDS = ("category", "colour", "pattern")
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 class LookService:
@@ -70,12 +63,15 @@ class LookService:
         sha = hashlib.sha256(data).hexdigest()
         path = self._photo_path(sha, kind)
         if not path.exists():
-            _write_atomic(path, data)
+            write_atomic(path, data)
         look_id = uuid.uuid4().hex[:16]
         record: dict[str, Any] = {"id": look_id, "photo": {"sha256": sha, "type": kind}, "created_at": now}
         if anonymous:
             record["expires_at"] = now + settings.anonymous_look_ttl_s
         self._write(look_id, record)
+        if anonymous:
+            with self._lock:
+                self._anonymous += 1  # counted until the next sweep recounts
         return look_id, sha
 
     def sweep(self, now: float) -> int:
@@ -110,7 +106,7 @@ class LookService:
         look = self.finder.find(photo, collection=collection, top_k=top_k, filters=filters, stage=stage)
         folder = self.root / look_id / "crops"
         for i, garment in enumerate(look.garments):
-            _write_atomic(folder / f"{i}.png", garment.crop_png)
+            write_atomic(folder / f"{i}.png", garment.crop_png)
         record.update(look_as_dict(look), collection=collection, finished_at=time.time())
         self._write(look_id, record)
         return record
@@ -213,4 +209,4 @@ class LookService:
         return self.root / "photos" / sha[:2] / f"{sha}.{kind}"
 
     def _write(self, look_id: str, record: dict[str, Any]) -> None:
-        _write_atomic(self._folder(look_id) / "look.json", json.dumps(record, indent=1).encode())
+        write_atomic(self._folder(look_id) / "look.json", json.dumps(record, indent=1).encode())

@@ -1,0 +1,21 @@
+"""Writing files so that readers never see half of one."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Writes `data` beside `path`, then renames it into place. The temp name is this process's and
+    thread's own: threads writing the same file at once (two variants sharing a photo) must not move
+    each other's temp file away."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
