@@ -27,6 +27,7 @@ from vitrine.catalog.report import IngestReport
 from vitrine.catalog.sources import FetchPolicy, ImageFetcher, fetch_once, is_url
 from vitrine.catalog.uploads import discard_upload, save_upload
 from vitrine.errors import Busy, CollectionGone, Conflict, ImageError, InvalidInput, ModelUnavailable, NotFound
+from vitrine.files import write_atomic
 from vitrine.index.sqlite_store import SqliteStore
 from vitrine.index.store import ImageWrite, Product, ProductWrite
 from vitrine.index.vectors import CollectionVectors
@@ -43,7 +44,7 @@ from vitrine.models.text_encoder import TextEncoder
 from vitrine.models.versions import BASE, ModelVersions, parse_version
 from vitrine.search.cache import LruCache, query_key
 from vitrine.search.query import Query, SearchResponse
-from vitrine.search.searcher import Searcher, SearchTarget, query_image_features
+from vitrine.search.searcher import Searcher, SearchTarget, prepare_query_photo
 from vitrine.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -306,8 +307,8 @@ class Engine:
     def label_image(self, data: bytes, collection: str | None = None) -> dict[str, list[Label]]:
         embedder = self.embedder_for(collection) if collection else self.embedder
         with self.decoding():
-            features = embedder.features(data, max_pixels=self.settings.max_query_pixels)
-        return self.labeller(collection).label(features)[0]
+            photo = embedder.prepare(data, max_pixels=self.settings.max_query_pixels)
+        return self.labeller(collection).label(embedder.finish(photo))[0]
 
     def get_product(self, collection: str, product_id: str) -> Product:
         found = self.store(collection).get_products([product_id])
@@ -375,10 +376,7 @@ class Engine:
         for data, sha in zip(photos, hashes, strict=True):
             path = self.home / "media" / sha[:2] / f"{sha}.{sniff_image_type(data)}"
             if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".tmp{os.getpid()}")
-                tmp.write_bytes(data)
-                os.replace(tmp, path)
+                write_atomic(path, data)
             paths.append(path)
         refs = tuple(f"upload:{sha}" for sha in hashes)
         record = replace(record, image_refs=refs)
@@ -450,12 +448,12 @@ class Engine:
             elapsed_ms = (time.perf_counter() - started) * 1000
             return replace(cached, cached=True, timing_ms={"encode": 0.0, "index": 0.0, "fetch": 0.0,
                                                            "total": elapsed_ms})
-        features = None
+        photos = None
         if query.image is not None:
             with self.decoding():
-                features = query_image_features(query.image, targets, max_pixels=self.settings.max_query_pixels)
+                photos = prepare_query_photo(query.image, targets, max_pixels=self.settings.max_query_pixels)
         with self._search_slots:
-            response = self.searcher.search(query, targets, image_features=features)
+            response = self.searcher.search(query, targets, photos=photos)
         self.results_cache.put(key, response)
         return response
 

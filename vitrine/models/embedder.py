@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -35,6 +36,14 @@ class FeatureEncoder(Protocol):
     @property
     def dim(self) -> int: ...
     def encode(self, batch: Array) -> Array: ...
+
+
+@dataclass(frozen=True)
+class PreparedPhoto:
+    """One of the two: raw features found in the cache, or the decoded model input still to encode."""
+
+    features: Array | None
+    pixels: Array | None
 
 
 class ImageEmbedder:
@@ -81,16 +90,28 @@ class ImageEmbedder:
         colour = colour_descriptors(batch, mean=spec.mean, std=spec.std)
         return np.concatenate([self.encoder.encode(batch), colour], axis=1)
 
-    def features(self, data: bytes, *, max_pixels: int | None = None) -> Array:
-        """Raw features of one image (a query): (dim,) float32. Raises ImageError. `max_pixels` can only
-        lower the embedder's limit."""
+    def prepare(self, data: bytes, *, max_pixels: int | None = None) -> PreparedPhoto:
+        """A query photo's costly first half: its cached features, or its decoded model input. Split from
+        `finish` so that callers can bound decoding apart from encoding. `max_pixels` can only lower the
+        embedder's limit. Raises ImageError."""
         sha = hashlib.sha256(data).hexdigest()
         if self.cache is not None:
             cached = self.cache.get_many([sha]).get(sha)
             if cached is not None:
-                return cached
-        features: Array = self._encode_batch(self.preprocess(data, max_pixels=max_pixels)[None])[0]
+                return PreparedPhoto(features=cached, pixels=None)
+        return PreparedPhoto(features=None, pixels=self.preprocess(data, max_pixels=max_pixels))
+
+    def finish(self, photo: PreparedPhoto) -> Array:
+        """Raw features (dim,) float32 of a prepared photo."""
+        if photo.features is not None:
+            return photo.features
+        assert photo.pixels is not None
+        features: Array = self._encode_batch(photo.pixels[None])[0]
         return features
+
+    def features(self, data: bytes, *, max_pixels: int | None = None) -> Array:
+        """Raw features of one image (a query): (dim,) float32. Raises ImageError."""
+        return self.finish(self.prepare(data, max_pixels=max_pixels))
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -20,7 +20,7 @@ from vitrine.arrays import Array
 from vitrine.errors import NotFound
 from vitrine.index.store import CollectionStore, Product
 from vitrine.index.vectors import CollectionVectors
-from vitrine.models.embedder import ImageEmbedder
+from vitrine.models.embedder import ImageEmbedder, PreparedPhoto
 from vitrine.models.heads import CrossModal
 from vitrine.models.text_encoder import TextEncoder
 from vitrine.search.cache import LruCache
@@ -52,11 +52,12 @@ class _Scored:
     matched_image: Array | None
 
 
-def query_image_features(image: bytes, targets: Sequence[SearchTarget], *,
-                         max_pixels: int | None = None) -> dict[int, Array]:
-    """The query photo's raw features for each distinct encoder of `targets`, keyed by `id(embedder)`."""
+def prepare_query_photo(image: bytes, targets: Sequence[SearchTarget], *,
+                        max_pixels: int | None = None) -> dict[int, PreparedPhoto]:
+    """The query photo decoded (or found in the cache) for each distinct encoder of `targets`, keyed
+    by `id(embedder)`; encoding is left to the search."""
     encoders = {id(t.embedder): t.embedder for t in targets}
-    return {key: encoder.features(image, max_pixels=max_pixels) for key, encoder in encoders.items()}
+    return {key: encoder.prepare(image, max_pixels=max_pixels) for key, encoder in encoders.items()}
 
 
 class Searcher:
@@ -77,15 +78,17 @@ class Searcher:
         self.xmodal_vectors: LruCache[tuple[CrossModal, Array]] = LruCache(4096)
 
     def search(self, query: Query, targets: Sequence[SearchTarget],
-               image_features: Mapping[int, Array] | None = None) -> SearchResponse:
-        """`image_features`: the query photo's raw features per encoder (`id(embedder)`), when the caller
-        decoded it already; otherwise they are computed here."""
+               photos: Mapping[int, PreparedPhoto] | None = None) -> SearchResponse:
+        """`photos`: the query photo already decoded per encoder (`prepare_query_photo`); otherwise it is
+        decoded here."""
         started = time.perf_counter()
         text_vector = self._encode_text(query.text) if query.text else None
         photo: dict[int, tuple[Array, Array]] = {}  # per encoder: raw features and search vector
         if query.image is not None:
-            raws = image_features or query_image_features(query.image, targets)
-            for key, raw in raws.items():
+            prepared = photos or prepare_query_photo(query.image, targets)
+            encoders = {id(t.embedder): t.embedder for t in targets}
+            for key, ready in prepared.items():
+                raw = encoders[key].finish(ready)
                 photo[key] = (raw, image_search_vectors(raw[None])[0])
         image_vector = image_raw = None
         exclude: tuple[str, str] | None = None
