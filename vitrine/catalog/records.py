@@ -80,9 +80,13 @@ def check_product_id(value: str) -> str:
         raise InvalidInput(f"id is over {MAX_ID_LENGTH} characters", field="product_id")
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
         raise InvalidInput("id holds control characters", field="product_id")
-    if _LONE_SURROGATE.search(value):
+    if has_lone_surrogate(value):
         raise InvalidInput("id is not valid Unicode (a lone surrogate)", field="product_id")
     return value
+
+
+def has_lone_surrogate(text: str) -> bool:
+    return _LONE_SURROGATE.search(text) is not None
 
 
 def clean_text(text: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from vitrine.catalog.records import has_lone_surrogate
 from vitrine.errors import InvalidInput
 from vitrine.index.store import Filters
 
@@ -18,11 +19,9 @@ MAX_FACETS = 10
 
 
 def check_text(value: str, field: str) -> str:
-    """Refuses text that cannot be encoded as UTF-8 (lone surrogates, from JSON's "\\ud800")."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidInput("not valid Unicode text (a lone surrogate)", field=field) from None
+    """Refuses text that cannot be stored or served (lone surrogates, from JSON's "\\ud800")."""
+    if has_lone_surrogate(value):
+        raise InvalidInput("not valid Unicode text (a lone surrogate)", field=field)
     return value
 
 
