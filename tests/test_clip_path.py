@@ -52,6 +52,7 @@ def test_a_collection_searches_with_its_clip_checkpoint(engine: Engine, small_lu
     report = engine.ingest("clipped", small_luma, encoder=f"clip:{tiny_clip}")
     assert report.completed and report.valid == 12
     assert engine.store("clipped").meta()["image_model"] == f"clip:{tiny_clip.resolve()}"
+    assert engine.collection_info("clipped")["image_model"] == f"clip:{tiny_clip.name}"  # no server path shown
     vectors = engine.vectors("clipped")
     assert vectors.data.image_features.shape[1] == PROJECTION + COLOUR_DIM
     assert vectors.xmodal_vectors is not None and vectors.xmodal_vectors.shape[1] == PROJECTION

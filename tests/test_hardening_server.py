@@ -65,7 +65,7 @@ def test_reproductions_against_a_real_server(settings: Settings, small_luma: Pat
     token = admin_token(home)
     write = {"X-API-Key": token}
     env = {"VITRINE_RATE_LIMIT_PER_MINUTE": "60", "VITRINE_RATE_LIMIT_BURST": "30", "VITRINE_HEADER_TIMEOUT_S": "1",
-           "VITRINE_MAX_CONNECTIONS": "20"}
+           "VITRINE_BODY_IDLE_TIMEOUT_S": "2", "VITRINE_MAX_CONNECTIONS": "20"}
     with served(home, env=env) as base, httpx.Client(base_url=base, timeout=60) as http:
         port = int(base.rsplit(":", 1)[1])
 
@@ -104,6 +104,16 @@ def test_reproductions_against_a_real_server(settings: Settings, small_luma: Pat
         idle = socket.create_connection(("127.0.0.1", port))
         assert _closed_by_server(idle, timeout_s=15)
         idle.close()
+        # A body may pause at most VITRINE_BODY_IDLE_TIMEOUT_S between chunks: a trickle keeps it open,
+        # silence closes it (the head arrived at once, so only the body's timer runs).
+        stalled = socket.create_connection(("127.0.0.1", port))
+        stalled.sendall(b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: 100\r\n\r\n{")
+        assert not _closed_by_server(stalled, timeout_s=1.2)  # past the head deadline: the body's timer runs
+        stalled.sendall(b'"text"')
+        assert not _closed_by_server(stalled, timeout_s=1.2)  # 2.4 s in, but never 2 s without a byte
+        assert _closed_by_server(stalled, timeout_s=15)
+        stalled.close()
 
         # At most VITRINE_MAX_CONNECTIONS open connections; the rest are closed at once.
         held = [socket.create_connection(("127.0.0.1", port)) for _ in range(30)]

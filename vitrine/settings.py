@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     header_timeout_s: float = Field(
         10.0, gt=0, le=600, description="A request's head must arrive within this (slow-sending clients are cut)."
     )
+    body_idle_timeout_s: float = Field(30.0, gt=0, le=600, description="Longest pause between chunks of a body.")
     anonymous_looks_per_hour: int = Field(
         20, ge=0, description="Shop-the-look photos one IP may upload per hour without an API key (0: none)."
     )

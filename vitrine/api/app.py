@@ -56,7 +56,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         app.state.metrics.add_collector(collector)
         app.state.metrics.up.set(1)
         try:
-            yield {"header_timeout_s": settings.header_timeout_s}  # read by the HTTP protocol (api/server.py)
+            # Read by the HTTP protocol (api/server.py), which has no settings of its own.
+            yield {"header_timeout_s": settings.header_timeout_s, "body_idle_timeout_s": settings.body_idle_timeout_s}
         finally:
             app.state.metrics.up.set(0)
             app.state.metrics.registry.unregister(collector)

@@ -16,7 +16,8 @@ from typing import Any
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-HEADER_TIMEOUT_S = 10.0  # a request's head must arrive within this (the app's lifespan state may override)
+# Defaults; the app's lifespan state carries the settings (VITRINE_HEADER_TIMEOUT_S, ..._BODY_IDLE_TIMEOUT_S).
+HEADER_TIMEOUT_S = 10.0  # a request's head must arrive within this
 BODY_IDLE_TIMEOUT_S = 30.0  # a request body may pause this long between chunks
 
 
@@ -32,6 +33,7 @@ class GuardedH11Protocol(H11Protocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._seen_cycle: object = None
         self._header_timeout_s = float(self.app_state.get("header_timeout_s", HEADER_TIMEOUT_S))
+        self._body_idle_timeout_s = float(self.app_state.get("body_idle_timeout_s", BODY_IDLE_TIMEOUT_S))
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         sock = transport.get_extra_info("socket")
@@ -57,7 +59,7 @@ class GuardedH11Protocol(H11Protocol):
             self._seen_cycle = self.cycle  # a new request's head arrived: its deadline is met
             self._disarm()
         if self.cycle is not None and not self.cycle.response_complete and self.conn.their_state == h11.SEND_BODY:
-            self._arm(BODY_IDLE_TIMEOUT_S)  # re-armed by every chunk of the body
+            self._arm(self._body_idle_timeout_s)  # re-armed by every chunk of the body
         elif self.cycle is None or self.cycle.response_complete:
             if self._deadline is None:
                 self._arm(self._header_timeout_s)  # bytes of a next request on a kept-alive connection
