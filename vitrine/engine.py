@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
+from vitrine.catalog.formats import ReadOptions, shopify
 from vitrine.catalog.ingest import Ingestor, Progress, check_catalog
 from vitrine.catalog.records import ProductRecord
 from vitrine.catalog.report import IngestReport
@@ -321,13 +322,17 @@ class Engine:
     def ingest(
         self, collection: str, path: Path, *, mapping: dict[str, str] | None = None, fmt: str | None = None,
         prune: bool = False, progress: Progress | None = None, encoder: str | None = None,
+        media_root: str | None = None,
     ) -> IngestReport:
-        """Creates the collection if needed; the report is also saved under the collection's folder."""
+        """Creates the collection if needed; the report is also saved under the collection's folder.
+        `media_root`: where a Magento export's image paths are, a folder (read like the catalog's own)
+        or an http(s) base URL."""
         path = Path(path)
+        options, roots = self._read_options(media_root)
         existed = collection in self.collection_names()
         store = self.create_collection(collection, encoder=encoder)
         fetcher = ImageFetcher(base_dir=path.parent, cache_dir=self.home / "cache" / "downloads",
-                               policy=self._fetch_policy())
+                               policy=self._fetch_policy(), extra_roots=roots)
         ingestor = Ingestor(store=store, fetcher=fetcher, embedder=self.embedder_for(collection),
                             text_encoder=self.text_encoder,
                             batch_size=self.settings.ingest_batch, io_threads=self.settings.download_concurrency)
@@ -335,7 +340,8 @@ class Engine:
         uploaded = path.resolve().is_relative_to(self.uploads_dir.resolve())
         report = IngestReport(collection=collection, source=path.name if uploaded else str(path))
         try:
-            ingestor.run(path=path, mapping=mapping, fmt=fmt, prune=prune, progress=progress, report=report)
+            ingestor.run(path=path, mapping=mapping, fmt=fmt, prune=prune, progress=progress, report=report,
+                         options=options)
         except CollectionGone:
             raise  # deleted meanwhile: nothing left to clean up
         except BaseException:
@@ -350,6 +356,15 @@ class Engine:
                 report_path = report.save(self.collections_dir / collection / "reports" / f"ingest-{stamp}.json")
                 store.set_meta("last_ingest_report", str(report_path))
         return report
+
+    @staticmethod
+    def _read_options(media_root: str | None) -> tuple[ReadOptions, tuple[Path, ...]]:
+        if media_root is None or is_url(media_root):
+            return ReadOptions(media_root=media_root), ()
+        folder = Path(media_root).expanduser().resolve()
+        if not folder.is_dir():
+            raise InvalidInput(f"media root {media_root!r} is not a folder or an http(s) URL", field="media_root")
+        return ReadOptions(media_root=str(folder)), (folder,)
 
     def put_product(self, collection: str, record: ProductRecord, photos: list[bytes]) -> Product:
         """Adds or replaces one product with its photos (bytes). Every photo is checked before anything
@@ -409,11 +424,16 @@ class Engine:
         return self.home / "uploads"
 
     def fetch_catalog(self, url: str, *, mapping: dict[str, str] | None = None, fmt: str | None = None) -> Path:
-        """Downloads a catalog (or a zip) from an http(s) URL, with the address guard, into the home."""
+        """Downloads a catalog (or a zip) from an http(s) URL, with the address guard, into the home. A
+        Shopify store's `/products.json` is read page by page (`?limit=250&page=N`) into one file."""
         s = self.settings
         policy = FetchPolicy(max_bytes=s.max_catalog_upload_bytes, timeout_s=s.download_timeout_s, retries=0,
                              allow_private=s.allow_private_urls)
-        data = fetch_once(url, policy, field="url")
+        if shopify.is_store_url(url) and fmt in (None, "shopify-json"):
+            data = shopify.fetch_store(url, lambda page: fetch_once(page, policy, field="url"),
+                                       max_bytes=s.max_catalog_upload_bytes)
+        else:
+            data = fetch_once(url, policy, field="url")
         name = urlsplit(url).path.rsplit("/", 1)[-1] or "catalog.csv"
         return self.save_catalog_upload(io.BytesIO(data), name, mapping=mapping, fmt=fmt)
 

@@ -76,27 +76,40 @@ class SimilarRequest(QueryOptions):
     """More like a product: its collection is in the path."""
 
 
+class VariantOut(BaseModel):
+    sku: str
+    title: str
+    options: dict[str, str] = Field(description="colour, size, ... of this variant")
+    price: float | None
+    available: bool | None
+    images: list[str]
+    attributes: dict[str, Any]
+
+
 class HitOut(BaseModel):
     collection: str
     id: str
     title: str
-    price: float | None
+    price: float | None = Field(description="The shown variant's price when the product has variants")
     category: str
     colour: str
     main_image: str | None
+    main_image_position: int | None = None
     matched_image: str | None
     matched_image_position: int | None
     main_image_url: str | None = Field(None, description="Where the API serves the main photo.")
     matched_image_url: str | None = None
     score: float
     scores: dict[str, float]
+    variant: VariantOut | None = Field(None, description="The variant that best matches the query and filters")
+    variants: int = Field(0, description="How many variants the product has")
 
     @classmethod
     def from_hit(cls, hit: Hit) -> HitOut:
         base = f"/collections/{hit.collection}/products/{hit.id}/images"
         return cls(
             **hit.as_dict(),
-            main_image_url=f"{base}/0" if hit.main_image else None,
+            main_image_url=f"{base}/{hit.main_image_position or 0}" if hit.main_image else None,
             matched_image_url=f"{base}/{hit.matched_image_position}" if hit.matched_image_position is not None
             else None,
         )
@@ -134,6 +147,7 @@ class ProductOut(BaseModel):
     price: float | None
     attributes: dict[str, Any]
     images: list[ImageOut]
+    variants: list[VariantOut] = Field(default_factory=list)
 
 
 class CollectionOut(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from vitrine.errors import CatalogError
 
@@ -19,10 +20,12 @@ ALIASES: dict[str, tuple[str, ...]] = {
         "category", "categories", "articletype", "producttype", "type", "categoryname", "productcategory",
     ),
     "colour": ("colour", "color", "colours", "colors", "basecolour", "basecolor", "colourname", "colorname"),
-    "price": ("price", "saleprice", "currentprice", "priceusd", "priceeur", "amount", "listprice"),
+    # The regular price first: a sale price column is empty for most rows.
+    "price": ("price", "regularprice", "variantprice", "currentprice", "priceusd", "priceeur", "listprice",
+              "amount", "saleprice"),
     "images": (
-        "images", "image", "imageurl", "imageurls", "imagelink", "imagepath", "imagepaths", "photos", "photo",
-        "pictures", "picture", "img", "mainimage", "thumbnail",
+        "images", "image", "imageurl", "imageurls", "imagelink", "imagesrc", "imagepath", "imagepaths", "photos",
+        "photo", "pictures", "picture", "img", "mainimage", "baseimage", "thumbnail",
     ),
 }
 
@@ -45,14 +48,37 @@ class ColumnMap:
         return frozenset(self.columns.values())
 
 
+def lookup(row: Mapping[str, Any], column: str) -> Any:
+    """The value of `column` in a row; a dotted path (`variants.0.price`, `offers.price`) walks into
+    nested objects and lists when no column has that exact name. Missing -> None."""
+    if column in row:
+        return row[column]
+    if "." not in column:
+        return None
+    value: Any = row
+    for part in column.split("."):
+        if isinstance(value, Mapping):
+            value = value.get(part)
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        elif isinstance(value, list) and value and isinstance(value[0], Mapping):
+            value = value[0].get(part)  # `offers.price` on a list of offers: the first one's
+        else:
+            return None
+        if value is None:
+            return None
+    return value
+
+
 def detect_columns(header: Iterable[str], explicit: Mapping[str, str] | None = None) -> ColumnMap:
-    """Explicit mappings win and are checked; the other fields are found by alias."""
+    """Explicit mappings win and are checked (a dotted path by its first name); the other fields are
+    found by alias."""
     header = list(header)
     explicit = dict(explicit or {})
     for field, column in explicit.items():
         if field not in FIELDS:
             raise CatalogError(f"unknown product field {field!r}; fields are {', '.join(FIELDS)}", field=field)
-        if column not in header:
+        if column not in header and column.split(".", 1)[0] not in header:
             raise CatalogError(f"column {column!r} is not in the catalog (columns: {', '.join(header)})", field=field)
     by_norm: dict[str, str] = {}
     for column in header:

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vitrine.arrays import Array
-from vitrine.catalog.columns import ColumnMap, detect_columns
-from vitrine.catalog.readers import BadRow, detect_format, read_rows
+from vitrine.catalog.columns import FIELDS, ColumnMap, detect_columns
+from vitrine.catalog.formats import PLATFORMS, ReadOptions, read_catalog
+from vitrine.catalog.readers import BadRow
 from vitrine.catalog.records import Problem, ProductRecord, to_record
 from vitrine.catalog.report import IngestReport
 from vitrine.catalog.sources import ImageFetcher, LoadedImage
@@ -51,41 +52,69 @@ class IngestPlan:
     first_row: dict[str, int]  # id -> the row that defines it (later duplicates are refused)
     to_write: set[str]
     to_delete: set[str]
+    options: ReadOptions = field(default_factory=ReadOptions)
 
 
-def scan_columns(path: Path, fmt: str) -> list[str]:
-    """Column names: the CSV header, or every key seen in a JSON/JSONL file."""
+_SCANNED_ROWS = 200  # a platform's canonical rows: enough to know which keys they carry
+
+
+def scan_columns(path: Path, fmt: str | None, options: ReadOptions) -> tuple[str, list[str]]:
+    """(format, column names): the CSV header, every key seen in a JSON/JSONL file, or the keys of a
+    platform's first canonical rows."""
+    fmt, rows = read_catalog(path, fmt, options)
     seen: dict[str, None] = {}
-    for _, row in read_rows(path, fmt):
+    for number, row in rows:
         if isinstance(row, BadRow):
             continue
         seen.update(dict.fromkeys(row))
-        if fmt in ("csv", "tsv"):
+        if fmt in ("csv", "tsv") or (fmt in PLATFORMS and number >= _SCANNED_ROWS):
             break
-    return list(seen)
+    if fmt in PLATFORMS:  # canonical rows name the fields themselves, even when no row has one yet
+        seen.update(dict.fromkeys(FIELDS))
+    return fmt, list(seen)
 
 
-def check_catalog(path: Path, *, mapping: dict[str, str] | None, fmt: str | None) -> int:
+def _columns(path: Path, fmt: str | None, mapping: dict[str, str] | None,
+             options: ReadOptions) -> tuple[str, ColumnMap]:
+    fmt, header = scan_columns(path, fmt, options)
+    if fmt in PLATFORMS:  # canonical rows: each field under its own name, unless mapped
+        return fmt, detect_columns(header, {**{f: f for f in FIELDS}, **(mapping or {})})
+    return fmt, detect_columns(header, mapping)
+
+
+def check_catalog(path: Path, *, mapping: dict[str, str] | None, fmt: str | None,
+                  options: ReadOptions | None = None) -> int:
     """Reads the whole file as ingest would and returns its row count; raises CatalogError if malformed."""
-    fmt = fmt or detect_format(path)
-    columns = detect_columns(scan_columns(path, fmt), mapping)
+    options = options or ReadOptions()
+    fmt, columns = _columns(path, fmt, mapping, options)
     rows = 0
-    for number, row in read_rows(path, fmt):
+    for number, row in read_catalog(path, fmt, options)[1]:
         to_record(number, row, columns)
         rows += 1
     return rows
 
 
+def field_sources(fmt: str, columns: ColumnMap) -> dict[str, str]:
+    """Which source field fed each product field, for the report."""
+    if fmt in PLATFORMS:
+        sources = dict(PLATFORMS[fmt].sources)
+        sources.update({f: c for f, c in columns.columns.items() if c != f})  # explicit --map wins
+        return sources
+    return dict(columns.columns)
+
+
 def plan_ingest(
     *, store: CollectionStore, path: Path, mapping: dict[str, str] | None, fmt: str | None, prune: bool,
-    report: IngestReport,
+    report: IngestReport, options: ReadOptions | None = None,
 ) -> IngestPlan:
     """Pass 1: validates every row and diffs against the store. Raises CatalogError on a malformed file."""
-    fmt = fmt or detect_format(path)
-    columns = detect_columns(scan_columns(path, fmt), mapping)
+    options = options or ReadOptions()
+    fmt, columns = _columns(path, fmt, mapping, options)
+    report.format = fmt
+    report.field_sources = field_sources(fmt, columns)
     hashes: dict[str, str] = {}
     first_row: dict[str, int] = {}
-    for number, row in read_rows(path, fmt):
+    for number, row in read_catalog(path, fmt, options)[1]:
         report.rows += 1
         record, problems = to_record(number, row, columns)
         if record is not None and record.id in hashes:
@@ -95,13 +124,16 @@ def plan_ingest(
         if record is None:
             report.failed += 1
             continue
+        report.count_fields(record)
         hashes[record.id] = record.content_hash
         first_row[record.id] = number
+    report.check_shares()
     stored = store.product_hashes()
     to_write = {pid for pid, digest in hashes.items() if stored.get(pid) != digest}
     report.unchanged = len(hashes) - len(to_write)
     to_delete = set(stored) - set(hashes) if prune else set()
-    return IngestPlan(columns=columns, fmt=fmt, first_row=first_row, to_write=to_write, to_delete=to_delete)
+    return IngestPlan(columns=columns, fmt=fmt, first_row=first_row, to_write=to_write, to_delete=to_delete,
+                      options=options)
 
 
 class Ingestor:
@@ -123,11 +155,12 @@ class Ingestor:
 
     def run(
         self, *, path: Path, mapping: dict[str, str] | None = None, fmt: str | None = None, prune: bool = False,
-        progress: Progress | None = None, report: IngestReport | None = None,
+        progress: Progress | None = None, report: IngestReport | None = None, options: ReadOptions | None = None,
     ) -> IngestReport:
         started = time.perf_counter()
         report = report or IngestReport(collection=self.store.name, source=str(path))
-        plan = plan_ingest(store=self.store, path=path, mapping=mapping, fmt=fmt, prune=prune, report=report)
+        plan = plan_ingest(store=self.store, path=path, mapping=mapping, fmt=fmt, prune=prune, report=report,
+                           options=options)
         stored_before = set(self.store.product_hashes())
         total = len(plan.to_write)
         done = 0
@@ -155,7 +188,7 @@ class Ingestor:
 
     def _batches(self, path: Path, plan: IngestPlan) -> Iterator[list[ProductRecord]]:
         batch: list[ProductRecord] = []
-        for number, row in read_rows(path, plan.fmt):
+        for number, row in read_catalog(path, plan.fmt, plan.options)[1]:
             record, _ = to_record(number, row, plan.columns)
             if record is None or record.id not in plan.to_write or plan.first_row.get(record.id) != number:
                 continue

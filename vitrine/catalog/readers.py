@@ -114,6 +114,11 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, RowOrError]]:
 
 
 def _parse_line(line: str) -> RowOrError:
+    value = _parse_value(line)
+    return value if isinstance(value, BadRow) else _as_row(value)
+
+
+def _parse_value(line: str) -> Any:
     if _DIGIT_RUN.search(line.encode("utf-8", "surrogatepass")):
         return BadRow(f"malformed JSON: a number of over {MAX_DIGITS} digits")
     try:
@@ -126,7 +131,16 @@ def _parse_line(line: str) -> RowOrError:
         return BadRow(f"malformed JSON: nested deeper than {MAX_DEPTH} levels")
     if _depth_over(value, MAX_DEPTH):
         return BadRow(f"malformed JSON: nested deeper than {MAX_DEPTH} levels")
-    return _as_row(value)
+    return value
+
+
+def check_json_text(text: str) -> Any:
+    """One JSON document held in memory (a JSON-LD block), with the guards of a catalog file: no
+    number too long to convert, no nesting deeper than MAX_DEPTH. Raises CatalogError."""
+    value = _parse_value(text)
+    if isinstance(value, BadRow):
+        raise CatalogError(value.message)
+    return value
 
 
 def _depth_over(value: Any, limit: int) -> bool:

@@ -43,14 +43,15 @@ def is_url(ref: str) -> bool:
     return ref.lower().startswith(("http://", "https://"))
 
 
-def resolve_local(ref: str, base_dir: Path) -> Path:
-    """The file `ref` names, relative to `base_dir`; refuses anything outside that folder (symlinks too)."""
+def resolve_local(ref: str, base_dir: Path, extra_roots: tuple[Path, ...] = ()) -> Path:
+    """The file `ref` names, relative to `base_dir`; refuses anything outside that folder (symlinks too)
+    and outside `extra_roots` (folders the user named, such as a Magento media folder)."""
     if "\x00" in ref:
         raise UnsafeSource("path holds a NUL byte", field="images")
     ref = ref.removeprefix("file://")
     base = base_dir.resolve()
     path = (base / ref).resolve()
-    if not path.is_relative_to(base):
+    if not any(path.is_relative_to(root) for root in (base, *(r.resolve() for r in extra_roots))):
         raise UnsafeSource(f"path {ref!r} points outside the catalog folder", field="images")
     return path
 
@@ -58,8 +59,10 @@ def resolve_local(ref: str, base_dir: Path) -> Path:
 class ImageFetcher:
     """Loads image bytes for catalog refs. URL downloads are cached on disk by URL."""
 
-    def __init__(self, *, base_dir: Path, cache_dir: Path, policy: FetchPolicy) -> None:
+    def __init__(self, *, base_dir: Path, cache_dir: Path, policy: FetchPolicy,
+                 extra_roots: tuple[Path, ...] = ()) -> None:
         self.base_dir = base_dir
+        self.extra_roots = extra_roots
         self.cache_dir = cache_dir
         self.policy = policy
         self._client: httpx.Client | None = None
@@ -73,7 +76,7 @@ class ImageFetcher:
         if is_url(ref):
             path = self._download(ref)
         else:
-            path = resolve_local(ref, self.base_dir)
+            path = resolve_local(ref, self.base_dir, self.extra_roots)
             if not path.is_file():
                 raise ImageError(f"image file not found: {ref}", field="images")
         size = path.stat().st_size

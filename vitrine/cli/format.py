@@ -50,6 +50,14 @@ def format_report(report: IngestReport, *, path: str | None, max_problems: int =
         f"images: {report.images} stored, {report.images_encoded} encoded, {report.images_cached} from cache; "
         f"{report.elapsed_s:.1f} s",
     ]
+    if report.format:
+        variants = f", {report.variants} variants" if report.variants else ""
+        lines.append(f"format: {report.format}{variants}")
+    if report.field_sources:
+        lines.append("fields: " + "; ".join(f"{k} <- {v}" for k, v in report.field_sources.items()))
+    if report.shares:
+        lines.append("products with: " + ", ".join(f"{k} {v:.0%}" for k, v in report.shares.items()))
+    lines += [f"warning: {w}" for w in report.warnings]
     if report.problems:
         lines.append(f"{len(report.problems)} problems:")
         for p in report.problems[:max_problems]:

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from vitrine import __version__
 from vitrine.catalog.columns import parse_mapping
+from vitrine.catalog.formats import FORMATS
 from vitrine.catalog.sources import is_url
 from vitrine.cli import look_commands, model_commands
 from vitrine.cli.format import format_collections, format_report, format_response, table
@@ -28,6 +29,7 @@ from vitrine.search.query import Query
 from vitrine.settings import Settings
 
 EXIT_CODES: dict[type[VitrineError], int] = {InvalidInput: 2, NotFound: 3, ModelUnavailable: 4, Conflict: 5}
+EXIT_ROWS_FAILED = 6  # `ingest`: the products were stored, but some rows of the catalog failed
 
 
 def _print(text: str = "") -> None:
@@ -70,12 +72,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details (JSON lines on stderr)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    ingest = sub.add_parser("ingest", help="add or update a collection from a CSV, JSON or JSONL catalog")
-    ingest.add_argument("catalog", help="a CSV/JSON/JSONL file or zip, or its http(s) URL")
+    ingest = sub.add_parser("ingest", help="add or update a collection from a catalog or a shop's export")
+    ingest.add_argument("catalog", help="a CSV/TSV/JSON/JSONL file, a Shopify, WooCommerce, Magento, Etsy, Google "
+                                        "Merchant or schema.org export, a zip, an http(s) URL, or a Shopify "
+                                        "store's https://shop/products.json")
     ingest.add_argument("--collection", "-c", required=True)
     ingest.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN",
-                        help="map a product field (id, title, description, category, colour, price, images)")
-    ingest.add_argument("--format", choices=["csv", "tsv", "json", "jsonl"])
+                        help="map a product field (id, title, description, category, colour, price, images) to a "
+                             "column or a dotted path into nested JSON (price=variants.0.price)")
+    ingest.add_argument("--format", choices=FORMATS, help="detected from the content when left out")
+    ingest.add_argument("--media-root", metavar="FOLDER_OR_URL",
+                        help="where a Magento export's image paths (/m/h/...) are: pub/media/catalog/product, or "
+                             "its base URL")
+    ingest.add_argument("--allow-failures", action="store_true",
+                        help=f"exit 0 even when rows failed (otherwise exit {EXIT_ROWS_FAILED})")
     ingest.add_argument("--prune", action="store_true", help="delete products that are no longer in the file")
     ingest.add_argument("--encoder", metavar="ENCODER",
                         help="for a new collection: builtin (default) or clip:<directory> of a local CLIP/SigLIP "
@@ -173,7 +183,7 @@ def cmd_ingest(engine: Engine, args: argparse.Namespace) -> int:
         else:
             catalog = Path(args.catalog)
         report = engine.ingest(args.collection, catalog, mapping=mapping, fmt=args.format, prune=args.prune,
-                               progress=update, encoder=args.encoder)
+                               progress=update, encoder=args.encoder, media_root=args.media_root)
     finally:
         if bar is not None:
             bar.close()
@@ -184,6 +194,9 @@ def cmd_ingest(engine: Engine, args: argparse.Namespace) -> int:
         _print_json({**report.as_dict(), "report_path": saved})
     else:
         _print(format_report(report, path=saved))
+    if report.failed and not args.allow_failures:
+        sys.stderr.write(f"error: {report.failed} rows failed (see the report); --allow-failures accepts them\n")
+        return EXIT_ROWS_FAILED
     return 0
 
 

@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 
 from vitrine.arrays import Array
+from vitrine.catalog.records import ProductRecord, Variant, category_segments
 from vitrine.errors import CollectionGone, Conflict
 from vitrine.index.store import Filters, Product, ProductImage, ProductWrite, VectorData
 
-SCHEMA_VERSION = 2  # 2: image feature rows end with the colour descriptor
+SCHEMA_VERSION = 3  # 2: image feature rows end with the colour descriptor; 3: products have variants
 # A query word found in one of these columns counts fully; found only in the description or the
 # attributes, it counts half.
 _STRONG_COLUMNS = "{id title category colour}"
@@ -46,7 +47,8 @@ CREATE TABLE IF NOT EXISTS products(
     attributes TEXT NOT NULL,
     content_hash TEXT NOT NULL,
     text_vector BLOB NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    variants TEXT NOT NULL DEFAULT '[]'
 );
 CREATE TABLE IF NOT EXISTS images(
     product_row INTEGER NOT NULL REFERENCES products(row) ON DELETE CASCADE,
@@ -105,6 +107,23 @@ def _values(field: str, raw: Any) -> Iterator[tuple[str, str, str, float | None]
             yield field, text, text.lower(), _number(text)
 
 
+def _filter_values(r: ProductRecord) -> list[tuple[str, str, str, float | None]]:
+    """Every (field, value, normalised value, number) a filter or facet can find the product by: its own
+    fields and attributes, each category path's leaf, and each variant's options, sku and price (a
+    `colour=Red` filter finds a hoodie that comes in red). Each value once per product."""
+    values: list[tuple[str, Any]] = [("category", r.category), ("colour", r.colour)]
+    values += [(normalise_field(k), v) for k, v in r.attributes.items()]
+    values += [("category", segments[-1]) for segments in map(category_segments, r.categories) if segments]
+    for variant in r.variants:
+        values += [(normalise_field(k), v) for k, v in variant.options.items()]
+        values.append(("sku", variant.sku))
+    found = {(f, v[2]): v for f, raw in values if raw not in (None, "") for v in _values(f, raw)}
+    prices = {r.price} | {v.price for v in r.variants}
+    for price in sorted(p for p in prices if p is not None):
+        found[("price", repr(price))] = ("price", repr(price), repr(price), price)
+    return list(found.values())
+
+
 def keyword_terms(query: str) -> list[str]:
     """The query's distinct words, stop words dropped, each quoted so no FTS syntax reaches SQLite."""
     words = [w for w in re.findall(r"\w+", query.lower()) if w not in _STOPWORDS]
@@ -139,7 +158,11 @@ class SqliteStore:
                     f"collection {self.name!r} was built by an older Vitrine whose image features lack colour; "
                     "delete it and ingest its catalog again"
                 )
-            if version < SCHEMA_VERSION:
+            if version == 2:  # products gained variants: old rows have none
+                self._db.executescript(
+                    f"BEGIN; ALTER TABLE products ADD COLUMN variants TEXT NOT NULL DEFAULT '[]'; "
+                    f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+            elif version < SCHEMA_VERSION:
                 self._db.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
 
     @contextmanager
@@ -231,16 +254,18 @@ class SqliteStore:
                 r = product.record
                 row = db.execute(
                     """INSERT INTO products(id, title, description, category, colour, price, attributes,
-                                            content_hash, text_vector, updated_at)
-                       VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                            content_hash, text_vector, updated_at, variants)
+                       VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                        ON CONFLICT(id) DO UPDATE SET title=excluded.title, description=excluded.description,
                          category=excluded.category, colour=excluded.colour, price=excluded.price,
                          attributes=excluded.attributes, content_hash=excluded.content_hash,
-                         text_vector=excluded.text_vector, updated_at=excluded.updated_at
+                         text_vector=excluded.text_vector, updated_at=excluded.updated_at,
+                         variants=excluded.variants
                        RETURNING row""",
                     (r.id, r.title, r.description, r.category, r.colour, r.price,
                      json.dumps(r.attributes, ensure_ascii=False, default=str), r.content_hash,
-                     np.asarray(product.text_vector, dtype=np.float32).tobytes(), now),
+                     np.asarray(product.text_vector, dtype=np.float32).tobytes(), now,
+                     json.dumps([v.as_dict() for v in r.variants], ensure_ascii=False, default=str)),
                 ).fetchone()[0]
                 self._clear_children(db, row)
                 db.executemany(
@@ -248,21 +273,17 @@ class SqliteStore:
                     [(row, i, im.ref, im.path, im.sha256, np.asarray(im.features, dtype=np.float32).tobytes())
                      for i, im in enumerate(product.images)],
                 )
-                values = [("category", r.category), ("colour", r.colour)]
-                values += [(normalise_field(k), v) for k, v in r.attributes.items()]
-                rows = [(row, *v) for f, raw in values if raw not in (None, "") for v in _values(f, raw)]
-                if r.price is not None:
-                    rows.append((row, "price", repr(r.price), repr(r.price), r.price))
                 db.executemany(
                     "INSERT INTO product_values(product_row, field, value, value_norm, num) VALUES(?, ?, ?, ?, ?)",
-                    rows,
+                    [(row, *v) for v in _filter_values(r)],
                 )
                 attribute_text = " ".join(str(v) for v in r.attributes.values() if isinstance(v, str | int | float))
+                category_text = " ".join(r.categories) or r.attributes.get("category_path", r.category)
                 db.execute(
                     "INSERT INTO products_fts(rowid, id, title, category, colour, description, attributes) "
                     "VALUES(?, ?, ?, ?, ?, ?, ?)",
-                    (row, r.id, r.title, r.attributes.get("category_path", r.category), r.colour, r.description,
-                     attribute_text),
+                    (row, r.id, r.title, f"{category_text} {r.category}" if r.categories else category_text,
+                     " ".join(r.colours), r.description, attribute_text),
                 )
 
     @staticmethod
@@ -317,7 +338,7 @@ class SqliteStore:
         with self._locked():
             marks = ",".join("?" * len(ids))
             rows = self._db.execute(
-                f"SELECT row, id, title, description, category, colour, price, attributes FROM products "
+                f"SELECT row, id, title, description, category, colour, price, attributes, variants FROM products "
                 f"WHERE id IN ({marks})", list(ids),
             ).fetchall()
             by_row = {r[0]: r for r in rows}
@@ -330,7 +351,8 @@ class SqliteStore:
                     images.setdefault(prow, []).append(ProductImage(pos, ref, path, sha))
         products = {
             r[1]: Product(id=r[1], title=r[2], description=r[3], category=r[4], colour=r[5], price=r[6],
-                          attributes=json.loads(r[7]), images=tuple(images.get(r[0], ())))
+                          attributes=json.loads(r[7]), images=tuple(images.get(r[0], ())),
+                          variants=tuple(Variant.from_dict(v) for v in json.loads(r[8])))
             for r in rows
         }
         return [products[i] for i in ids if i in products]

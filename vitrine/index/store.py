@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from vitrine.arrays import Array
-from vitrine.catalog.records import ProductRecord
+from vitrine.catalog.records import ProductRecord, Variant
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,7 @@ class Product:
     price: float | None
     attributes: dict[str, Any]
     images: tuple[ProductImage, ...]
+    variants: tuple[Variant, ...] = ()
 
     @property
     def main_image(self) -> ProductImage | None:

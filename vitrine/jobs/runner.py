@@ -111,8 +111,9 @@ class JobRunner:
     # -- jobs -------------------------------------------------------------------------------------
 
     def submit_ingest(self, collection: str, catalog: Path, *, mapping: dict[str, str] | None = None,
-                      fmt: str | None = None, prune: bool = False) -> Job:
-        params: dict[str, Any] = {"catalog": str(catalog), "mapping": mapping or {}, "format": fmt, "prune": prune}
+                      fmt: str | None = None, prune: bool = False, media_root: str | None = None) -> Job:
+        params: dict[str, Any] = {"catalog": str(catalog), "mapping": mapping or {}, "format": fmt, "prune": prune,
+                                  "media_root": media_root}
         return self._submit("ingest", collection, params)
 
     def submit_train(self, collection: str, *, seed: int = 0, epochs: int | None = None) -> Job:
@@ -141,7 +142,7 @@ class JobRunner:
         def work(job: Job, check: Callable[[int, int], None]) -> dict[str, Any]:
             p = job.params
             report = self.engine.ingest(job.collection or "", Path(p["catalog"]), mapping=p["mapping"] or None,
-                                        fmt=p["format"], prune=p["prune"],
+                                        fmt=p["format"], prune=p["prune"], media_root=p.get("media_root"),
                                         progress=lambda done, total, images: check(done, total))
             return report.as_dict()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from vitrine.catalog.records import has_lone_surrogate
+from vitrine.catalog.records import Variant, has_lone_surrogate
 from vitrine.errors import InvalidInput
 from vitrine.index.store import Filters
 
@@ -99,13 +99,18 @@ class Hit:
     matched_image_position: int | None
     score: float
     scores: dict[str, float]
+    main_image_position: int | None = None
+    variant: Variant | None = None  # the variant shown: price, colour and photo are its own
+    variants: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "collection": self.collection, "id": self.id, "title": self.title, "price": self.price,
             "category": self.category, "colour": self.colour, "main_image": self.main_image,
+            "main_image_position": self.main_image_position,
             "matched_image": self.matched_image, "matched_image_position": self.matched_image_position,
             "score": round(self.score, 6), "scores": {k: round(v, 6) for k, v in self.scores.items()},
+            "variant": self.variant.as_dict() if self.variant else None, "variants": self.variants,
         }
 
 

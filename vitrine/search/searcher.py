@@ -26,6 +26,7 @@ from vitrine.models.text_encoder import TextEncoder
 from vitrine.search.cache import LruCache
 from vitrine.search.query import Hit, Query, SearchResponse
 from vitrine.search.scoring import fuse, image_search_vectors, normalise_rows, top_indices
+from vitrine.search.variants import choose_variant
 
 ANN_CANDIDATES = 2000
 RESCORE_MARGIN = 200  # candidates past the page that are re-scored exactly
@@ -132,7 +133,7 @@ class Searcher:
         ranked = final[top_indices(totals[final], wanted)][query.offset :]
         scored_at = time.perf_counter()
 
-        hits = self._hits(ranked, scored, owner, local, totals)
+        hits = self._hits(query, ranked, scored, owner, local, totals)
         done = time.perf_counter()
         return SearchResponse(
             hits=hits,
@@ -303,7 +304,7 @@ class Searcher:
 
     @staticmethod
     def _hits(
-        ranked: Array, scored: list[_Scored], owner: Array, local: Array, totals: Array
+        query: Query, ranked: Array, scored: list[_Scored], owner: Array, local: Array, totals: Array
     ) -> list[Hit]:
         wanted: dict[int, list[str]] = {}
         for i in ranked:
@@ -325,10 +326,18 @@ class Searcher:
                 matched_pos = int(s.vectors.data.image_position[s.matched_image[li]])
                 matched_ref = next((im.ref for im in product.images if im.position == matched_pos), None)
             main = product.main_image
+            variant = choose_variant(product, text=query.text, filters=query.filters, matched_image=matched_ref)
+            price, colour = product.price, product.colour
+            if variant is not None:
+                price = variant.price if variant.price is not None else price
+                colour = variant.colour or colour
+                main = next((im for im in product.images if im.ref in variant.image_refs), main)
             hits.append(Hit(
-                collection=s.target.name, id=product.id, title=product.title, price=product.price,
-                category=product.category, colour=product.colour, main_image=main.ref if main else None,
+                collection=s.target.name, id=product.id, title=product.title, price=price,
+                category=product.category, colour=colour, main_image=main.ref if main else None,
+                main_image_position=main.position if main else None,
                 matched_image=matched_ref, matched_image_position=matched_pos, score=float(totals[i]),
-                scores={k: float(v[li]) for k, v in s.signals.items()},
+                scores={k: float(v[li]) for k, v in s.signals.items()}, variant=variant,
+                variants=len(product.variants),
             ))
         return hits

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from vitrine.api.auth import Read, Write
 from vitrine.api.deps import EngineDep
 from vitrine.api.schemas import Strict
+from vitrine.catalog.formats import FORMATS
 from vitrine.engine import check_collection_name
 from vitrine.errors import InvalidInput
 from vitrine.jobs.runner import JobRunner
@@ -37,11 +38,19 @@ class JobOut(BaseModel):
     finished_at: float | None
 
 
+FORMAT_PATTERN = "^(" + "|".join(FORMATS) + ")$"
+# Over HTTP the media root can only be a base URL: a server folder named by a client could be any folder.
+MEDIA_ROOT_PATTERN = "^https?://"
+
+
 class IngestByUrl(Strict):
-    url: str = Field(..., max_length=2048, description="http(s) URL of a CSV/JSON/JSONL catalog or a zip")
-    mapping: dict[str, str] = Field(default_factory=dict, description="product field -> column")
-    format: str | None = Field(None, pattern="^(csv|tsv|json|jsonl)$")
+    url: str = Field(..., max_length=2048, description="http(s) URL of a catalog or a zip; a Shopify store's "
+                     "/products.json is read page by page")
+    mapping: dict[str, str] = Field(default_factory=dict, description="product field -> column or dotted path")
+    format: str | None = Field(None, pattern=FORMAT_PATTERN, description="detected from the content when left out")
     prune: bool = False
+    media_root: str | None = Field(None, max_length=2048, pattern=MEDIA_ROOT_PATTERN,
+                                   description="base URL of a Magento export's image paths")
 
 
 def _runner(request: Request) -> JobRunner:
@@ -72,15 +81,17 @@ def ingest_upload(
     engine: EngineDep,
     file: Annotated[UploadFile, File(description="The catalog, or a zip of it with its photos")],
     mapping: Annotated[str, Form(description='JSON object, e.g. {"id": "sku"}')] = "{}",
-    format: Annotated[str | None, Form(pattern="^(csv|tsv|json|jsonl)$")] = None,  # noqa: A002
+    format: Annotated[str | None, Form(pattern=FORMAT_PATTERN)] = None,  # noqa: A002
     prune: Annotated[bool, Form()] = False,
+    media_root: Annotated[str | None, Form(max_length=2048, pattern=MEDIA_ROOT_PATTERN)] = None,
 ) -> dict[str, Any]:
     check_collection_name(name)
     columns = _mapping(mapping)
     # A malformed file is a 4xx here, not a failed job.
     catalog = engine.save_catalog_upload(file.file, file.filename or "catalog", mapping=columns or None, fmt=format)
     request.app.state.metrics.ingest_submitted.inc()
-    return _runner(request).submit_ingest(name, catalog, mapping=columns, fmt=format, prune=prune).as_dict()
+    return _runner(request).submit_ingest(name, catalog, mapping=columns, fmt=format, prune=prune,
+                                          media_root=media_root).as_dict()
 
 
 @router.post(
@@ -94,7 +105,8 @@ def ingest_url(name: str, body: IngestByUrl, request: Request, engine: EngineDep
     check_collection_name(name)
     catalog = engine.fetch_catalog(body.url, mapping=body.mapping or None, fmt=body.format)
     request.app.state.metrics.ingest_submitted.inc()
-    job = _runner(request).submit_ingest(name, catalog, mapping=body.mapping, fmt=body.format, prune=body.prune)
+    job = _runner(request).submit_ingest(name, catalog, mapping=body.mapping, fmt=body.format, prune=body.prune,
+                                         media_root=body.media_root)
     return job.as_dict()
 
 

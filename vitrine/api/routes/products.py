@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse
 from vitrine.api.auth import Read, Write
 from vitrine.api.deps import EngineDep
 from vitrine.api.forms import parse_json_part, read_upload
-from vitrine.api.schemas import ImageOut, ProductIn, ProductOut, SearchOut, SimilarRequest
+from vitrine.api.schemas import ImageOut, ProductIn, ProductOut, SearchOut, SimilarRequest, VariantOut
 from vitrine.catalog.records import record_from_fields
 from vitrine.engine import check_collection_name
 from vitrine.errors import NotFound
@@ -38,6 +38,7 @@ def _product_out(collection: str, p: Product) -> ProductOut:
         price=p.price,
         attributes=p.attributes,
         images=[ImageOut(position=im.position, ref=im.ref, url=f"{base}/{im.position}") for im in p.images],
+        variants=[VariantOut(**v.as_dict()) for v in p.variants],
     )
 
 

@@ -1,0 +1,77 @@
+"""What every shop-export reader shares: its description, and the canonical row it yields.
+
+A platform reader turns the export's own shape (many rows per product, nested variants, XML items)
+into one canonical row per product: the keys of `columns.FIELDS` plus `categories` (every category
+path) and `variants` (a list of variant objects, see `records.parse_variants`); every other key is
+kept as an attribute. `records.to_record` then treats it like any row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vitrine.catalog.readers import BadRow, Row, RowOrError
+
+Rows = Iterator[tuple[int, RowOrError]]
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """`media_root`: the folder or base URL that a Magento export's image paths (`/m/h/mh01.jpg`) are under."""
+
+    media_root: str | None = None
+
+
+@dataclass(frozen=True)
+class Platform:
+    """One export format: its name for `--format`, its label, and which of its fields feed each product field."""
+
+    name: str
+    label: str
+    sources: Mapping[str, str]
+    read: Callable[[Path, ReadOptions], Rows] = field(compare=False)
+
+
+def present(value: Any) -> bool:
+    return value is not None and not (isinstance(value, str) and not value.strip()) and value != []
+
+
+def split_list(text: Any, separator: str = ",") -> list[str]:
+    """`'a, b,,c'` -> ['a', 'b', 'c']; a list is kept (its empty items dropped)."""
+    if isinstance(text, list):
+        return [str(v).strip() for v in text if present(v)]
+    if not present(text):
+        return []
+    return [part.strip() for part in str(text).split(separator) if part.strip()]
+
+
+def kept(row: Mapping[str, Any], used: Iterable[str]) -> dict[str, Any]:
+    """The row's non-empty cells that no product field took: they stay as attributes."""
+    skip = set(used)
+    return {key: value for key, value in row.items() if key not in skip and present(value)}
+
+
+def grouped(rows: Rows, key: Callable[[Row], str | None]) -> Iterator[tuple[int, list[Row] | BadRow]]:
+    """Rows gathered by `key` in the order each group first appears, numbered by its first row; a row
+    whose key is None is a group of its own. Exports list a product's rows together, but nothing
+    guarantees it, so groups are held in memory (a few KB per product)."""
+    groups: dict[str, tuple[int, list[Row]]] = {}
+    order: list[tuple[int, str | None, list[Row] | BadRow]] = []
+    for number, row in rows:
+        if isinstance(row, BadRow):
+            order.append((number, None, row))
+            continue
+        group_key = key(row)
+        if group_key is None:
+            order.append((number, None, [row]))
+        elif group_key in groups:
+            groups[group_key][1].append(row)
+        else:
+            first = [row]
+            groups[group_key] = (number, first)
+            order.append((number, group_key, first))
+    for number, _, group in order:
+        yield number, group
