@@ -26,7 +26,7 @@ from vitrine.catalog.ingest import Ingestor, Progress, check_catalog
 from vitrine.catalog.records import ProductRecord
 from vitrine.catalog.report import IngestReport
 from vitrine.catalog.sources import FetchPolicy, ImageFetcher, fetch_once, is_url
-from vitrine.catalog.uploads import discard_upload, save_upload
+from vitrine.catalog.uploads import CATALOG_SUFFIXES, discard_upload, save_upload
 from vitrine.errors import Busy, CollectionGone, Conflict, ImageError, InvalidInput, ModelUnavailable, NotFound
 from vitrine.files import write_atomic
 from vitrine.index.sqlite_store import SqliteStore
@@ -434,7 +434,9 @@ class Engine:
                                        max_bytes=s.max_catalog_upload_bytes)
         else:
             data = fetch_once(url, policy, field="url")
-        name = urlsplit(url).path.rsplit("/", 1)[-1] or "catalog.csv"
+        name = urlsplit(url).path.rsplit("/", 1)[-1] or "catalog"
+        if not name.lower().endswith((*CATALOG_SUFFIXES, ".zip")):
+            name += ".txt"  # a feed URL without a suffix (/feeds/google): its content tells its format
         return self.save_catalog_upload(io.BytesIO(data), name, mapping=mapping, fmt=fmt)
 
     def _fetch_policy(self) -> FetchPolicy:

@@ -268,13 +268,14 @@ def parse_availability(value: Any) -> bool | None:
     return None
 
 
-def parse_variants(value: Any, product_id: str) -> tuple[tuple[Variant, ...], list[str]]:
+def parse_variants(value: Any, product_id: str) -> tuple[tuple[Variant, ...], list[str], str | None]:
     """A list of variant objects (Vitrine's own shape, or any with sku/price/colour/size keys) ->
-    variants, and the problems met (bad prices)."""
+    variants, the problems met (bad prices), and the currency their prices named."""
     if not isinstance(value, list):
-        return (), []
+        return (), [], None
     variants: list[Variant] = []
     problems: list[str] = []
+    currencies: list[str] = []
     seen: set[str] = set()
     for index, item in enumerate(value):
         if not isinstance(item, dict):
@@ -291,7 +292,11 @@ def parse_variants(value: Any, product_id: str) -> tuple[tuple[Variant, ...], li
                 options.setdefault(name, _text(raw))
         price = None
         try:
-            price = parse_price(item.get("price"))
+            money = parse_money(item.get("price"))
+            if money is not None:
+                price = money.amount
+                if money.currency:
+                    currencies.append(money.currency)
         except (ValueError, TypeError):
             problems.append(f"variant {sku}: bad price {_text(item.get('price'))[:40]!r}")
         available = parse_availability(
@@ -304,7 +309,7 @@ def parse_variants(value: Any, product_id: str) -> tuple[tuple[Variant, ...], li
                                                                          single_line=True),
                                 options=options, price=price, available=available, image_refs=images,
                                 attributes=extra))
-    return tuple(variants), problems
+    return tuple(variants), problems, currencies[0] if currencies else None
 
 
 def _categories(value: Any) -> list[str]:
@@ -346,7 +351,9 @@ def to_record(number: int, row: RowOrError, columns: ColumnMap) -> tuple[Product
     except (ValueError, TypeError):
         problems.append(Problem(number, product_id, "price", f"bad price {_text(get('price'))[:40]!r}", "warning"))
 
-    variants, variant_problems = parse_variants(row.get("variants"), product_id)
+    variants, variant_problems, currency = parse_variants(row.get("variants"), product_id)
+    if currency and "currency" not in attributes:
+        attributes["currency"] = currency
     problems += [Problem(number, product_id, "variants", message, "warning") for message in variant_problems]
     if price is None:  # a product's price is its lowest variant's ("from 39.00")
         prices = [v.price for v in variants if v.price is not None]

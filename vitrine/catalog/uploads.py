@@ -14,7 +14,10 @@ from typing import BinaryIO
 
 from vitrine.errors import CatalogError, TooLarge, UnsafeSource
 
-CATALOG_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".ndjson")
+# In a zip, the catalog is found by its suffix among the photos (a README.txt is not a catalog); a file
+# uploaded alone may also be a feed (.txt, .xml) or a saved product page (.html): its content decides.
+ARCHIVE_CATALOG_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".ndjson", ".xml", ".jsonld")
+CATALOG_SUFFIXES = (*ARCHIVE_CATALOG_SUFFIXES, ".txt", ".rss", ".atom", ".html", ".htm")
 MAX_ARCHIVE_MEMBERS = 200_000
 MAX_NAME_BYTES = 255  # per path component, as most file systems allow
 MAX_PATH_CHARS = 1024
@@ -87,10 +90,10 @@ def _unpack(archive: Path, into: Path, max_bytes: int) -> Path:
                            field="file") from None
     archive.unlink()
     root = into.resolve()
-    catalogs = sorted((p for p in root.rglob("*") if p.suffix.lower() in CATALOG_SUFFIXES and p.is_file()),
+    catalogs = sorted((p for p in root.rglob("*") if p.suffix.lower() in ARCHIVE_CATALOG_SUFFIXES and p.is_file()),
                       key=lambda p: (len(p.relative_to(root).parts), p.name != "catalog" + p.suffix, str(p)))
     if not catalogs:
-        raise CatalogError("the archive holds no .csv, .json or .jsonl catalog", field="file")
+        raise CatalogError(f"the archive holds no catalog ({', '.join(ARCHIVE_CATALOG_SUFFIXES)})", field="file")
     return catalogs[0]
 
 

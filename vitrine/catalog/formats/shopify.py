@@ -97,11 +97,9 @@ def fetch_store(url: str, fetch: Callable[[str], bytes], *, max_bytes: int) -> b
             raise CatalogError(f"page {page} of {url} is not a Shopify products.json", field="url") from None
         if not isinstance(found, list):
             raise CatalogError(f"page {page} of {url} holds no products list", field="url")
-        if not found:
+        if not found:  # not a short page: a store may serve fewer than asked per page
             break
         products += found
-        if len(found) < PAGE_SIZE and page > 1:
-            break
     return json.dumps({"products": products}, ensure_ascii=False).encode()
 
 

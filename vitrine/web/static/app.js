@@ -98,6 +98,7 @@ function card(hit) {
         el("div", { class: "title", text: hit.title }),
         el("div", { class: "meta", text: [hit.colour, hit.category].filter(Boolean).join(" · ") }),
         el("div", { text: price(hit.price) }),
+        hit.variant ? el("div", { class: "meta variant", text: `${Object.values(hit.variant.options).join(" / ")}${hit.variants > 1 ? ` · ${hit.variants} variants` : ""}` }) : null,
         el("div", { class: "score", title: `score ${hit.score.toFixed(3)}` }, el("span", { style: `width:${top * 100}%` })),
         el("div", { class: "meta", text: `score ${hit.score.toFixed(3)}${hit.matched_image_position ? ` · matched photo ${hit.matched_image_position + 1}` : ""}` }))));
 }
@@ -243,7 +244,8 @@ async function productPage(collection, id) {
         el("p", { class: "meta", text: `${collection} · ${product.id}` }),
         el("p", { text: price(product.price) }),
         attrs,
-        product.description ? el("p", { text: product.description }) : null)),
+        product.variants.length ? variantTable(product.variants) : null,
+        product.description ? el("p", { class: "description", text: product.description }) : null)),
     el("h2", { text: "More like this" }), similar);
   try {
     const response = await api(`/collections/${encodeURIComponent(collection)}/products/${encodeURIComponent(id)}/similar`,
@@ -252,6 +254,16 @@ async function productPage(collection, id) {
   } catch (e) {
     similar.append(el("li", { class: "error", text: e.message }));
   }
+}
+
+function variantTable(variants) {
+  const names = [...new Set(variants.flatMap((v) => Object.keys(v.options)))];
+  return el("table", { class: "variants" },
+    el("caption", { text: `${variants.length} variants` }),
+    el("thead", {}, el("tr", {}, [...names, "price", "in stock", "sku"].map((h) => el("th", { text: h })))),
+    el("tbody", {}, variants.map((v) => el("tr", {},
+      [...names.map((n) => v.options[n] || "—"), price(v.price), v.available === null ? "—" : v.available ? "yes" : "no", v.sku]
+        .map((t) => el("td", { text: String(t) }))))));
 }
 
 // -- shop the look -------------------------------------------------------------------------------

@@ -1,0 +1,154 @@
+"""The cell-level rules shop exports need: HTML to text, prices as locales write them, category
+paths, dotted --map paths, content-based format detection, and what the report and the CLI say."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+import shop_exports as shop
+from conftest import LUMA, luma_rows, write_catalog
+from test_cli import run_main
+
+from vitrine.catalog.cleaning import Money, html_to_text, parse_money
+from vitrine.catalog.columns import detect_columns, lookup
+from vitrine.catalog.formats import detect_format
+from vitrine.catalog.records import choose_category, to_record
+from vitrine.engine import Engine
+from vitrine.errors import CatalogError
+from vitrine.index.sqlite_store import SqliteStore
+from vitrine.search.query import Query
+
+
+def test_html_becomes_text() -> None:
+    html = ('<p>Warm &amp; soft.</p><ul><li>Two-tone</li><li>Machine&nbsp;wash</li></ul>'
+            '<script>alert(1)</script><style>p{}</style><p>Caf&eacute; &#8364;5<br>next line</p>')
+    assert html_to_text(html) == "Warm & soft.\n• Two-tone\n• Machine wash\nCafé €5\nnext line"
+    assert html_to_text("<b>Chaz</b>  Hoodie", single_line=True) == "Chaz Hoodie"
+    assert html_to_text("5 < 6 and 7 > 3") == "5 < 6 and 7 > 3"  # not markup: left alone
+    assert html_to_text("Tom & Jerry tee") == "Tom & Jerry tee"
+
+
+@pytest.mark.parametrize(("cell", "money"), [
+    ("52", Money(52.0, None)),
+    (52, Money(52.0, None)),
+    ("$1,299.00", Money(1299.0, None)),  # "$" is several currencies: none is guessed
+    ("1.299,00 EUR", Money(1299.0, "EUR")),
+    ("1 299,00 €", Money(1299.0, "EUR")),
+    ("52,00 €", Money(52.0, "EUR")),
+    ("15.00 USD", Money(15.0, "USD")),
+    ("GBP 1,299", Money(1299.0, "GBP")),
+    ("1.299.000 KRW", Money(1299000.0, "KRW")),
+    ("0.5", Money(0.5, None)),
+])
+def test_prices_as_locales_write_them(cell: object, money: Money) -> None:
+    assert parse_money(cell) == money
+
+
+@pytest.mark.parametrize("cell", ["free", "-5", "1.2.3", "nan", True])
+def test_bad_prices_are_refused(cell: object) -> None:
+    with pytest.raises(ValueError):
+        parse_money(cell)
+
+
+def test_the_most_specific_category_outside_merchandising_branches() -> None:
+    paths = ["Default Category/Collections/Eco Friendly", "Default Category/Men/Tops/Hoodies & Sweatshirts",
+             "Default Category/Men"]
+    assert choose_category(paths) == "Hoodies & Sweatshirts"
+    assert choose_category(["Home > Sale", "Home > Women > Dresses"]) == "Dresses"
+    assert choose_category(["Collections/New Luma Yoga Collection"]) == "New Luma Yoga Collection"
+
+
+def test_dotted_paths_reach_into_nested_json(tmp_path: Path) -> None:
+    row = {"id": "A", "variants": [{"price": "19.50"}, {"price": "21"}], "offers": [{"price": 7}], "a.b": 1}
+    assert lookup(row, "variants.0.price") == "19.50" and lookup(row, "variants.1.price") == "21"
+    assert lookup(row, "offers.price") == 7 and lookup(row, "a.b") == 1 and lookup(row, "variants.9.price") is None
+    columns = detect_columns(row.keys(), {"price": "variants.1.price"})
+    record, _ = to_record(1, row, columns)
+    assert record is not None and record.price == 21.0
+    with pytest.raises(CatalogError, match="not in the catalog"):
+        detect_columns(row.keys(), {"price": "nothing.0.price"})
+
+
+def test_formats_are_detected_from_the_content(tmp_path: Path) -> None:
+    items = shop.google_items(shop.shop_products()[:1], "http://shop.example")
+    cases = {
+        "feed.txt": (shop.google_tsv(items), "google-tsv"),
+        "feed.csv": (shop.google_tsv(items), "google-tsv"),  # tab-separated, whatever its name says
+        "export.txt": (shop.shopify_csv(shop.shop_products()[:1], "http://x"), "shopify-csv"),
+        "feed": (shop.google_rss(items), "google-xml"),
+        "products.json": (json.dumps({"products": shop.shopify_products_json(shop.shop_products()[:1], "x")}),
+                          "shopify-json"),
+        "plain.json": (json.dumps([{"id": 1}]), "json"),
+        "plain.txt": ("id\ttitle\n1\tTee\n", "tsv"),
+        "plain.csv": ("id,title\n1,Tee\n", "csv"),
+        "lines.data": ('{"id": 1}\n{"id": 2}\n', "jsonl"),
+    }
+    for name, (text, expected) in cases.items():
+        assert detect_format(shop.write(tmp_path, name, text)) == expected, name
+    with pytest.raises(CatalogError, match="neither a Google Merchant feed"):
+        detect_format(shop.write(tmp_path, "page.html", "<html><body>no data</body></html>"))
+
+
+def test_markup_never_reaches_the_keyword_index(engine: Engine, tmp_path: Path) -> None:
+    products = shop.shop_products()
+    items = shop.shopify_products_json(products, ".")  # photos beside the catalog
+    folder = write_catalog(tmp_path / "c", [r for r in luma_rows() if r["product_id"] in shop.PICKED]).parent
+    catalog = shop.write(folder, "products.json", json.dumps({"products": items}))
+    report = engine.ingest("html", catalog)
+    assert report.added == 5
+    for markup in ("ul li", "amp nbsp", "p"):
+        hits = engine.search(Query(text=markup, collection="html")).hits
+        assert len(hits) == 5 and all(h.scores["keyword"] == 0 for h in hits), markup
+    assert "<" not in engine.get_product("html", "chaz-kangeroo-hoodie").description
+    # The shape of a Shopify export read as plain JSON, with its price mapped by a dotted path.
+    plain = engine.ingest("plain", catalog, fmt="json", mapping={"price": "variants.1.price", "id": "handle"})
+    assert plain.added == 5 and plain.field_sources["price"] == "variants.1.price"
+    assert engine.get_product("plain", "chaz-kangeroo-hoodie").price == 57.0
+
+
+def test_the_report_says_where_fields_came_from_and_what_is_missing(engine: Engine, tmp_path: Path) -> None:
+    rows = [{"sku": r["product_id"], "name": r["title"], "images": r["images"]} for r in luma_rows()[:4]]
+    catalog = write_catalog(tmp_path / "c", rows)
+    report = engine.ingest("bare", catalog)
+    assert report.field_sources == {"id": "sku", "title": "name", "images": "images"}
+    assert report.shares == {"price": 0.0, "colour": 0.0, "category": 0.0, "images": 1.0}
+    assert "no product has a price (no column found for it; map one with --map)" in report.warnings
+    saved = json.loads(Path(engine.store("bare").meta()["last_ingest_report"]).read_text())
+    assert saved["warnings"] == report.warnings and saved["format"] == "csv"
+
+
+def test_cli_exits_6_when_rows_failed(capsys: pytest.CaptureFixture[str], tmp_path: Path, settings: object) -> None:
+    rows = [r for r in luma_rows() if r["product_id"] in ("MH01", "MH02")]
+    catalog = write_catalog(tmp_path / "c", rows)
+    with catalog.open("a") as fh:
+        fh.write(",".join(["", "no id"] + [""] * (len(rows[0]) - 2)) + "\n")
+    home = settings.home  # type: ignore[attr-defined]
+    code, out, err = run_main(capsys, home, "ingest", str(catalog), "-c", "shop", "--no-progress")
+    assert code == 6 and "1 rows failed" in err and "format: csv" in out and "products with: price 100%" in out
+    assert Engine(settings).store("shop").count() == 2  # type: ignore[arg-type]  # the good rows were kept
+    code, out, err = run_main(capsys, home, "ingest", str(catalog), "-c", "shop", "--no-progress",
+                              "--allow-failures")
+    assert code == 0
+
+
+def test_collections_of_the_previous_schema_open_and_gain_variants(tmp_path: Path, settings: object) -> None:
+    rows = [r for r in luma_rows() if r["product_id"] in ("MH01",)]
+    catalog = write_catalog(tmp_path / "c", rows)
+    with Engine(settings) as engine:  # type: ignore[arg-type]
+        engine.ingest("old", catalog)
+        path = engine.store("old").path
+    db = sqlite3.connect(path)
+    db.execute("ALTER TABLE products DROP COLUMN variants")
+    db.execute("PRAGMA user_version=2")
+    db.commit()
+    db.close()
+    store = SqliteStore(path, name="old")
+    try:
+        (product,) = store.get_products(["MH01"])
+        assert product.title == "Chaz Kangeroo Hoodie" and product.variants == ()
+    finally:
+        store.close()
+    assert LUMA.is_dir()
