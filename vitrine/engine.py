@@ -53,7 +53,8 @@ log = logging.getLogger(__name__)
 COLLECTION_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 IMAGE_MODEL = "efficientnet-lite0"
 TEXT_MODEL = "all-minilm-l6-v2"
-FACET_FIELDS = ("category", "colour")
+# Fields whose value counts a search can ask for: held in memory per collection (a few bytes a value).
+FACET_FIELDS = ("category", "colour", "size", "brand", "gender")
 MAX_PHOTOS_PER_PRODUCT = 20
 
 

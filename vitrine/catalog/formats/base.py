@@ -54,24 +54,28 @@ def kept(row: Mapping[str, Any], used: Iterable[str]) -> dict[str, Any]:
     return {key: value for key, value in row.items() if key not in skip and present(value)}
 
 
-def grouped(rows: Rows, key: Callable[[Row], str | None]) -> Iterator[tuple[int, list[Row] | BadRow]]:
-    """Rows gathered by `key` in the order each group first appears, numbered by its first row; a row
-    whose key is None is a group of its own. Exports list a product's rows together, but nothing
-    guarantees it, so groups are held in memory (a few KB per product)."""
-    groups: dict[str, tuple[int, list[Row]]] = {}
-    order: list[tuple[int, str | None, list[Row] | BadRow]] = []
-    for number, row in rows:
+def grouped(read: Callable[[], Rows], key: Callable[[Row], str | None]) -> Iterator[tuple[int, list[Row] | BadRow]]:
+    """Rows gathered by `key`, each group numbered by its first row; a row whose key is None is a group
+    of its own. The rows are read twice: the first pass notes where each group ends, the second yields
+    a group as soon as its last row is read. Only groups still open are held, so an export that lists
+    a product's rows together (as platforms do) is read a product at a time, and one that does not
+    still reads right."""
+    last: dict[str, int] = {}
+    for index, (_, row) in enumerate(read()):
+        if not isinstance(row, BadRow) and (group_key := key(row)) is not None:
+            last[group_key] = index
+    open_groups: dict[str, tuple[int, list[Row]]] = {}
+    for index, (number, row) in enumerate(read()):
         if isinstance(row, BadRow):
-            order.append((number, None, row))
+            yield number, row
             continue
         group_key = key(row)
         if group_key is None:
-            order.append((number, None, [row]))
-        elif group_key in groups:
-            groups[group_key][1].append(row)
-        else:
-            first = [row]
-            groups[group_key] = (number, first)
-            order.append((number, group_key, first))
-    for number, _, group in order:
-        yield number, group
+            yield number, [row]
+            continue
+        first, members = open_groups.setdefault(group_key, (number, []))
+        members.append(row)
+        if last.get(group_key, index) <= index:
+            del open_groups[group_key]
+            yield first, members
+    yield from open_groups.values()  # the file changed between the passes: what was read still counts

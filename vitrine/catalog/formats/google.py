@@ -8,7 +8,7 @@ which refuses entity declarations (no "billion laughs", no external entities).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from xml.etree.ElementTree import Element, ParseError
@@ -147,7 +147,7 @@ def _product(items: list[Row]) -> Row:
     return {k: v for k, v in product.items() if present(v)}
 
 
-def _products(items: Rows) -> Iterator[tuple[int, Row | BadRow]]:
+def _products(items: Callable[[], Rows]) -> Iterator[tuple[int, Row | BadRow]]:
     def key(item: Row) -> str | None:
         group = item.get("item_group_id")
         return f"group:{group}" if present(group) else None
@@ -157,11 +157,11 @@ def _products(items: Rows) -> Iterator[tuple[int, Row | BadRow]]:
 
 
 def read_xml(path: Path, options: ReadOptions) -> Rows:
-    return _products(_xml_items(path))
+    return _products(lambda: _xml_items(path))
 
 
 def read_tsv(path: Path, options: ReadOptions) -> Rows:
-    return _products(_tsv_items(path))
+    return _products(lambda: _tsv_items(path))
 
 
 _SOURCES = {

@@ -110,8 +110,8 @@ _CSV_VARIANT_PREFIX = ("Variant ", "Option", "Image ", "Cost per item")
 
 
 def read_csv(path: Path, options: ReadOptions) -> Rows:
-    rows = read_rows(path, "csv")
-    for number, group in grouped(rows, lambda row: str(row.get("Handle") or "").strip() or None):
+    for number, group in grouped(lambda: read_rows(path, "csv"),
+                                 lambda row: str(row.get("Handle") or "").strip() or None):
         if isinstance(group, BadRow):
             yield number, group
         elif not str(group[0].get("Handle") or "").strip():
