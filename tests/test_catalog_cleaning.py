@@ -109,6 +109,21 @@ def test_markup_never_reaches_the_keyword_index(engine: Engine, tmp_path: Path) 
     assert engine.get_product("plain", "chaz-kangeroo-hoodie").price == 57.0
 
 
+def test_variants_of_any_json_catalog(tmp_path: Path) -> None:
+    row = {"id": "T1", "title": "Tee", "variants": [
+        {"sku": "T1-R", "options": {"Color": "Red", "Size": "M"}, "price": "9,99 €", "in_stock": "yes"},
+        {"sku": "T1-B", "color": "Blue", "size": "L", "price": "12", "availability": "out of stock",
+         "options": ["not", "a", "mapping"]},
+        {"price": "free"}, "not a variant"]}
+    record, problems = to_record(1, row, detect_columns(row.keys()))
+    assert record is not None and [p.field for p in problems] == ["variants", "images"]
+    red, blue, third = record.variants
+    assert (red.options, red.price, red.available) == ({"colour": "Red", "size": "M"}, 9.99, True)
+    assert (blue.options, blue.price, blue.available) == ({"colour": "Blue", "size": "L"}, 12.0, False)
+    assert third.sku == "T1-3" and third.price is None
+    assert (record.price, record.colour, record.attributes["currency"]) == (9.99, "Red", "EUR")
+
+
 def test_the_report_says_where_fields_came_from_and_what_is_missing(engine: Engine, tmp_path: Path) -> None:
     rows = [{"sku": r["product_id"], "name": r["title"], "images": r["images"]} for r in luma_rows()[:4]]
     catalog = write_catalog(tmp_path / "c", rows)

@@ -124,6 +124,11 @@ def test_shopify_store_is_read_page_by_page(shop_engine: Engine, base: str) -> N
     assert hoodie.variants[-1].available is False
     assert hoodie.attributes["brand"] == "Luma" and hoodie.attributes["tags"] == ["luma", "wool"]
     _check_variant_search(shop_engine, "shopify")
+    # a photo of the orange hoodie finds the hoodie, shown as its orange variant with that photo
+    photo = (LUMA / "images" / "mh01-orange_main.jpg").read_bytes()
+    (hit,) = shop_engine.search(Query(image=photo, collection="shopify", top_k=1)).hits
+    assert hit.id == "chaz-kangeroo-hoodie" and hit.variant is not None and hit.variant.colour == "Orange"
+    assert hit.main_image == hit.matched_image == f"{base}/images/mh01-orange_main.jpg"
     # a price range matches any variant's price: 55-60 is only a medium's price (52 + 5, 35 + 5 no)
     ranged = _search(shop_engine, "shopify", "hoodie", filters=Filters(ranges={"price": RangeFilter(55, 60)}))
     assert {h.id for h in ranged} == {"chaz-kangeroo-hoodie"}

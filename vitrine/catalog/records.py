@@ -284,8 +284,9 @@ def parse_variants(value: Any, product_id: str) -> tuple[tuple[Variant, ...], li
         if not sku or sku in seen:
             sku = f"{product_id}-{index + 1}"
         seen.add(sku)
-        options = {option_name(k): _text(v) for k, v in (item.get("options") or {}).items()
-                   if isinstance(item.get("options"), dict) and _text(v)}
+        named = item.get("options")
+        options = {option_name(str(k)): _text(v) for k, v in named.items() if _text(v)} \
+            if isinstance(named, dict) else {}
         for key, raw in item.items():
             name = option_name(key)
             if key not in _VARIANT_KEYS and name in ("colour", "size") and _text(raw):
