@@ -5,6 +5,7 @@ Screenshots of each page go to docs/img/ui-*.png.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -13,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DATA, LUMA, REPO, admin_token, make_settings, served
+import shop_exports
+from conftest import DATA, LUMA, REPO, admin_token, luma_rows, make_settings, served, write_catalog
 
 from vitrine.engine import Engine
 from vitrine.web import STATIC
@@ -28,8 +30,13 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.g
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[dict[str, str]]:
     home = tmp_path_factory.mktemp("ui-home")
+    shop = tmp_path_factory.mktemp("shopify")
+    folder = write_catalog(shop, [r for r in luma_rows() if r["product_id"] in shop_exports.PICKED]).parent
+    products = shop_exports.shopify_products_json(shop_exports.shop_products(), ".")
+    store = shop_exports.write(folder, "products.json", json.dumps({"products": products}))
     with Engine(make_settings(home, models_dir)) as engine:
         engine.ingest("luma", LUMA / "catalog.csv")
+        engine.ingest("shopify", store)
     with served(home) as base:
         yield {"base": base, "token": admin_token(home)}
 
@@ -110,6 +117,21 @@ def test_product_page_with_more_like_this(server: dict[str, str], page: Any) -> 
     page.wait_for_function(  # the first row of photos has arrived, for the screenshot
         "[...document.querySelectorAll('#similar img')].slice(0, 6).every(i => i.complete && i.naturalWidth > 0)")
     page.screenshot(path=str(SHOTS / "ui-product.png"))
+
+
+def test_variants_on_cards_and_product_pages(server: dict[str, str], page: Any) -> None:
+    page.goto(server["base"] + "/#/search?q=orange+hoodie&c=shopify")
+    wait_results(page)
+    first = page.locator("#hits .card").first
+    assert first.locator(".title").inner_text() == "Chaz Kangeroo Hoodie"
+    assert first.locator(".variant").inner_text() == "Orange / S · 6 variants"
+    assert first.locator("img").get_attribute("src").endswith("/images/4")  # the orange photo, not the first
+    first.locator("a").click()
+    page.wait_for_selector("table.variants")
+    assert page.locator("table.variants tbody tr").count() == 6
+    assert page.locator("table.variants thead").inner_text().split() == ["colour", "size", "price", "in", "stock",
+                                                                          "sku"]
+    assert "<" not in page.locator(".description").inner_text()
 
 
 def test_ingest_through_the_admin_page(server: dict[str, str], page: Any, tmp_path: Path) -> None:

@@ -331,7 +331,10 @@ class Searcher:
             if variant is not None:
                 price = variant.price if variant.price is not None else price
                 colour = variant.colour or colour
-                main = next((im for im in product.images if im.ref in variant.image_refs), main)
+                # the variant's photo: the one that matched when it is the variant's, else its first
+                shown = matched_ref if matched_ref in variant.image_refs else None
+                main = next((im for im in product.images if im.ref == shown), None) or next(
+                    (im for im in product.images if im.ref in variant.image_refs), main)
             hits.append(Hit(
                 collection=s.target.name, id=product.id, title=product.title, price=price,
                 category=product.category, colour=colour, main_image=main.ref if main else None,

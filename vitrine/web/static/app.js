@@ -90,7 +90,8 @@ function progressView(job) {
 function card(hit) {
   const top = Math.max(0, Math.min(1, hit.score));
   const href = `#/product/${encodeURIComponent(hit.collection)}/${encodeURIComponent(hit.id)}`;
-  const photo = hit.matched_image_url || hit.main_image_url;
+  // A product shown as one of its variants shows that variant's photo; otherwise the photo that matched.
+  const photo = hit.variant ? hit.main_image_url : hit.matched_image_url || hit.main_image_url;
   return el("li", { class: "card" },
     el("a", { href },
       photo ? el("img", { src: photo, alt: hit.title, loading: "lazy" }) : null,
