@@ -37,6 +37,8 @@ class _Shop(http.server.SimpleHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         parts = urlsplit(self.path)
+        if parts.path.startswith("/media/"):  # a Magento media server: /media/m/h/mh01-black_main.jpg
+            self.path = "/images/" + parts.path.rsplit("/", 1)[-1]
         if parts.path == "/store/products.json":
             type(self).requested.append(self.path)
             query = parse_qs(parts.query)
@@ -195,6 +197,14 @@ def test_magento_export_with_a_media_folder(shop_engine: Engine, tmp_path: Path)
     assert hoodie.attributes["material"] == "Wool" and len(hoodie.images) == 5
     assert {(v.sku, v.options["colour"], v.price) for v in hoodie.variants} >= {("MH01-S-Black", "Black", 52.0)}
     _check_variant_search(shop_engine, "magento")
+
+
+def test_magento_export_with_a_media_url(shop_engine: Engine, base: str, tmp_path: Path) -> None:
+    catalog = shop.write(tmp_path, "catalog_product.csv", shop.magento_csv(PRODUCTS[:2]))
+    report = shop_engine.ingest("magento-url", catalog, media_root=f"{base}/media/")
+    assert (report.added, report.failed, report.images) == (2, 0, 10)
+    hoodie = shop_engine.get_product("magento-url", "MH01")
+    assert hoodie.images[0].ref == f"{base}/media/m/h/mh01-black_main.jpg"
 
 
 def test_magento_paths_outside_the_media_root_are_refused(shop_engine: Engine, tmp_path: Path) -> None:
