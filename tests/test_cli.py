@@ -65,7 +65,6 @@ def test_must_show_searches(capsys: pytest.CaptureFixture[str], luma_home: Path)
 
 
 @pytest.mark.parametrize("args, code, message", [
-    (["search", "luma"], 2, "the query is empty"),
     (["search", "luma", "--text", "x", "--alpha", "2"], 2, "alpha"),
     (["search", "luma", "--text", "x", "-f", "colour"], 2, "field=value"),
     (["search", "luma", "--text", "x", "--range", "price=a:b"], 2, "field=low:high"),

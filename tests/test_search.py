@@ -135,7 +135,7 @@ def test_search_across_collections(luma_engine: Engine, tmp_path: Path) -> None:
 
 def test_bad_queries(luma_engine: Engine) -> None:
     for kwargs, field in [
-        ({}, "text"), ({"text": "   "}, "text"), ({"text": "x", "alpha": 1.5}, "alpha"),
+        ({"sort": "cheapest"}, "sort"), ({"text": "x", "alpha": 1.5}, "alpha"),
         ({"text": "x", "top_k": 0}, "top_k"), ({"text": "x", "top_k": 100_000}, "top_k"),
         ({"text": "x", "offset": -1}, "offset"), ({"text": "x", "min_score": 7}, "min_score"),
         ({"text": "x", "filters": Filters(ranges={"price": RangeFilter(50, 10)})}, "filters"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -47,6 +47,9 @@ class QueryOptions(Strict):
     top_k: int = Field(10, ge=1, le=MAX_TOP_K)
     offset: int = Field(0, ge=0, le=MAX_OFFSET)
     min_score: float | None = Field(None, ge=-1, le=1)
+    sort: Literal["relevance", "price_asc", "price_desc", "newest"] = Field(
+        "relevance", description="relevance, or the whole result set by price (either way) or newest first; "
+                                 "a search with no text, photo or product lists the collection, newest first")
 
     def to_query(self, *, collection: str | None = None, text: str | None = None, image: bytes | None = None,
                  product_id: str | None = None) -> Query:
@@ -54,7 +57,8 @@ class QueryOptions(Strict):
         collection = collection or getattr(self, "collection", None)
         return Query(text=text, image=image, product_id=product_id, collection=collection,
                      alpha=self.alpha, cross_modal_weight=self.cross_modal_weight, filters=self.to_filters(),
-                     facets=tuple(self.facets), top_k=self.top_k, offset=self.offset, min_score=self.min_score)
+                     facets=tuple(self.facets), top_k=self.top_k, offset=self.offset, min_score=self.min_score,
+                     sort=self.sort)
 
     def to_filters(self) -> Filters:
         equals = {k: tuple(v) if isinstance(v, list) else (v,) for k, v in self.filters.items()}

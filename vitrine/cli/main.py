@@ -25,7 +25,7 @@ from vitrine.errors import Conflict, InvalidInput, ModelUnavailable, NotFound, V
 from vitrine.index.store import Filters, RangeFilter
 from vitrine.keys import KeyStore
 from vitrine.logs import configure_logging
-from vitrine.search.query import Query
+from vitrine.search.query import SORTS, Query
 from vitrine.settings import Settings
 
 EXIT_CODES: dict[type[VitrineError], int] = {InvalidInput: 2, NotFound: 3, ModelUnavailable: 4, Conflict: 5}
@@ -103,9 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--top-k", "-k", type=int, default=10)
         p.add_argument("--offset", type=int, default=0)
         p.add_argument("--min-score", type=float)
+        p.add_argument("--sort", choices=SORTS, default="relevance",
+                       help="relevance, or every result by price or newest first (no text or photo: browse)")
         p.add_argument("--json", action="store_true")
 
-    search = sub.add_parser("search", help="search by text, image, or both")
+    search = sub.add_parser("search", help="search by text, image, or both; with neither, list the collection")
     search.add_argument("collection", nargs="?", help="collection to search (default: all of them)")
     search.add_argument("--text", "-t")
     search.add_argument("--image", "-i", help="path or http(s) URL of a query photo")
@@ -203,7 +205,7 @@ def cmd_ingest(engine: Engine, args: argparse.Namespace) -> int:
 def _query(args: argparse.Namespace, **kwargs: Any) -> Query:
     return Query(
         filters=parse_filters(args.filter, args.range, args.min_price, args.max_price),
-        top_k=args.top_k, offset=args.offset, min_score=args.min_score, alpha=args.alpha, **kwargs,
+        top_k=args.top_k, offset=args.offset, min_score=args.min_score, alpha=args.alpha, sort=args.sort, **kwargs,
     )
 
 

@@ -427,7 +427,7 @@ class SqliteStore:
 
     def load_vectors(self, facet_fields: Sequence[str]) -> VectorData:
         with self._locked():
-            products = self._db.execute("SELECT row, id, text_vector FROM products ORDER BY row").fetchall()
+            products = self._db.execute("SELECT row, id, text_vector, price FROM products ORDER BY row").fetchall()
             images = self._db.execute(
                 "SELECT product_row, position, features FROM images ORDER BY product_row, position"
             ).fetchall()
@@ -459,4 +459,5 @@ class SqliteStore:
             image_product=np.searchsorted(rows, np.asarray([i[0] for i in images], dtype=np.int64)).astype(np.int32),
             image_position=np.asarray([i[1] for i in images], dtype=np.int16),
             facets=facets,
+            prices=np.asarray([np.nan if p[3] is None else p[3] for p in products], dtype=np.float32),
         )

@@ -82,6 +82,7 @@ class VectorData:
     image_product: Array  # (n_images,) int32 product position; images grouped by product
     image_position: Array  # (n_images,) int16 position of the image within its product
     facets: dict[str, tuple[Array, Array, list[str]]]  # field -> (product pos, value code, values)
+    prices: Array | None = None  # (n_products,) float32, NaN where a product has no price (sorting)
 
 
 class CollectionStore(Protocol):

@@ -16,6 +16,9 @@ MAX_FILTER_FIELDS = 32  # each field is one SQL subquery; SQLite refuses compoun
 MAX_FILTER_VALUES = 100
 MAX_FILTER_CHARS = 200
 MAX_FACETS = 10
+# "relevance" ranks by score; the others order the whole result set (not a page) by price or by
+# when the product was first added, relevance breaking ties.
+SORTS = ("relevance", "price_asc", "price_desc", "newest")
 
 
 def check_text(value: str, field: str) -> str:
@@ -41,12 +44,15 @@ class Query:
     top_k: int = 10
     offset: int = 0
     min_score: float | None = None
+    sort: str = "relevance"
 
     def __post_init__(self) -> None:
         text = (self.text or "").strip()
         object.__setattr__(self, "text", text or None)
-        if self.text is None and self.image is None and self.product_id is None:
-            raise InvalidInput("the query is empty: give a text, an image or a product id", field="text")
+        if self.sort not in SORTS:
+            raise InvalidInput(f"sort must be one of {', '.join(SORTS)}", field="sort")
+        if self.browsing and self.sort == "relevance":  # nothing to be relevant to: the newest first
+            object.__setattr__(self, "sort", "newest")
         if self.text is not None and len(self.text) > MAX_TEXT_CHARS:
             raise InvalidInput(f"text is over {MAX_TEXT_CHARS} characters", field="text")
         if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
@@ -80,6 +86,11 @@ class Query:
             check_text(name, "ranges")
             if bounds.low is not None and bounds.high is not None and bounds.low > bounds.high:
                 raise InvalidInput(f"range of {name!r} has its minimum above its maximum", field="filters")
+
+    @property
+    def browsing(self) -> bool:
+        """No text, photo or product: the query lists the collection (with its filters and facets)."""
+        return self.text is None and self.image is None and self.product_id is None
 
     @property
     def effective_alpha(self) -> float:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -31,6 +32,7 @@ from vitrine.search.variants import choose_variant
 ANN_CANDIDATES = 2000
 RESCORE_MARGIN = 200  # candidates past the page that are re-scored exactly
 MIN_SCORE_BORDER = 0.02  # approximate totals this close to min_score are re-scored before counting
+SORT_MARGIN = 0.1  # a search sorted by price or age keeps the products within this of the best score
 
 
 @dataclass(frozen=True)
@@ -105,12 +107,20 @@ class Searcher:
             if query.image is not None:
                 image_raw, image_vector = photo[id(t.embedder)]
             vectors = t.vectors()
+            if query.browsing:
+                scored.append(self._browse(query, t, vectors))
+                continue
             xmodal_text = self._xmodal_text(query, vectors, text_vector, shared)
             scored.append(self._score(query, t, vectors, text_vector, image_vector, image_raw, xmodal_text,
                                       exclude, approximate=True))
         facets = self._facets(scored, query.facets)
         owner = np.concatenate([np.full(len(s.total), i) for i, s in enumerate(scored)]) if scored else np.zeros(0, int)
         local = np.concatenate([np.arange(len(s.total)) for s in scored]) if scored else np.zeros(0, int)
+        if query.sort != "relevance":
+            rescore = partial(self._rescore, query, scored, text_vector=text_vector, image_vector=image_vector,
+                              photo=photo, shared=shared, exclude=exclude)
+            ranked, total = self._sorted(query, scored, owner, local, rescore)
+            return self._response(query, ranked, total, scored, owner, local, facets, started, encoded)
 
         # Rank on the approximate totals; re-score the page, a margin and the min_score border exactly.
         totals = np.concatenate([s.total for s in scored]) if scored else np.zeros(0, dtype=np.float32)
@@ -131,13 +141,17 @@ class Searcher:
             keep &= totals >= query.min_score
         final = candidates[keep[candidates]]  # every product not re-scored ranks behind these
         ranked = final[top_indices(totals[final], wanted)][query.offset :]
-        scored_at = time.perf_counter()
+        return self._response(query, ranked, int(keep.sum()), scored, owner, local, facets, started, encoded)
 
+    def _response(self, query: Query, ranked: Array, total: int, scored: list[_Scored], owner: Array, local: Array,
+                  facets: dict[str, dict[str, int]], started: float, encoded: float) -> SearchResponse:
+        scored_at = time.perf_counter()
+        totals = np.concatenate([s.total for s in scored]) if scored else np.zeros(0, dtype=np.float32)
         hits = self._hits(query, ranked, scored, owner, local, totals)
         done = time.perf_counter()
         return SearchResponse(
             hits=hits,
-            total=int(keep.sum()),
+            total=total,
             facets=facets,
             timing_ms={
                 "encode": (encoded - started) * 1000,
@@ -148,6 +162,53 @@ class Searcher:
             offset=query.offset,
             top_k=query.top_k,
         )
+
+    @staticmethod
+    def _browse(query: Query, target: SearchTarget, vectors: CollectionVectors) -> _Scored:
+        """Every product that passes the filters, unscored: the collection as a shop lists it."""
+        positions = vectors.positions_of_rows(target.store.filter_rows(query.filters)) if query.filters \
+            else np.arange(vectors.size)
+        return _Scored(target, vectors, positions, np.zeros(len(positions), dtype=np.float32), {}, None)
+
+    @staticmethod
+    def _sorted(query: Query, scored: list[_Scored], owner: Array, local: Array,
+                rescore: Callable[[Array, Array], None]) -> tuple[Array, int]:
+        """(the page, how many matched) of a search ordered by price or age over its whole result set.
+
+        A browse lists every product that passes the filters. A search keeps those scoring at least
+        `min_score`, or, without one, within SORT_MARGIN of the best: the set a shopper would call
+        "the results", ordered as asked. Scores near that line are made exact before it is drawn, so
+        which products are in the set does not depend on the approximate first pass."""
+        totals = np.concatenate([s.total for s in scored]) if scored else np.zeros(0, dtype=np.float32)
+        keep = np.isfinite(totals)
+        if not query.browsing and keep.any():
+            line = query.min_score if query.min_score is not None else float(totals[keep].max()) - SORT_MARGIN
+            border = np.flatnonzero(keep & (np.abs(totals - line) < MIN_SCORE_BORDER))
+            best = np.flatnonzero(keep)[top_indices(totals[keep], 1)]
+            if query.min_score is None:  # the best product's exact score moves the line
+                border = np.union1d(border, best)
+            rescore(owner[border], local[border])
+            totals = np.concatenate([s.total for s in scored])
+            keep = np.isfinite(totals)
+            if query.min_score is None:
+                line = float(totals[keep].max()) - SORT_MARGIN
+            keep &= totals >= line
+        kept = np.flatnonzero(keep)
+        prices = np.concatenate([s.vectors.data.prices[s.positions] if s.vectors.data.prices is not None
+                                 else np.full(len(s.positions), np.nan, dtype=np.float32) for s in scored]) \
+            if scored else np.zeros(0, dtype=np.float32)
+        rows = np.concatenate([s.vectors.data.rows[s.positions] for s in scored]) if scored else np.zeros(0, int)
+        if query.sort == "newest":
+            primary = -rows[kept].astype(np.float64)  # store rows grow as products are first added
+        else:
+            price = prices[kept].astype(np.float64)
+            primary = np.where(np.isnan(price), np.inf, price if query.sort == "price_asc" else -price)
+        # lexsort: the last key first; then relevance, then collection and row, so paging is stable
+        order = kept[np.lexsort((rows[kept], owner[kept], -totals[kept], primary))]
+        page = order[query.offset : query.offset + query.top_k]
+        if not query.browsing:
+            rescore(owner[page], local[page])
+        return page, len(kept)
 
     @staticmethod
     def _facets(scored: list[_Scored], names: Sequence[str]) -> dict[str, dict[str, int]]:

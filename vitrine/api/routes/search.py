@@ -25,7 +25,7 @@ def _query(
     if options.collection:
         engine.store(options.collection)  # unknown collection: 404 before any encoding
     response = engine.search(options.to_query(text=text, image=image))
-    kind = "hybrid" if text and image else "image" if image else "text"
+    kind = "hybrid" if text and image else "image" if image else "text" if text and text.strip() else "browse"
     request.app.state.metrics.observe_search(response, kind=kind)
     request.app.state.metrics.cache.labels("hit" if response.cached else "miss").inc()
     return SearchOut.from_response(response)
