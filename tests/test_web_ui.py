@@ -95,10 +95,11 @@ def test_search_by_text_filters_and_shares_the_url(server: dict[str, str], page:
 
 def test_search_by_photo(server: dict[str, str], page: Any) -> None:
     page.goto(server["base"] + "/#/search?c=luma")
+    wait_results(page)  # with no query yet, the page lists the collection
     page.set_input_files("#photo", str(LUMA / "images" / "mh03-green_main.jpg"))
-    page.wait_for_selector("#hits .card")
-    first = page.locator("#hits .card a").first.get_attribute("href")
-    assert first.endswith("/MH03")  # the product of that very photo
+    page.wait_for_selector("#photo-preview img")
+    # the product of that very photo comes first once the photo's results replace the listing
+    page.wait_for_function("() => document.querySelector('#hits .card a')?.getAttribute('href').endsWith('/MH03')")
     assert page.locator("#photo-preview img").count() == 1
 
 
@@ -117,6 +118,24 @@ def test_product_page_with_more_like_this(server: dict[str, str], page: Any) -> 
     page.wait_for_function(  # the first row of photos has arrived, for the screenshot
         "[...document.querySelectorAll('#similar img')].slice(0, 6).every(i => i.complete && i.naturalWidth > 0)")
     page.screenshot(path=str(SHOTS / "ui-product.png"))
+
+
+def test_browse_and_sort(server: dict[str, str], page: Any) -> None:
+    page.goto(server["base"] + "/#/search?c=luma")
+    wait_results(page)
+    assert page.locator("#results > p.meta").inner_text().startswith("All products: 191 products")
+    assert page.locator("#hits .card").count() > 0 and page.locator(".facets fieldset").count() >= 2
+    page.select_option("#sort", "price_desc")
+    page.wait_for_url(re.compile(r".*s=price_desc.*"))
+    wait_results(page)
+    prices = [float(t) for t in page.locator("#hits .card .body > div:nth-child(3)").all_inner_texts()]
+    assert prices == sorted(prices, reverse=True) and len(prices) > 1
+    page.fill("#q", "hoodie")
+    page.press("#q", "Enter")
+    page.wait_for_url(re.compile(r".*q=hoodie.*s=price_desc.*"))
+    wait_results(page)
+    prices = [float(t) for t in page.locator("#hits .card .body > div:nth-child(3)").all_inner_texts()]
+    assert prices == sorted(prices, reverse=True) and page.locator("#sort").input_value() == "price_desc"
 
 
 def test_variants_on_cards_and_product_pages(server: dict[str, str], page: Any) -> None:

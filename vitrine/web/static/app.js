@@ -123,6 +123,10 @@ async function searchPage(params) {
   const alphaBox = el("div", { hidden: !(text && searchImage) }, el("label", { for: "alpha", text: "Photo ↔ words" }), slider);
   const min = el("input", { type: "number", id: "min", min: 0, step: "any", value: params.get("min") || "", inputmode: "decimal" });
   const max = el("input", { type: "number", id: "max", min: 0, step: "any", value: params.get("max") || "", inputmode: "decimal" });
+  const sort = el("select", { id: "sort", name: "sort" },
+    [["relevance", "Best match"], ["price_asc", "Price: low to high"], ["price_desc", "Price: high to low"], ["newest", "Newest"]]
+      .map(([value, label]) => el("option", { value, text: label, selected: (params.get("s") || "relevance") === value })));
+  sort.addEventListener("change", () => submit(0));
 
   function showPreview() {
     preview.replaceChildren();
@@ -149,6 +153,7 @@ async function searchPage(params) {
     if (min.value) p.set("min", min.value);
     if (max.value) p.set("max", max.value);
     if (slider.value !== "0.5") p.set("a", slider.value);
+    if (sort.value !== "relevance") p.set("s", sort.value);
     if (newOffset) p.set("o", String(newOffset));
     return p;
   }
@@ -161,18 +166,16 @@ async function searchPage(params) {
   const form = el("form", { class: "query", role: "search", onsubmit: (e) => { e.preventDefault(); submit(0); } },
     el("div", {}, el("label", { for: "q", text: "Search" }), input),
     el("div", {}, el("label", { for: "collection", text: "Collection" }), picker),
+    el("div", {}, el("label", { for: "sort", text: "Sort" }), sort),
     el("button", { type: "submit", text: "Search" }));
   const results = el("div", { id: "results", "aria-live": "polite" });
   const facetsBox = el("aside", { class: "facets", "aria-label": "Filters" });
   main.replaceChildren(form, drop, fileInput, alphaBox, el("div", { class: "layout" }, facetsBox, results));
   showPreview();
 
-  if (!text && !searchImage) {
-    results.append(el("p", { class: "meta", text: "Type what you are looking for, or show a photo." }));
-    return;
-  }
+  // No words and no photo: the collection itself, newest first (or as sorted), like a shop's front page.
   const options = {
-    collection: picker.value || null, top_k: PAGE, offset,
+    collection: picker.value || null, top_k: PAGE, offset, sort: sort.value,
     alpha: text && searchImage ? Number(slider.value) : null,
     filters: {}, ranges: {},
   };
@@ -217,7 +220,8 @@ async function searchPage(params) {
     el("button", { type: "button", class: "secondary", disabled: offset === 0, onclick: () => submit(Math.max(0, offset - PAGE)), text: "Previous" }),
     el("span", { text: `${response.total ? offset + 1 : 0}–${offset + response.hits.length} of ${response.total}` }),
     el("button", { type: "button", class: "secondary", disabled: offset + PAGE >= response.total, onclick: () => submit(offset + PAGE), text: "Next" }));
-  results.replaceChildren(el("p", { class: "meta", text: `${response.total} products · ${response.timing_ms.total.toFixed(0)} ms` }), grid, pager);
+  const browsing = !text && !searchImage;
+  results.replaceChildren(el("p", { class: "meta", text: `${browsing ? "All products: " : ""}${response.total} products · ${response.timing_ms.total.toFixed(0)} ms` }), grid, pager);
   results.dataset.hash = location.hash; // which search these results answer (tests and scripts wait on it)
 }
 
