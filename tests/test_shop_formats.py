@@ -93,14 +93,14 @@ def _check_variant_search(engine: Engine, collection: str) -> None:
 
     # colour=Purple: only MH02 (Black/Purple/Red) and MP01 (Black/Gray/Purple) come in purple
     purple = _search(engine, collection, "clothes", filters=Filters(equals={"colour": ("Purple",)}))
-    assert {BY_SKU_FROM_ID(h.id) for h in purple} == {"MH02", "MP01"}
+    assert {sku_of(h.id) for h in purple} == {"MH02", "MP01"}
     assert all(h.variant is not None and h.variant.colour == "Purple" for h in purple)
     # facets count products, once each, by every variant's values
     facets = engine.search(Query(text="clothes", collection=collection, facets=("colour", "size"))).facets
     assert facets["colour"]["Purple"] == 2 and facets["colour"]["Black"] == 3 and facets["size"]["M"] == 5
 
 
-def BY_SKU_FROM_ID(product_id: str) -> str:  # noqa: N802 - reads as the table it is
+def sku_of(product_id: str) -> str:
     return next(p.sku for p in PRODUCTS if product_id in (p.sku, p.handle))
 
 
