@@ -20,7 +20,7 @@ import numpy as np
 from vitrine.arrays import Array
 from vitrine.catalog.records import ProductRecord, Variant, category_segments
 from vitrine.errors import CollectionGone, Conflict
-from vitrine.index.store import Filters, Product, ProductImage, ProductWrite, VectorData
+from vitrine.index.store import Filters, Product, ProductImage, ProductWrite, VectorData, normalise_field
 
 SCHEMA_VERSION = 3  # 2: image feature rows end with the colour descriptor; 3: products have variants
 # A query word found in one of these columns counts fully; found only in the description or the
@@ -32,7 +32,6 @@ _STOPWORDS = frozenset(
     "a an and are as at be by for from in is it of on or the to with under over below above than".split()
 )
 _MAX_VALUE_LEN = 120
-_FIELD_ALIASES = {"color": "colour", "colors": "colour", "colours": "colour"}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -81,11 +80,6 @@ CREATE VIRTUAL TABLE IF NOT EXISTS products_fts USING fts5(
     id, title, category, colour, description, attributes, tokenize='porter unicode61 remove_diacritics 2'
 );
 """
-
-
-def normalise_field(name: str) -> str:
-    name = name.strip().lower()
-    return _FIELD_ALIASES.get(name, name)
 
 
 def _number(value: str) -> float | None:

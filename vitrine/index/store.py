@@ -60,6 +60,15 @@ class RangeFilter:
     high: float | None = None
 
 
+_FIELD_ALIASES = {"color": "colour", "colors": "colour", "colours": "colour"}
+
+
+def normalise_field(name: str) -> str:
+    """A filter or facet field as every backend stores it: lower case, `color` spelled `colour`."""
+    name = name.strip().lower()
+    return _FIELD_ALIASES.get(name, name)
+
+
 @dataclass(frozen=True)
 class Filters:
     """Equality / one-of on any attribute (case-insensitive), numeric ranges on price or any number."""

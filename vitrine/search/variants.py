@@ -10,8 +10,7 @@ from __future__ import annotations
 import re
 
 from vitrine.catalog.records import Variant
-from vitrine.index.sqlite_store import normalise_field
-from vitrine.index.store import Filters, Product
+from vitrine.index.store import Filters, Product, normalise_field
 
 _TEXT_WEIGHT = 2.0  # a named option outweighs a matched photo: words are what the shopper typed
 _PHOTO_WEIGHT = 1.0
