@@ -107,6 +107,11 @@ def test_markup_never_reaches_the_keyword_index(engine: Engine, tmp_path: Path) 
     plain = engine.ingest("plain", catalog, fmt="json", mapping={"price": "variants.1.price", "id": "handle"})
     assert plain.added == 5 and plain.field_sources["price"] == "variants.1.price"
     assert engine.get_product("plain", "chaz-kangeroo-hoodie").price == 57.0
+    # A mapping on a detected platform is checked against its canonical rows, then wins over the reader.
+    mapped = engine.ingest("mapped", catalog, mapping={"price": "variants.1.price"})
+    assert mapped.format == "shopify-json" and engine.get_product("mapped", "chaz-kangeroo-hoodie").price == 57.0
+    with pytest.raises(CatalogError, match="not in the catalog"):
+        engine.ingest("mapped", catalog, mapping={"price": "Variant Price"})
 
 
 def test_variants_of_any_json_catalog(tmp_path: Path) -> None:

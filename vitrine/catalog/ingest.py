@@ -19,7 +19,7 @@ from pathlib import Path
 
 from vitrine.arrays import Array
 from vitrine.catalog.columns import FIELDS, ColumnMap, detect_columns
-from vitrine.catalog.formats import PLATFORMS, ReadOptions, read_catalog
+from vitrine.catalog.formats import PLATFORMS, ReadOptions, detect_format, read_catalog
 from vitrine.catalog.readers import BadRow
 from vitrine.catalog.records import Problem, ProductRecord, to_record
 from vitrine.catalog.report import IngestReport
@@ -58,28 +58,26 @@ class IngestPlan:
 _SCANNED_ROWS = 200  # a platform's canonical rows: enough to know which keys they carry
 
 
-def scan_columns(path: Path, fmt: str | None, options: ReadOptions) -> tuple[str, list[str]]:
-    """(format, column names): the CSV header, every key seen in a JSON/JSONL file, or the keys of a
-    platform's first canonical rows."""
-    fmt, rows = read_catalog(path, fmt, options)
-    seen: dict[str, None] = {}
-    for number, row in rows:
+def scan_columns(path: Path, fmt: str, options: ReadOptions) -> list[str]:
+    """Column names: the CSV header, every key seen in a JSON/JSONL file, or the keys of a platform's
+    first canonical rows (with the product fields, which canonical rows name themselves)."""
+    seen: dict[str, None] = dict.fromkeys(FIELDS) if fmt in PLATFORMS else {}
+    for number, row in read_catalog(path, fmt, options)[1]:
         if isinstance(row, BadRow):
             continue
         seen.update(dict.fromkeys(row))
         if fmt in ("csv", "tsv") or (fmt in PLATFORMS and number >= _SCANNED_ROWS):
             break
-    if fmt in PLATFORMS:  # canonical rows name the fields themselves, even when no row has one yet
-        seen.update(dict.fromkeys(FIELDS))
-    return fmt, list(seen)
+    return list(seen)
 
 
 def _columns(path: Path, fmt: str | None, mapping: dict[str, str] | None,
              options: ReadOptions) -> tuple[str, ColumnMap]:
-    fmt, header = scan_columns(path, fmt, options)
-    if fmt in PLATFORMS:  # canonical rows: each field under its own name, unless mapped
+    fmt = fmt or detect_format(path)
+    if fmt in PLATFORMS:  # canonical rows: each field under its own name; a mapping is checked against them
+        header = scan_columns(path, fmt, options) if mapping else list(FIELDS)
         return fmt, detect_columns(header, {**{f: f for f in FIELDS}, **(mapping or {})})
-    return fmt, detect_columns(header, mapping)
+    return fmt, detect_columns(scan_columns(path, fmt, options), mapping)
 
 
 def check_catalog(path: Path, *, mapping: dict[str, str] | None, fmt: str | None,

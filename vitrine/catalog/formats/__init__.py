@@ -10,6 +10,7 @@ from pathlib import Path
 from vitrine.catalog.formats import etsy, google, magento, schemaorg, shopify, woocommerce
 from vitrine.catalog.formats.base import Platform, ReadOptions, Rows
 from vitrine.catalog.readers import FORMATS as GENERIC
+from vitrine.catalog.readers import detect_format as detect_plain_format
 from vitrine.catalog.readers import read_rows
 from vitrine.errors import CatalogError
 
@@ -43,12 +44,7 @@ def detect_format(path: Path) -> str:
             return "schemaorg"
         if b'"body_html"' in text and b'"variants"' in text:
             return "shopify-json"
-        if path.suffix.lower() in (".jsonl", ".ndjson"):
-            return "jsonl"
-        if path.suffix.lower() == ".json":
-            return "json"
-        first_line = text.split(b"\n", 1)[0].strip()
-        return "jsonl" if first_line.startswith(b"{") and first_line.endswith(b"}") else "json"
+        return detect_plain_format(path)  # JSON or JSON lines, by name, else by the first line
     return _table_format(head.decode("utf-8-sig", errors="replace"))
 
 
