@@ -265,6 +265,12 @@ def google_items(products: list[ShopProduct], base: str) -> list[dict[str, Any]]
     return items
 
 
+def _g_fields(item: dict[str, Any], skip: tuple[str, ...] = ()) -> list[str]:
+    """An item's fields as `g:` elements, a repeated one (a list) once per value."""
+    return [f"<g:{key}>{escape(str(one))}</g:{key}>" for key, value in item.items() if key not in skip
+            for one in (value if isinstance(value, list) else [value])]
+
+
 def google_rss(items: list[dict[str, Any]]) -> str:
     out = ['<?xml version="1.0" encoding="UTF-8"?>',
            '<rss xmlns:g="http://base.google.com/ns/1.0" version="2.0"><channel>',
@@ -272,9 +278,7 @@ def google_rss(items: list[dict[str, Any]]) -> str:
     for item in items:
         out.append("<item>")
         out.append(f"<title>{escape(item['title'])}</title>")
-        for key, value in item.items():
-            for one in value if isinstance(value, list) else [value]:
-                out.append(f"<g:{key}>{escape(str(one))}</g:{key}>")
+        out += _g_fields(item)
         out.append("<g:shipping><g:country>US</g:country><g:price>4.95 USD</g:price></g:shipping>")
         out.append("</item>")
     out.append("</channel></rss>")
@@ -289,11 +293,7 @@ def google_atom(items: list[dict[str, Any]]) -> str:
         out.append("<entry>")
         out.append(f"<title>{escape(item['title'])}</title><summary>{escape(item['description'])}</summary>")
         out.append(f"<link href=\"{escape(item['link'])}\"/>")
-        for key, value in item.items():
-            if key in ("title", "description", "link"):
-                continue
-            for one in value if isinstance(value, list) else [value]:
-                out.append(f"<g:{key}>{escape(str(one))}</g:{key}>")
+        out += _g_fields(item, skip=("title", "description", "link"))
         out.append("</entry>")
     out.append("</feed>")
     return "\n".join(out)
