@@ -22,7 +22,9 @@ def test_black_hoodie_text_query(luma_engine: Engine) -> None:
     response = luma_engine.search(Query(text="black hoodie", collection="luma", top_k=5))
     assert [h.category for h in response.hits] == ["Hoodies & Sweatshirts"] * 5
     assert all("Black" in h.colour for h in response.hits[:3])
-    assert set(response.hits[0].scores) == {"semantic", "keyword", "cross_modal", "text"}
+    # "black" and "hoodie" name the collection's colour and category: understood, and a boost of their own
+    assert set(response.hits[0].scores) == {"semantic", "keyword", "cross_modal", "text", "boost"}
+    assert response.understood == {"colour": ["Black"], "category": ["Hoodies"]}
     assert response.timing_ms["total"] > 0
 
 
@@ -53,7 +55,7 @@ def test_hybrid_alpha_moves_between_signals(luma_engine: Engine) -> None:
     assert text_only.hits[0].category == "Bags"
     assert image_only.hits[0].id == "MP01"
     for hit in text_only.hits:
-        assert hit.score == pytest.approx(hit.scores["text"], abs=1e-5)
+        assert hit.score == pytest.approx(hit.scores["text"] + hit.scores.get("boost", 0.0), abs=1e-5)
 
 
 def _brute_force(engine: Engine, query: Query, keep: set[str], k: int) -> list[str]:

@@ -17,6 +17,7 @@ from vitrine.search.query import (
     Query,
     SearchResponse,
 )
+from vitrine.search.understanding import KINDS as UNDERSTOOD_KINDS
 
 
 class Strict(BaseModel):
@@ -50,6 +51,12 @@ class QueryOptions(Strict):
     sort: Literal["relevance", "price_asc", "price_desc", "newest"] = Field(
         "relevance", description="relevance, or the whole result set by price (either way) or newest first; "
                                  "a search with no text, photo or product lists the collection, newest first")
+    understand: bool = Field(
+        True, description="Read price phrases (\"under 50\"), facet words (colours, categories, gender, brand, "
+                          "\"size M\"), typos and synonyms in the text; the response's `understood` says what was read")
+    ignore_understood: list[Literal[UNDERSTOOD_KINDS]] = Field(  # type: ignore[valid-type]
+        default_factory=list, max_length=len(UNDERSTOOD_KINDS),
+        description="Kinds of understanding to leave as plain words, e.g. [\"price\"]: a removed chip")
 
     def to_query(self, *, collection: str | None = None, text: str | None = None, image: bytes | None = None,
                  product_id: str | None = None) -> Query:
@@ -58,7 +65,8 @@ class QueryOptions(Strict):
         return Query(text=text, image=image, product_id=product_id, collection=collection,
                      alpha=self.alpha, cross_modal_weight=self.cross_modal_weight, filters=self.to_filters(),
                      facets=tuple(self.facets), top_k=self.top_k, offset=self.offset, min_score=self.min_score,
-                     sort=self.sort)
+                     sort=self.sort, understand=self.understand,
+                     ignore_understood=tuple(dict.fromkeys(self.ignore_understood)))
 
     def to_filters(self) -> Filters:
         equals = {k: tuple(v) if isinstance(v, list) else (v,) for k, v in self.filters.items()}
@@ -127,6 +135,11 @@ class SearchOut(BaseModel):
     top_k: int
     facets: dict[str, dict[str, int]]
     timing_ms: dict[str, float]
+    understood: dict[str, Any] = Field(
+        default_factory=dict,
+        description="What the text asked beyond its words: price (low/high), facet values boosted "
+                    "(colour, category, gender, brand, size), spelling fixes and synonyms used")
+    searched_text: str | None = Field(None, description="The text searched once understood; null for a browse")
 
     @classmethod
     def from_response(cls, response: SearchResponse) -> SearchOut:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from vitrine.arrays import Array
-from vitrine.catalog.records import ProductRecord, Variant, category_segments
+from vitrine.catalog.records import ProductRecord, Variant, category_segments, parse_availability
 from vitrine.errors import CollectionGone, Conflict
 from vitrine.index.store import Filters, Product, ProductImage, ProductWrite, VectorData, normalise_field
 
@@ -315,6 +315,17 @@ class SqliteStore:
             ).fetchall()
         return [v for (v,) in found]
 
+    def vocabulary_texts(self) -> list[str]:
+        """Each product's title, category and colour: the words its shoppers are understood against."""
+        with self._locked():
+            found = self._db.execute("SELECT title || ' ' || category || ' ' || colour FROM products").fetchall()
+        return [t for (t,) in found]
+
+    def holds_word(self, word: str) -> bool:
+        """Whether any product holds `word` (stemmed, in any indexed field): then it is not a typo."""
+        terms = keyword_terms(word)
+        return len(terms) == 1 and len(self._postings(terms[0])[0]) > 0
+
     def training_pairs(self) -> list[tuple[str, str, str]]:
         """(collection, product id, text) for every recorded pair whose product still exists."""
         with self._locked():
@@ -376,6 +387,23 @@ class SqliteStore:
         with self._locked():
             found = [r[0] for r in self._db.execute(sql, params)]
         return np.unique(np.asarray(found, dtype=np.int64))
+
+    def stock_rows(self, available: bool) -> Array:
+        """Rows of the products known to be in stock (any variant available, or the product's own
+        availability), or known to be out of it (`available=False`). Unknown counts as neither."""
+        with self._locked():
+            found = self._db.execute("SELECT row, attributes, variants FROM products").fetchall()
+        rows = []
+        for row, attributes, variants in found:
+            states = {Variant.from_dict(v).available for v in json.loads(variants)} - {None}
+            if not states:
+                attrs = json.loads(attributes)
+                own = next((attrs[k] for k in ("availability", "in_stock", "available", "stock_status")
+                            if k in attrs), None)
+                states = {parse_availability(own)} - {None}
+            if states and (True in states) == available:
+                rows.append(row)
+        return np.asarray(rows, dtype=np.int64)
 
     def keyword_scores(self, query: str) -> tuple[Array, Array]:
         """(rows, scores in (0, 1]) of the products holding any word of `query`.

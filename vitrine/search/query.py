@@ -8,6 +8,7 @@ from typing import Any
 from vitrine.catalog.records import Variant, has_lone_surrogate
 from vitrine.errors import InvalidInput
 from vitrine.index.store import Filters
+from vitrine.search.understanding import KINDS as UNDERSTOOD_KINDS
 
 MAX_TOP_K = 1000
 MAX_OFFSET = 10_000
@@ -45,6 +46,8 @@ class Query:
     offset: int = 0
     min_score: float | None = None
     sort: str = "relevance"
+    understand: bool = True  # price phrases, facet words, typos and synonyms (vitrine.search.understanding)
+    ignore_understood: tuple[str, ...] = ()  # kinds taken back by the shopper: "price", "colour", ...
 
     def __post_init__(self) -> None:
         text = (self.text or "").strip()
@@ -53,6 +56,10 @@ class Query:
             raise InvalidInput(f"sort must be one of {', '.join(SORTS)}", field="sort")
         if self.browsing and self.sort == "relevance":  # nothing to be relevant to: the newest first
             object.__setattr__(self, "sort", "newest")
+        unknown = [k for k in self.ignore_understood if k not in UNDERSTOOD_KINDS]
+        if unknown:
+            raise InvalidInput(f"cannot ignore {unknown[0]!r}: the kinds are {', '.join(UNDERSTOOD_KINDS)}",
+                               field="ignore_understood")
         if self.text is not None and len(self.text) > MAX_TEXT_CHARS:
             raise InvalidInput(f"text is over {MAX_TEXT_CHARS} characters", field="text")
         if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
@@ -113,6 +120,7 @@ class Hit:
     main_image_position: int | None = None
     variant: Variant | None = None  # the variant shown: price, colour and photo are its own
     variants: int = 0
+    pinned: bool = False  # placed by a merchandising rule, not by its score
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -122,6 +130,7 @@ class Hit:
             "matched_image": self.matched_image, "matched_image_position": self.matched_image_position,
             "score": round(self.score, 6), "scores": {k: round(v, 6) for k, v in self.scores.items()},
             "variant": self.variant.as_dict() if self.variant else None, "variants": self.variants,
+            "pinned": self.pinned,
         }
 
 
@@ -134,10 +143,14 @@ class SearchResponse:
     offset: int
     top_k: int
     cached: bool = False
+    understood: dict[str, Any] = field(default_factory=dict)  # what the query asked beyond its words
+    searched_text: str | None = None  # the text searched once understood (None: a browse)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "cached": self.cached,
+            "understood": self.understood,
+            "searched_text": self.searched_text,
             "hits": [h.as_dict() for h in self.hits],
             "total": self.total,
             "offset": self.offset,

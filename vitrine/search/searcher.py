@@ -12,27 +12,31 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
 
 from vitrine.arrays import Array
 from vitrine.errors import NotFound
-from vitrine.index.store import CollectionStore, Product
+from vitrine.index.store import CollectionStore, Filters, Product
 from vitrine.index.vectors import CollectionVectors
 from vitrine.models.embedder import ImageEmbedder, PreparedPhoto
 from vitrine.models.heads import CrossModal
 from vitrine.models.text_encoder import TextEncoder
 from vitrine.search.cache import LruCache
 from vitrine.search.query import Hit, Query, SearchResponse
+from vitrine.search.rules import Merchandising, Rule
 from vitrine.search.scoring import fuse, image_search_vectors, normalise_rows, top_indices
+from vitrine.search.understanding import Understanding, understand
 from vitrine.search.variants import choose_variant
+from vitrine.search.vocabulary import Vocabulary
 
 ANN_CANDIDATES = 2000
 RESCORE_MARGIN = 200  # candidates past the page that are re-scored exactly
 MIN_SCORE_BORDER = 0.02  # approximate totals this close to min_score are re-scored before counting
 SORT_MARGIN = 0.1  # a search sorted by price or age keeps the products within this of the best score
+FACET_BOOST = 0.05  # added per understood facet (colour, category...) a product has: chosen on dev queries
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,8 @@ class SearchTarget:
     store: CollectionStore
     vectors: Callable[[], CollectionVectors]
     embedder: ImageEmbedder  # the collection's photo encoder: a query photo is encoded the same way
+    vocabulary: Callable[[], Vocabulary] | None = None  # its words, for query understanding
+    merchandising: Callable[[], Merchandising] | None = None  # its rules
 
 
 @dataclass
@@ -53,6 +59,8 @@ class _Scored:
     total: Array
     signals: dict[str, Array]
     matched_image: Array | None
+    bonus: Array | None = None  # per product of the collection: added to the fused score
+    rules: tuple[Rule, ...] = ()  # the collection's rules that apply to this search
 
 
 def prepare_query_photo(image: bytes, targets: Sequence[SearchTarget], *,
@@ -85,6 +93,10 @@ class Searcher:
         """`photos`: the query photo already decoded per encoder (`prepare_query_photo`); otherwise it is
         decoded here."""
         started = time.perf_counter()
+        asked = query.text  # rules match what the shopper typed
+        understanding = self.understand(query, targets)
+        if understanding is not None:
+            query = replace(query, text=understanding.text, filters=_with_price(query.filters, understanding))
         text_vector = self._encode_text(query.text) if query.text else None
         photo: dict[int, tuple[Array, Array]] = {}  # per encoder: raw features and search vector
         if query.image is not None:
@@ -107,12 +119,16 @@ class Searcher:
             if query.image is not None:
                 image_raw, image_vector = photo[id(t.embedder)]
             vectors = t.vectors()
+            rules = tuple(t.merchandising().applicable(asked)) if t.merchandising is not None else ()
+            bonus = _add(_facet_bonus(understanding, vectors), _rule_bonus(t, rules, vectors))
             if query.browsing:
-                scored.append(self._browse(query, t, vectors))
+                scored.append(self._browse(query, t, vectors, bonus, rules))
                 continue
             xmodal_text = self._xmodal_text(query, vectors, text_vector, shared)
-            scored.append(self._score(query, t, vectors, text_vector, image_vector, image_raw, xmodal_text,
-                                      exclude, approximate=True))
+            found = self._score(query, t, vectors, text_vector, image_vector, image_raw, xmodal_text,
+                                exclude, approximate=True, bonus=bonus)
+            found.rules = rules
+            scored.append(found)
         facets = self._facets(scored, query.facets)
         owner = np.concatenate([np.full(len(s.total), i) for i, s in enumerate(scored)]) if scored else np.zeros(0, int)
         local = np.concatenate([np.arange(len(s.total)) for s in scored]) if scored else np.zeros(0, int)
@@ -120,7 +136,8 @@ class Searcher:
             rescore = partial(self._rescore, query, scored, text_vector=text_vector, image_vector=image_vector,
                               photo=photo, shared=shared, exclude=exclude)
             ranked, total = self._sorted(query, scored, owner, local, rescore)
-            return self._response(query, ranked, total, scored, owner, local, facets, started, encoded)
+            return self._response(query, ranked, total, scored, owner, local, facets, started, encoded,
+                                  understanding)
 
         # Rank on the approximate totals; re-score the page, a margin and the min_score border exactly.
         totals = np.concatenate([s.total for s in scored]) if scored else np.zeros(0, dtype=np.float32)
@@ -128,11 +145,13 @@ class Searcher:
         if query.min_score is not None:
             keep &= totals >= query.min_score - MIN_SCORE_BORDER
         possible = np.flatnonzero(keep)
-        wanted = query.offset + query.top_k
+        pins = _pins(scored, owner, local)
+        pinned = np.asarray([i for i, _ in pins], dtype=np.int64)
+        wanted = query.offset + query.top_k + len(pins)
         candidates = possible[top_indices(totals[possible], wanted + RESCORE_MARGIN)]
         if query.min_score is not None:
             candidates = np.union1d(candidates, possible[totals[possible] < query.min_score + MIN_SCORE_BORDER])
-        candidates = np.sort(candidates)
+        candidates = np.union1d(candidates, pinned)
         self._rescore(query, scored, owner[candidates], local[candidates], text_vector, image_vector, photo, shared,
                       exclude)
         totals = np.concatenate([s.total for s in scored]) if scored else totals
@@ -140,14 +159,29 @@ class Searcher:
         if query.min_score is not None:
             keep &= totals >= query.min_score
         final = candidates[keep[candidates]]  # every product not re-scored ranks behind these
-        ranked = final[top_indices(totals[final], wanted)][query.offset :]
-        return self._response(query, ranked, int(keep.sum()), scored, owner, local, facets, started, encoded)
+        ranked = _place_pins(final[top_indices(totals[final], wanted)], pins)
+        ranked = ranked[query.offset : query.offset + query.top_k]
+        return self._response(query, ranked, int(keep.sum()), scored, owner, local, facets, started, encoded,
+                              understanding, pinned)
+
+    def understand(self, query: Query, targets: Sequence[SearchTarget]) -> Understanding | None:
+        """What the query's words ask of these collections (None: nothing to understand, or turned off)."""
+        if not query.understand or not query.text or query.product_id is not None:
+            return None
+        vocabularies = [t.vocabulary() for t in targets if t.vocabulary is not None]
+        if not vocabularies:
+            return None
+        stores = [t.store for t in targets]
+        return understand(query.text, Vocabulary.merge(vocabularies), ignore=query.ignore_understood,
+                          price_given="price" in query.filters.ranges,
+                          is_word=lambda word: any(store.holds_word(word) for store in stores))
 
     def _response(self, query: Query, ranked: Array, total: int, scored: list[_Scored], owner: Array, local: Array,
-                  facets: dict[str, dict[str, int]], started: float, encoded: float) -> SearchResponse:
+                  facets: dict[str, dict[str, int]], started: float, encoded: float,
+                  understanding: Understanding | None = None, pinned: Array | None = None) -> SearchResponse:
         scored_at = time.perf_counter()
         totals = np.concatenate([s.total for s in scored]) if scored else np.zeros(0, dtype=np.float32)
-        hits = self._hits(query, ranked, scored, owner, local, totals)
+        hits = self._hits(query, ranked, scored, owner, local, totals, pinned)
         done = time.perf_counter()
         return SearchResponse(
             hits=hits,
@@ -161,14 +195,18 @@ class Searcher:
             },
             offset=query.offset,
             top_k=query.top_k,
+            understood=understanding.as_dict() if understanding is not None else {},
+            searched_text=query.text,
         )
 
     @staticmethod
-    def _browse(query: Query, target: SearchTarget, vectors: CollectionVectors) -> _Scored:
-        """Every product that passes the filters, unscored: the collection as a shop lists it."""
+    def _browse(query: Query, target: SearchTarget, vectors: CollectionVectors, bonus: Array | None,
+                rules: tuple[Rule, ...]) -> _Scored:
+        """Every product that passes the filters, unscored (but for rules): the collection as a shop lists it."""
         positions = vectors.positions_of_rows(target.store.filter_rows(query.filters)) if query.filters \
             else np.arange(vectors.size)
-        return _Scored(target, vectors, positions, np.zeros(len(positions), dtype=np.float32), {}, None)
+        total = bonus[positions].copy() if bonus is not None else np.zeros(len(positions), dtype=np.float32)
+        return _Scored(target, vectors, positions, total, {}, None, bonus, rules)
 
     @staticmethod
     def _sorted(query: Query, scored: list[_Scored], owner: Array, local: Array,
@@ -205,6 +243,9 @@ class Searcher:
             primary = np.where(np.isnan(price), np.inf, price if query.sort == "price_asc" else -price)
         # lexsort: the last key first; then relevance, then collection and row, so paging is stable
         order = kept[np.lexsort((rows[kept], owner[kept], -totals[kept], primary))]
+        if query.browsing and query.sort == "newest":  # the shop's own front page: its pins apply
+            pins = _pins(scored, owner, local)
+            order = _place_pins(order[: query.offset + query.top_k + len(pins)], pins)
         page = order[query.offset : query.offset + query.top_k]
         if not query.browsing:
             rescore(owner[page], local[page])
@@ -280,7 +321,7 @@ class Searcher:
             keyword = s.signals["keyword"][at] if "keyword" in s.signals else None
             exact = self._score(query, s.target, s.vectors, text_vector, image_vector, image_raw,
                                 self._xmodal_text(query, s.vectors, text_vector, shared), exclude,
-                                positions=s.positions[at], keyword=keyword)
+                                positions=s.positions[at], keyword=keyword, bonus=s.bonus)
             s.total[at] = exact.total
             for name, values in exact.signals.items():
                 s.signals[name][at] = values
@@ -301,6 +342,7 @@ class Searcher:
         positions: Array | None = None,
         keyword: Array | None = None,
         approximate: bool = False,
+        bonus: Array | None = None,
     ) -> _Scored:
         """Every signal and the fused total for the collection's products (those of the filters, the ANN
         candidates, or `positions` when given). `keyword`: the keyword scores at `positions`, if known."""
@@ -347,10 +389,13 @@ class Searcher:
             total = fuse(image_score, text_score, alpha)
         total = np.array(total, dtype=np.float32)  # a copy: the re-scoring pass writes into it
         final_positions = np.arange(vectors.size) if positions is None else positions
+        if bonus is not None:  # understood facets and merchandising rules, shown as their own signal
+            signals["boost"] = bonus[final_positions]
+            total += signals["boost"]
         if exclude is not None and exclude[0] == target.name:
             own = vectors.position_of(exclude[1])
             total[final_positions == own] = -np.inf
-        return _Scored(target, vectors, final_positions, total, signals, matched)
+        return _Scored(target, vectors, final_positions, total, signals, matched, bonus)
 
     @staticmethod
     def _keyword_scores(
@@ -365,8 +410,10 @@ class Searcher:
 
     @staticmethod
     def _hits(
-        query: Query, ranked: Array, scored: list[_Scored], owner: Array, local: Array, totals: Array
+        query: Query, ranked: Array, scored: list[_Scored], owner: Array, local: Array, totals: Array,
+        pinned: Array | None = None,
     ) -> list[Hit]:
+        pinned_set = set() if pinned is None else {int(i) for i in pinned}
         wanted: dict[int, list[str]] = {}
         for i in ranked:
             s = scored[int(owner[i])]
@@ -402,6 +449,70 @@ class Searcher:
                 main_image_position=main.position if main else None,
                 matched_image=matched_ref, matched_image_position=matched_pos, score=float(totals[i]),
                 scores={k: float(v[li]) for k, v in s.signals.items()}, variant=variant,
-                variants=len(product.variants),
+                variants=len(product.variants), pinned=int(i) in pinned_set,
             ))
         return hits
+
+
+def _with_price(filters: Filters, understanding: Understanding) -> Filters:
+    if understanding.price is None:
+        return filters
+    return Filters(equals=filters.equals, ranges={**filters.ranges, "price": understanding.price})
+
+
+def _facet_bonus(understanding: Understanding | None, vectors: CollectionVectors) -> Array | None:
+    """FACET_BOOST for each understood facet a product has (any of its values, variants' included)."""
+    if understanding is None or not understanding.values:
+        return None
+    bonus = np.zeros(vectors.size, dtype=np.float32)
+    for name, wanted in understanding.values.items():
+        if name not in vectors.data.facets:
+            continue
+        product_pos, codes, values = vectors.data.facets[name]
+        wanted_codes = [i for i, v in enumerate(values) if v in wanted]
+        has = np.zeros(vectors.size, dtype=bool)
+        has[product_pos[np.isin(codes, wanted_codes)]] = True
+        bonus += FACET_BOOST * has
+    return bonus
+
+
+def _add(a: Array | None, b: Array | None) -> Array | None:
+    if a is None or b is None:
+        return a if b is None else b
+    summed: Array = a + b
+    return summed
+
+
+def _rule_bonus(target: SearchTarget, rules: tuple[Rule, ...], vectors: CollectionVectors) -> Array | None:
+    if not rules or target.merchandising is None:
+        return None
+    return target.merchandising().bonus(rules, vectors.size, vectors.positions_of_rows, vectors.position_of)
+
+
+def _pins(scored: list[_Scored], owner: Array, local: Array) -> list[tuple[int, int]]:
+    """(global index, position) of each pinned product that passed the filters and is not hidden."""
+    pins: list[tuple[int, int]] = []
+    offsets = np.cumsum([0] + [len(s.total) for s in scored])
+    for o, s in enumerate(scored):
+        for rule in s.rules:
+            if rule.action != "pin" or rule.product_id is None or rule.position is None:
+                continue
+            at = s.vectors.position_of(rule.product_id)
+            found = np.flatnonzero(s.positions == at) if at is not None else np.zeros(0, dtype=np.int64)
+            if len(found) and np.isfinite(s.total[found[0]]):
+                pins.append((int(offsets[o] + found[0]), rule.position))
+    first: dict[int, int] = {}  # a product pinned twice keeps its highest place
+    for i, position in sorted(pins, key=lambda ip: ip[1]):
+        first.setdefault(i, position)
+    return list(first.items())
+
+
+def _place_pins(order: Array, pins: list[tuple[int, int]]) -> Array:
+    """`order` with each pinned entry moved to its position (1-based), the others keeping their order."""
+    if not pins:
+        return order
+    pinned = {i for i, _ in pins}
+    placed = [int(i) for i in order if int(i) not in pinned]
+    for i, position in pins:
+        placed.insert(min(position - 1, len(placed)), i)
+    return np.asarray(placed, dtype=np.int64)
