@@ -117,6 +117,15 @@ def luma_engine(luma_home: Path, models_dir: Path) -> Iterator[Engine]:
         yield e
 
 
+@pytest.fixture
+def luma_copy(tmp_path: Path, luma_home: Path, models_dir: Path) -> Path:
+    """A private copy of the Luma home, for tests that change a collection's settings or rules."""
+    home = tmp_path / "home"
+    shutil.copytree(luma_home / "collections", home / "collections")
+    make_settings(home, models_dir)
+    return home
+
+
 def wait_for(get: Callable[[], Any], done: Callable[[Any], bool], timeout_s: float = 300) -> Any:
     """Polls `get()` until `done(value)`: waits on a state (a job's, a server's), not a fixed time."""
     deadline = time.monotonic() + timeout_s

@@ -19,6 +19,7 @@ from vitrine.catalog.records import choose_category, to_record
 from vitrine.engine import Engine
 from vitrine.errors import CatalogError
 from vitrine.index.sqlite_store import SqliteStore
+from vitrine.index.store import Filters
 from vitrine.search.query import Query
 
 
@@ -162,6 +163,9 @@ def test_collections_of_the_previous_schema_open_and_gain_variants(tmp_path: Pat
         path = engine.store("old").path
     db = sqlite3.connect(path)
     db.execute("ALTER TABLE products DROP COLUMN variants")
+    # as schema 2 and 3 stored them: the `sizes` column under its own name, no gender from category paths
+    db.execute("UPDATE product_values SET field='sizes' WHERE field='size'")
+    db.execute("DELETE FROM product_values WHERE field='gender'")
     db.execute("PRAGMA user_version=2")
     db.commit()
     db.close()
@@ -169,6 +173,9 @@ def test_collections_of_the_previous_schema_open_and_gain_variants(tmp_path: Pat
     try:
         (product,) = store.get_products(["MH01"])
         assert product.title == "Chaz Kangeroo Hoodie" and product.variants == ()
+        # schema 4: "Men/Tops/Hoodies & Sweatshirts" gives the gender, and `sizes` is filtered as `size`
+        assert len(store.filter_rows(Filters(equals={"gender": ("men",), "size": ("XL",)}))) == 1
+        assert len(store.filter_rows(Filters(equals={"sizes": ("XL",)}))) == 1
     finally:
         store.close()
     assert LUMA.is_dir()

@@ -19,7 +19,7 @@ from vitrine.api.errors import install_error_handlers
 from vitrine.api.limits import BodySizeLimit
 from vitrine.api.observability import JobStateCollector, Metrics, RequestContext
 from vitrine.api.ratelimit import RateLimit, TokenBuckets
-from vitrine.api.routes import collections, health, jobs, looks, metrics, models, products, search
+from vitrine.api.routes import collections, health, jobs, looks, merchandising, metrics, models, products, search
 from vitrine.engine import Engine
 from vitrine.jobs.runner import JobRunner
 from vitrine.jobs.store import JobStore
@@ -87,7 +87,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         app.add_middleware(RateLimit, per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst)
     # Outside the rate limit: refused requests are logged and counted too.
     app.add_middleware(RequestContext, metrics=app.state.metrics)
-    for module in (health, collections, products, search, jobs, models, looks, metrics):
+    for module in (health, collections, products, search, merchandising, jobs, models, looks, metrics):
         app.include_router(module.router)
     mount_ui(app)
     if settings.cors_origins:

@@ -231,6 +231,17 @@ def choose_category(paths: list[str]) -> str:
     return best[-1] if best else ""
 
 
+# Top levels of category trees that are a gender ("Men/Tops/Jackets"), as the catalog spells them.
+_GENDER_SEGMENTS = frozenset({"men", "mens", "men's", "women", "womens", "women's", "ladies", "man", "woman",
+                              "boys", "girls", "kids", "unisex", "baby"})
+
+
+def gender_of_paths(paths: list[str]) -> list[str]:
+    """The genders category paths name ("Women/Tops/Tees": "Women"), for a catalog with no gender field."""
+    found = [s for path in paths for s in category_segments(path) if s.strip().lower() in _GENDER_SEGMENTS]
+    return list(dict.fromkeys(found))
+
+
 def _leaf_category(value: str) -> str:
     segments = category_segments(value)
     return segments[-1] if segments else value

@@ -35,11 +35,30 @@ def format_response(response: SearchResponse, *, show_collection: bool) -> str:
             row.insert(2, hit.collection)
         rows.append(row)
     out = [table(headers, rows, widths) if rows else "no results"]
+    if response.understood:
+        out.insert(0, f"understood: {format_understood(response.understood)}  (searched: "
+                      f"{response.searched_text or '(browse)'!r}; --no-understand to turn off)\n")
     out.append(f"\n{response.total} matching products; {response.timing_ms['total']:.1f} ms")
     for name, counts in response.facets.items():
         top = ", ".join(f"{v} ({n})" for v, n in list(counts.items())[:8])
         out.append(f"{name}: {top}")
     return "\n".join(out)
+
+
+def format_understood(understood: dict[str, Any]) -> str:
+    parts = []
+    for kind, value in understood.items():
+        if kind == "price":
+            low, high = value.get("low"), value.get("high")
+            parts.append(f"price {low:g}-{high:g}" if low is not None and high is not None
+                         else f"price <= {high:g}" if high is not None else f"price >= {low:g}")
+        elif isinstance(value, dict):
+            parts.append(f"{kind} " + ", ".join(f"{k} -> {v}" for k, v in value.items()))
+        else:
+            parts.append(f"{kind} " + " | ".join(value))
+        if isinstance(value, dict) and value.get("words"):
+            parts[-1] += f" ({value['words']})"
+    return "; ".join(parts)
 
 
 def format_report(report: IngestReport, *, path: str | None, max_problems: int = 20) -> str:

@@ -18,7 +18,7 @@ from vitrine import __version__
 from vitrine.catalog.columns import parse_mapping
 from vitrine.catalog.formats import FORMATS
 from vitrine.catalog.sources import is_url
-from vitrine.cli import look_commands, model_commands
+from vitrine.cli import look_commands, merch_commands, model_commands
 from vitrine.cli.format import format_collections, format_report, format_response, table
 from vitrine.engine import Engine, open_engine
 from vitrine.errors import Conflict, InvalidInput, ModelUnavailable, NotFound, VitrineError
@@ -105,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--min-score", type=float)
         p.add_argument("--sort", choices=SORTS, default="relevance",
                        help="relevance, or every result by price or newest first (no text or photo: browse)")
+        p.add_argument("--no-understand", dest="understand", action="store_false",
+                       help="take the words as they are: no price phrases, facet words, typo fixes or synonyms")
         p.add_argument("--json", action="store_true")
 
     search = sub.add_parser("search", help="search by text, image, or both; with neither, list the collection")
@@ -149,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     model_commands.add_parsers(sub)
     look_commands.add_parsers(sub)
+    merch_commands.add_parsers(sub)
 
     demo = sub.add_parser("demo", help="ingest the demo catalog (if needed) and run example searches")
     demo.add_argument("--catalog", type=Path, help="demo catalog (default: <data_dir>/luma/catalog.csv)")
@@ -205,7 +208,8 @@ def cmd_ingest(engine: Engine, args: argparse.Namespace) -> int:
 def _query(args: argparse.Namespace, **kwargs: Any) -> Query:
     return Query(
         filters=parse_filters(args.filter, args.range, args.min_price, args.max_price),
-        top_k=args.top_k, offset=args.offset, min_score=args.min_score, alpha=args.alpha, sort=args.sort, **kwargs,
+        top_k=args.top_k, offset=args.offset, min_score=args.min_score, alpha=args.alpha, sort=args.sort,
+        understand=args.understand, **kwargs,
     )
 
 
@@ -345,7 +349,8 @@ def cmd_serve(engine: Engine, args: argparse.Namespace) -> int:
 
 COMMANDS = {"ingest": cmd_ingest, "search": cmd_search, "similar": cmd_similar,
             "collections": cmd_collections, "demo": cmd_demo, "serve": cmd_serve, "keys": cmd_keys,
-            **model_commands.COMMANDS, **look_commands.COMMANDS}
+            **model_commands.COMMANDS, **look_commands.COMMANDS,
+            **merch_commands.COMMANDS}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

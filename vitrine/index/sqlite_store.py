@@ -18,11 +18,13 @@ from typing import Any
 import numpy as np
 
 from vitrine.arrays import Array
-from vitrine.catalog.records import ProductRecord, Variant, category_segments, parse_availability
+from vitrine.catalog.records import ProductRecord, Variant, category_segments, gender_of_paths, parse_availability
 from vitrine.errors import CollectionGone, Conflict
 from vitrine.index.store import Filters, Product, ProductImage, ProductWrite, VectorData, normalise_field
 
-SCHEMA_VERSION = 3  # 2: image feature rows end with the colour descriptor; 3: products have variants
+# 2: image feature rows end with the colour descriptor; 3: products have variants; 4: `sizes` is
+# filtered as `size`, and category paths give a gender ("Men/Tops") to products without one
+SCHEMA_VERSION = 4
 # A query word found in one of these columns counts fully; found only in the description or the
 # attributes, it counts half.
 _STRONG_COLUMNS = "{id title category colour}"
@@ -108,6 +110,9 @@ def _filter_values(r: ProductRecord) -> list[tuple[str, str, str, float | None]]
     values: list[tuple[str, Any]] = [("category", r.category), ("colour", r.colour)]
     values += [(normalise_field(k), v) for k, v in r.attributes.items()]
     values += [("category", segments[-1]) for segments in map(category_segments, r.categories) if segments]
+    if not any(normalise_field(k) == "gender" for k in r.attributes):
+        paths = list(r.categories) or [str(r.attributes.get("category_path", r.category))]
+        values += [("gender", g) for g in gender_of_paths(paths)]
     for variant in r.variants:
         values += [(normalise_field(k), v) for k, v in variant.options.items()]
         values.append(("sku", variant.sku))
@@ -152,12 +157,31 @@ class SqliteStore:
                     f"collection {self.name!r} was built by an older Vitrine whose image features lack colour; "
                     "delete it and ingest its catalog again"
                 )
-            if version == 2:  # products gained variants: old rows have none
-                self._db.executescript(
-                    f"BEGIN; ALTER TABLE products ADD COLUMN variants TEXT NOT NULL DEFAULT '[]'; "
-                    f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+            if version in (2, 3):
+                self._db.execute("BEGIN")
+                if version == 2:  # products gained variants: old rows have none
+                    self._db.execute("ALTER TABLE products ADD COLUMN variants TEXT NOT NULL DEFAULT '[]'")
+                self._migrate_values()
+                self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                self._db.execute("COMMIT")
             elif version < SCHEMA_VERSION:
                 self._db.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+
+    def _migrate_values(self) -> None:
+        """Schema 4's filter values, in the open transaction: `sizes` rows become `size` ones, and
+        products without a gender get their category path's."""
+        db = self._db
+        db.execute("DELETE FROM product_values WHERE field='sizes' AND EXISTS (SELECT 1 FROM product_values s "
+                   "WHERE s.field='size' AND s.product_row=product_values.product_row "
+                   "AND s.value_norm=product_values.value_norm)")
+        db.execute("UPDATE product_values SET field='size' WHERE field='sizes'")
+        has_gender = {r for (r,) in db.execute("SELECT DISTINCT product_row FROM product_values WHERE field='gender'")}
+        for row, category, attributes in db.execute("SELECT row, category, attributes FROM products").fetchall():
+            if row in has_gender:
+                continue
+            for gender in gender_of_paths([str(json.loads(attributes).get("category_path", category))]):
+                db.execute("INSERT INTO product_values(product_row, field, value, value_norm, num) VALUES(?,?,?,?,NULL)",
+                           (row, "gender", gender, gender.lower()))
 
     @contextmanager
     def _locked(self) -> Iterator[None]:

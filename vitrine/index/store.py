@@ -60,11 +60,11 @@ class RangeFilter:
     high: float | None = None
 
 
-_FIELD_ALIASES = {"color": "colour", "colors": "colour", "colours": "colour"}
+_FIELD_ALIASES = {"color": "colour", "colors": "colour", "colours": "colour", "sizes": "size"}
 
 
 def normalise_field(name: str) -> str:
-    """A filter or facet field as every backend stores it: lower case, `color` spelled `colour`."""
+    """A filter or facet field as every backend stores it: lower case, `color` spelled `colour`, `sizes` as `size`."""
     name = name.strip().lower()
     return _FIELD_ALIASES.get(name, name)
 

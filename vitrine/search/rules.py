@@ -42,7 +42,10 @@ class Rule:
     weight: float = DEFAULT_WEIGHT
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        found = {k: v for k, v in asdict(self).items() if v is not None}
+        if self.action not in ("boost", "bury"):
+            found.pop("weight")
+        return found
 
     def applies_to(self, text: str | None) -> bool:
         return self.query is None or (text is not None and tokens(self.query) == tokens(text))

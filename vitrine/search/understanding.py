@@ -19,6 +19,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from vitrine.catalog.cleaning import parse_money
 from vitrine.index.store import RangeFilter
 from vitrine.search.vocabulary import UNDERSTOOD_FIELDS, Vocabulary
 from vitrine.search.words import BUILTIN_SYNONYMS, GENDER_WORDS, STOPWORDS, fold, singular, synonym_map, tokens
@@ -27,7 +28,7 @@ from vitrine.search.words import BUILTIN_SYNONYMS, GENDER_WORDS, STOPWORDS, fold
 KINDS = ("price", *UNDERSTOOD_FIELDS, "spelling", "synonyms")
 CHEAP_QUANTILE, DEAR_QUANTILE = 0.25, 0.75
 
-_MONEY = r"(?:[$€£]\s?)?(\d{1,7}(?:[.,]\d{1,2})?)\s?(?:[$€£]|usd|eur|gbp|dollars?|euros?|pounds?|bucks)?"
+_MONEY = r"(?:[$€£]\s?)?(\d{1,3}(?:[.,]\d{3})+(?:[.,]\d{1,2})?|\d{1,7}(?:[.,]\d{1,2})?)\s?(?:[$€£]|usd|eur|gbp|dollars?|euros?|pounds?|bucks)?"
 _LEAD = r"(?:(?:priced|costing|that costs?|for|at|price)\s+)?"
 _PRICE_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(pattern, re.IGNORECASE), kind) for pattern, kind in (
@@ -105,7 +106,7 @@ def _take_price(text: str, vocabulary: Vocabulary) -> tuple[str, RangeFilter | N
             bound = round(bound, 2)
             found = RangeFilter(high=bound) if kind == "cheap" else RangeFilter(low=bound)
             return rest, found, match.group(0).strip().lower()
-        numbers = [float(g.replace(",", ".")) for g in match.groups() if g is not None]
+        numbers = [_amount(g) for g in match.groups() if g is not None]
         if kind == "range":
             if len(numbers) != 2 or _size_context(text, match.start()):
                 continue
@@ -113,6 +114,12 @@ def _take_price(text: str, vocabulary: Vocabulary) -> tuple[str, RangeFilter | N
             return rest, RangeFilter(low=low, high=high), None
         return rest, RangeFilter(high=numbers[0]) if kind == "high" else RangeFilter(low=numbers[0]), None
     return text, None, None
+
+
+def _amount(written: str) -> float:
+    """"1.299,00", "1,299", "49.99", "12,5" as the shopper meant them (the catalog's own rules)."""
+    money = parse_money(written)
+    return money.amount if money is not None else float(written.replace(",", "."))
 
 
 def _size_context(text: str, at: int) -> bool:
@@ -150,7 +157,8 @@ def _resolve_words(text: str, vocabulary: Vocabulary, corrected: dict[str, str] 
                     continue
                 used = next((p for p in groups[key] if _used(p, vocabulary)), None)
                 if used is not None:
-                    spelled = " ".join(vocabulary.surface.get(t, t) for t in used)
+                    plural = key != tuple(re.findall(r"[a-z0-9]+", fold(chunk)))  # keep the shopper's number
+                    spelled = " ".join(vocabulary.surface.get(t, t) if plural else t for t in used)
                     replaced[chunk] = spelled
                     out.append(spelled)
                     i += n
