@@ -115,6 +115,7 @@ class HitOut(BaseModel):
     scores: dict[str, float]
     variant: VariantOut | None = Field(None, description="The variant that best matches the query and filters")
     variants: int = Field(0, description="How many variants the product has")
+    pinned: bool = Field(False, description="Placed by a merchandising rule (pin), not by its score")
 
     @classmethod
     def from_hit(cls, hit: Hit) -> HitOut:

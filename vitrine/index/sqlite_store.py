@@ -180,8 +180,8 @@ class SqliteStore:
             if row in has_gender:
                 continue
             for gender in gender_of_paths([str(json.loads(attributes).get("category_path", category))]):
-                db.execute("INSERT INTO product_values(product_row, field, value, value_norm, num) VALUES(?,?,?,?,NULL)",
-                           (row, "gender", gender, gender.lower()))
+                db.execute("INSERT INTO product_values(product_row, field, value, value_norm, num) "
+                           "VALUES(?, 'gender', ?, ?, NULL)", (row, gender, gender.lower()))
 
     @contextmanager
     def _locked(self) -> Iterator[None]:

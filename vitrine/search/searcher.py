@@ -135,9 +135,9 @@ class Searcher:
         if query.sort != "relevance":
             rescore = partial(self._rescore, query, scored, text_vector=text_vector, image_vector=image_vector,
                               photo=photo, shared=shared, exclude=exclude)
-            ranked, total = self._sorted(query, scored, owner, local, rescore)
+            ranked, total, pinned = self._sorted(query, scored, owner, local, rescore)
             return self._response(query, ranked, total, scored, owner, local, facets, started, encoded,
-                                  understanding)
+                                  understanding, pinned)
 
         # Rank on the approximate totals; re-score the page, a margin and the min_score border exactly.
         totals = np.concatenate([s.total for s in scored]) if scored else np.zeros(0, dtype=np.float32)
@@ -210,7 +210,7 @@ class Searcher:
 
     @staticmethod
     def _sorted(query: Query, scored: list[_Scored], owner: Array, local: Array,
-                rescore: Callable[[Array, Array], None]) -> tuple[Array, int]:
+                rescore: Callable[[Array, Array], None]) -> tuple[Array, int, Array]:
         """(the page, how many matched) of a search ordered by price or age over its whole result set.
 
         A browse lists every product that passes the filters. A search keeps those scoring at least
@@ -243,13 +243,14 @@ class Searcher:
             primary = np.where(np.isnan(price), np.inf, price if query.sort == "price_asc" else -price)
         # lexsort: the last key first; then relevance, then collection and row, so paging is stable
         order = kept[np.lexsort((rows[kept], owner[kept], -totals[kept], primary))]
+        pins: list[tuple[int, int]] = []
         if query.browsing and query.sort == "newest":  # the shop's own front page: its pins apply
             pins = _pins(scored, owner, local)
             order = _place_pins(order[: query.offset + query.top_k + len(pins)], pins)
         page = order[query.offset : query.offset + query.top_k]
         if not query.browsing:
             rescore(owner[page], local[page])
-        return page, len(kept)
+        return page, len(kept), np.asarray([i for i, _ in pins], dtype=np.int64)
 
     @staticmethod
     def _facets(scored: list[_Scored], names: Sequence[str]) -> dict[str, dict[str, int]]:

@@ -28,7 +28,8 @@ from vitrine.search.words import BUILTIN_SYNONYMS, GENDER_WORDS, STOPWORDS, fold
 KINDS = ("price", *UNDERSTOOD_FIELDS, "spelling", "synonyms")
 CHEAP_QUANTILE, DEAR_QUANTILE = 0.25, 0.75
 
-_MONEY = r"(?:[$€£]\s?)?(\d{1,3}(?:[.,]\d{3})+(?:[.,]\d{1,2})?|\d{1,7}(?:[.,]\d{1,2})?)\s?(?:[$€£]|usd|eur|gbp|dollars?|euros?|pounds?|bucks)?"
+_NUMBER = r"(\d{1,3}(?:[.,]\d{3})+(?:[.,]\d{1,2})?|\d{1,7}(?:[.,]\d{1,2})?)"  # 1.299,00 / 1,299 / 49.99
+_MONEY = rf"(?:[$€£]\s?)?{_NUMBER}\s?(?:[$€£]|usd|eur|gbp|dollars?|euros?|pounds?|bucks)?"
 _LEAD = r"(?:(?:priced|costing|that costs?|for|at|price)\s+)?"
 _PRICE_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(pattern, re.IGNORECASE), kind) for pattern, kind in (

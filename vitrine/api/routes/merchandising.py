@@ -37,12 +37,13 @@ class Synonyms(Strict):
                     "collection never uses is searched as a group member it does use")
 
 
-@router.get("/rules", dependencies=[Read], response_model=list[RuleOut], summary="The collection's rules")
+@router.get("/rules", dependencies=[Read], response_model=list[RuleOut], response_model_exclude_none=True,
+            summary="The collection's rules")
 def list_rules(name: str, engine: EngineDep) -> list[dict[str, Any]]:
     return [r.as_dict() for r in engine.rules(name)]
 
 
-@router.post("/rules", dependencies=[Write], response_model=RuleOut, status_code=201,
+@router.post("/rules", dependencies=[Write], response_model=RuleOut, status_code=201, response_model_exclude_none=True,
              summary="Add a merchandising rule; searches apply it at once")
 def add_rule(name: str, body: RuleIn, engine: EngineDep) -> dict[str, Any]:
     return engine.add_rule(name, body.model_dump(exclude_none=True)).as_dict()
