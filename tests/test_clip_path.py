@@ -65,7 +65,8 @@ def test_a_collection_searches_with_its_clip_checkpoint(engine: Engine, small_lu
     assert hits[0].id == "MJ01" and hits[0].scores["visual"] == pytest.approx(1.0, abs=1e-4)
 
     # Text queries use the checkpoint's text tower for the cross-modal signal.
-    hit = engine.search(Query(text="jacket", collection="clipped", cross_modal_weight=1.0, top_k=12)).hits[0]
+    hit = engine.search(Query(text="jacket", collection="clipped", cross_modal_weight=1.0, top_k=12,
+                              understand=False)).hits[0]  # the raw cross-modal score, without facet boosts
     checkpoint = engine._clip_model(engine.store("clipped").meta()["image_model"])[0]
     query = checkpoint.encode_texts(["jacket"])[0]
     best = max(float(v @ query) for v in vectors.xmodal_vectors)

@@ -138,6 +138,22 @@ def test_browse_and_sort(server: dict[str, str], page: Any) -> None:
     assert prices == sorted(prices, reverse=True) and page.locator("#sort").input_value() == "price_desc"
 
 
+def test_understood_chips_can_be_taken_back(server: dict[str, str], page: Any) -> None:
+    page.goto(server["base"] + "/#/search?q=red+hoodie+under+50&c=luma")
+    wait_results(page)
+    chips = page.locator("#understood .chip")
+    assert [t.replace("×", "").strip() for t in chips.all_inner_texts()] == [
+        "price ≤ 50.00", "colour: Red", "category: Hoodies"]
+    prices = [float(t) for t in page.locator("#hits .card .body > div:nth-child(3)").all_inner_texts()]
+    assert prices and max(prices) <= 50
+    page.get_by_role("button", name="Remove price").click()
+    page.wait_for_url(re.compile(r".*x=price.*"))
+    wait_results(page)
+    assert [c.get_attribute("data-kind") for c in page.locator("#understood .chip").all()] == ["colour", "category"]
+    prices = [float(t) for t in page.locator("#hits .card .body > div:nth-child(3)").all_inner_texts()]
+    assert max(prices) > 50  # "under 50" is words again
+
+
 def test_variants_on_cards_and_product_pages(server: dict[str, str], page: Any) -> None:
     page.goto(server["base"] + "/#/search?q=orange+hoodie&c=shopify")
     wait_results(page)

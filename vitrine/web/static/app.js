@@ -96,7 +96,7 @@ function card(hit) {
     el("a", { href },
       photo ? el("img", { src: photo, alt: hit.title, loading: "lazy" }) : null,
       el("div", { class: "body" },
-        el("div", { class: "title", text: hit.title }),
+        el("div", { class: "title", text: hit.title }, hit.pinned ? el("span", { class: "badge", text: "Featured" }) : null),
         el("div", { class: "meta", text: [hit.colour, hit.category].filter(Boolean).join(" · ") }),
         el("div", { text: price(hit.price) }),
         hit.variant ? el("div", { class: "meta variant", text: `${Object.values(hit.variant.options).join(" / ")}${hit.variants > 1 ? ` · ${hit.variants} variants` : ""}` }) : null,
@@ -106,11 +106,23 @@ function card(hit) {
 
 // -- search --------------------------------------------------------------------------------------
 
+// One chip of what a query was understood to ask: "price ≤ 50", "colour: Red", "spelling: hoddie → hoodie".
+function chipText(kind, value) {
+  if (kind === "price") {
+    const { low, high, words } = value;
+    const range = low != null && high != null ? `${price(low)}–${price(high)}` : high != null ? `≤ ${price(high)}` : `≥ ${price(low)}`;
+    return `price ${range}${words ? ` (${words})` : ""}`;
+  }
+  if (Array.isArray(value)) return `${kind}: ${value.join(", ")}`;
+  return `${kind}: ${Object.entries(value).map(([a, b]) => `${a} → ${b}`).join(", ")}`;
+}
+
 async function searchPage(params) {
   const list = await collections();
   const text = params.get("q") || "";
   const offset = Number(params.get("o") || 0);
   const filters = params.getAll("f");
+  const ignored = params.getAll("x"); // kinds of understanding the shopper took back (chips removed)
   const alpha = params.get("a") || "0.5";
 
   const input = el("input", { type: "text", id: "q", name: "q", value: text, placeholder: "red summer dress", autocomplete: "off" });
@@ -145,9 +157,11 @@ async function searchPage(params) {
   fileInput.addEventListener("change", () => take(fileInput.files[0]));
   document.onpaste = (e) => { const f = [...(e.clipboardData?.files || [])][0]; if (f) take(f); };
 
-  function state(newOffset, extraFilters) {
+  function state(newOffset, extraFilters, extraIgnored) {
     const p = new URLSearchParams();
     if (input.value.trim()) p.set("q", input.value.trim());
+    // chips taken back stay off for these words; new words are read afresh
+    for (const x of extraIgnored ?? (input.value.trim() === text ? ignored : [])) p.append("x", x);
     if (picker.value) p.set("c", picker.value);
     for (const f of extraFilters ?? filters) p.append("f", f);
     if (min.value) p.set("min", min.value);
@@ -157,8 +171,8 @@ async function searchPage(params) {
     if (newOffset) p.set("o", String(newOffset));
     return p;
   }
-  function submit(newOffset, extraFilters) {
-    const p = state(newOffset, extraFilters);
+  function submit(newOffset, extraFilters, extraIgnored) {
+    const p = state(newOffset, extraFilters, extraIgnored);
     if (p.toString() === params.toString()) searchPage(p); else go("/search", p);
   }
   slider.addEventListener("change", () => submit(0));
@@ -177,7 +191,7 @@ async function searchPage(params) {
   const options = {
     collection: picker.value || null, top_k: PAGE, offset, sort: sort.value,
     alpha: text && searchImage ? Number(slider.value) : null,
-    filters: {}, ranges: {},
+    filters: {}, ranges: {}, ignore_understood: ignored,
   };
   for (const f of filters) {
     const [field, value] = f.split(":");
@@ -215,13 +229,18 @@ async function searchPage(params) {
   facetsBox.append(el("fieldset", {}, el("legend", { text: "price" }),
     el("label", { for: "min", text: "from" }), min, el("label", { for: "max", text: "to" }), max,
     el("button", { type: "button", class: "secondary", onclick: () => submit(0), text: "Apply" })));
+  const chips = el("div", { class: "chips", id: "understood", "aria-label": "What the search understood" },
+    Object.entries(response.understood || {}).map(([kind, value]) =>
+      el("span", { class: "chip", "data-kind": kind }, chipText(kind, value),
+        el("button", { type: "button", class: "chip-remove", "aria-label": `Remove ${kind}`, title: "Take the words literally",
+          onclick: () => submit(0, null, [...ignored, kind]), text: "×" }))));
   const grid = el("ul", { class: "grid", id: "hits" }, response.hits.map(card));
   const pager = el("div", { class: "pager" },
     el("button", { type: "button", class: "secondary", disabled: offset === 0, onclick: () => submit(Math.max(0, offset - PAGE)), text: "Previous" }),
     el("span", { text: `${response.total ? offset + 1 : 0}–${offset + response.hits.length} of ${response.total}` }),
     el("button", { type: "button", class: "secondary", disabled: offset + PAGE >= response.total, onclick: () => submit(offset + PAGE), text: "Next" }));
   const browsing = !text && !searchImage;
-  results.replaceChildren(el("p", { class: "meta", text: `${browsing ? "All products: " : ""}${response.total} products · ${response.timing_ms.total.toFixed(0)} ms` }), grid, pager);
+  results.replaceChildren(chips, el("p", { class: "meta", text: `${browsing ? "All products: " : ""}${response.total} products · ${response.timing_ms.total.toFixed(0)} ms` }), grid, pager);
   results.dataset.hash = location.hash; // which search these results answer (tests and scripts wait on it)
 }
 
