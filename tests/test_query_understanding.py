@@ -130,3 +130,18 @@ def test_synonyms_and_understanding_from_the_cli(capsys: pytest.CaptureFixture[s
     assert json.loads(out)["understood"] == {}
     code, _, err = run_main(capsys, luma_copy, "synonyms", "luma", "--add", "lonely")
     assert code != 0 and "synonyms.1: a group is a list of 2 to 20 phrases" in err
+
+
+def test_suggest_completes_from_categories_words_and_titles(luma_engine: Engine) -> None:
+    with TestClient(create_app(engine=luma_engine)) as client:
+        found = client.get("/suggest", params={"q": "hoo", "collection": "luma"}).json()["suggestions"]
+        assert (found[0]["kind"], found[0]["text"]) == ("category", "Hoodies & Sweatshirts") and found[0]["count"] > 10
+        assert {"text": "hoodie", "kind": "query"}.items() <= next(s for s in found if s["text"] == "hoodie").items()
+        titles = [s for s in found if s["kind"] == "product"]
+        assert titles and all("hoo" in s["text"].lower() and s["collection"] == "luma" for s in titles)
+        # the last word completed, the words before kept
+        found = client.get("/suggest", params={"q": "black hood"}).json()["suggestions"]
+        assert "black hoodie" in [s["text"] for s in found]
+        assert client.get("/suggest", params={"q": "zzzqqq"}).json() == {"suggestions": []}
+        assert client.get("/suggest", params={"q": "hoo", "limit": 50}).status_code == 422
+        assert client.get("/suggest", params={"q": "hoo", "collection": "nope"}).status_code == 404

@@ -154,6 +154,16 @@ def test_understood_chips_can_be_taken_back(server: dict[str, str], page: Any) -
     assert max(prices) > 50  # "under 50" is words again
 
 
+def test_the_search_box_suggests(server: dict[str, str], page: Any) -> None:
+    page.goto(server["base"] + "/#/search?c=luma")
+    wait_results(page)
+    page.locator("#q").press_sequentially("hoo")
+    page.wait_for_function("document.querySelectorAll('#suggestions option').length > 0")
+    options = page.locator("#suggestions option")
+    values = [options.nth(i).get_attribute("value") for i in range(options.count())]
+    assert values[:2] == ["Hoodies & Sweatshirts", "hoodie"] and "Abominable Hoodie" in values
+
+
 def test_variants_on_cards_and_product_pages(server: dict[str, str], page: Any) -> None:
     page.goto(server["base"] + "/#/search?q=orange+hoodie&c=shopify")
     wait_results(page)

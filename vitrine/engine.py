@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
+import numpy as np
+
 from vitrine.arrays import Array
 from vitrine.catalog.formats import ReadOptions, shopify
 from vitrine.catalog.ingest import Ingestor, Progress, check_catalog
@@ -49,6 +51,7 @@ from vitrine.search.cache import LruCache, query_key
 from vitrine.search.query import Query, SearchResponse
 from vitrine.search.rules import IN_STOCK, MAX_RULES, Merchandising, Rule, check_rule, dump_rules, parse_rules
 from vitrine.search.searcher import Searcher, SearchTarget, prepare_query_photo
+from vitrine.search.suggest import MAX_SUGGESTIONS, Suggester
 from vitrine.search.synonyms import check_synonyms, parse_synonyms
 from vitrine.search.vocabulary import UNDERSTOOD_FIELDS, Vocabulary
 from vitrine.settings import Settings
@@ -102,6 +105,7 @@ class Engine:
         self._vectors: dict[str, CollectionVectors] = {}
         self._vocabularies: dict[str, tuple[int, Vocabulary]] = {}
         self._merchandising: dict[str, tuple[int, Merchandising]] = {}
+        self._suggesters: dict[str, tuple[int, Suggester]] = {}
         self._heads: dict[tuple[str, str], FashionHeads | None] = {}
         self._clip: dict[str, tuple[ClipCheckpoint, ImageEmbedder]] = {}
         self._labellers: dict[str, tuple[tuple[str, int], ZeroShotLabeller]] = {}
@@ -190,6 +194,7 @@ class Engine:
         self._vectors.pop(name, None)
         self._vocabularies.pop(name, None)
         self._merchandising.pop(name, None)
+        self._suggesters.pop(name, None)
         self._labellers.pop(name, None)
         self._heads = {k: v for k, v in self._heads.items() if k[0] != name}
 
@@ -282,6 +287,41 @@ class Engine:
         with self._lock:
             self._vocabularies[name] = (vectors.generation, vocabulary)
         return vocabulary
+
+    def suggest(self, text: str, *, collection: str | None = None, limit: int = 8) -> list[dict[str, Any]]:
+        """Completions of a partly typed query, from one collection or all (categories, words, titles)."""
+        if not 1 <= limit <= MAX_SUGGESTIONS:
+            raise InvalidInput(f"limit must be between 1 and {MAX_SUGGESTIONS}", field="limit")
+        names = [collection] if collection else self.collection_names()
+        merged: dict[tuple[str, str], dict[str, Any]] = {}
+        for name in names:
+            for item in self.suggester(name).suggest(text, limit):
+                key = (item["kind"], item["text"].lower())
+                if key in merged and "count" in item:  # the same word or category in two collections
+                    merged[key]["count"] += item["count"]
+                else:
+                    merged.setdefault(key, item | ({"collection": name} if "id" in item else {}))
+        by_kind = {k: sorted((v for (kind, _), v in merged.items() if kind == k), key=lambda v: -v.get("count", 0))
+                   for k in ("category", "query", "product")}
+        found = by_kind["category"][:3] + by_kind["query"][:3] + by_kind["product"]
+        unique = {s["text"].lower(): s for s in reversed(found)}  # the first of each text wins
+        return [s for s in found if unique[s["text"].lower()] is s][:limit]
+
+    def suggester(self, name: str) -> Suggester:
+        vectors = self.vectors(name)
+        with self._lock:
+            cached = self._suggesters.get(name)
+            if cached is not None and cached[0] == vectors.generation:
+                return cached[1]
+        categories: list[tuple[str, int]] = []
+        if "category" in vectors.data.facets:
+            positions, codes, values = vectors.data.facets["category"]
+            counts = np.bincount(codes, minlength=len(values))
+            categories = [(v, int(counts[i])) for i, v in enumerate(values)]
+        suggester = Suggester.build(self.store(name).product_titles(), categories)
+        with self._lock:
+            self._suggesters[name] = (vectors.generation, suggester)
+        return suggester
 
     def synonyms(self, name: str) -> list[list[str]]:
         """The collection's own synonym groups (the built-in ones always apply too)."""

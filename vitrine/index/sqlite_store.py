@@ -345,6 +345,11 @@ class SqliteStore:
             found = self._db.execute("SELECT title || ' ' || category || ' ' || colour FROM products").fetchall()
         return [t for (t,) in found]
 
+    def product_titles(self) -> list[tuple[str, str]]:
+        """(id, title) of every product, for search-as-you-type."""
+        with self._locked():
+            return [(i, t) for i, t in self._db.execute("SELECT id, title FROM products")]
+
     def holds_word(self, word: str) -> bool:
         """Whether any product holds `word` (stemmed, in any indexed field): then it is not a typo."""
         terms = keyword_terms(word)

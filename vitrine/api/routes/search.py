@@ -6,7 +6,7 @@ import base64
 import binascii
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 
 from vitrine.api.auth import Read
 from vitrine.api.deps import EngineDep
@@ -69,3 +69,16 @@ def search_upload(
     data = read_upload(image, engine.settings.max_download_bytes)
     parsed = parse_json_part(SearchOptions, options)
     return _query(request, engine, parsed, text=text, image=data)
+
+
+@router.get("/suggest", dependencies=[Read], summary="Completions of a partly typed query (search-as-you-type)")
+def suggest(
+    engine: EngineDep,
+    q: Annotated[str, Query(max_length=200, description="What the shopper has typed so far")],
+    collection: Annotated[str | None, Query(description="One collection; all when omitted")] = None,
+    limit: Annotated[int, Query(ge=1, le=20)] = 8,
+) -> dict[str, list[dict[str, object]]]:
+    """Categories, completed words and product titles, in that order: each `{text, kind, count | id}`."""
+    if collection:
+        engine.store(collection)
+    return {"suggestions": engine.suggest(q, collection=collection, limit=limit)}

@@ -125,8 +125,24 @@ async function searchPage(params) {
   const ignored = params.getAll("x"); // kinds of understanding the shopper took back (chips removed)
   const alpha = params.get("a") || "0.5";
 
-  const input = el("input", { type: "text", id: "q", name: "q", value: text, placeholder: "red summer dress", autocomplete: "off" });
+  const input = el("input", { type: "text", id: "q", name: "q", value: text, placeholder: "red summer dress", autocomplete: "off", list: "suggestions" });
   const picker = collectionPicker(params.get("c") || "", list);
+  // Search-as-you-type: completions from the collection's categories, words and titles (GET /suggest).
+  const suggestions = el("datalist", { id: "suggestions" });
+  let typing = null;
+  input.addEventListener("input", () => {
+    clearTimeout(typing);
+    typing = setTimeout(async () => {
+      const q = input.value.trim();
+      if (!q) { suggestions.replaceChildren(); return; }
+      const p = new URLSearchParams({ q, limit: "8" });
+      if (picker.value) p.set("collection", picker.value);
+      try {
+        const found = await api(`/suggest?${p}`);
+        if (input.value.trim() === q) suggestions.replaceChildren(...found.suggestions.map((s) => el("option", { value: s.text, label: s.kind })));
+      } catch { /* suggestions are a nicety: the search box works without them */ }
+    }, 80);
+  });
   const fileInput = el("input", { type: "file", id: "photo", accept: "image/*", hidden: true });
   const preview = el("span", { id: "photo-preview" });
   const drop = el("div", { class: "drop", tabindex: 0, role: "button", "aria-label": "Search by photo: click, drop or paste an image" },
@@ -178,7 +194,7 @@ async function searchPage(params) {
   slider.addEventListener("change", () => submit(0));
 
   const form = el("form", { class: "query", role: "search", onsubmit: (e) => { e.preventDefault(); submit(0); } },
-    el("div", {}, el("label", { for: "q", text: "Search" }), input),
+    el("div", {}, el("label", { for: "q", text: "Search" }), input, suggestions),
     el("div", {}, el("label", { for: "collection", text: "Collection" }), picker),
     el("div", {}, el("label", { for: "sort", text: "Sort" }), sort),
     el("button", { type: "submit", text: "Search" }));
