@@ -46,14 +46,18 @@ def test_the_packaged_base_model_has_a_card_and_finds_bags_by_their_look(luma_en
     assert heads.card["recipe"] and heads.card["config"]["seed"] == 0
     assert set(heads.card["data"]["collections"]) == {"base-fpi", "base-hm", "base-luma"}
     assert luma_engine.active_model("luma") == "base"
-    hits = luma_engine.search(Query(text="bag", collection="luma", cross_modal_weight=1.0, top_k=5)).hits
+    hits = luma_engine.search(Query(text="bag", collection="luma", cross_modal_weight=1.0, top_k=5,
+                                    understand=False)).hits
     assert sum(h.category == "Bags" for h in hits) >= 4  # from the photos alone: the words are not used
     assert all(h.matched_image is not None for h in hits)  # the photo that matched the words
 
 
 def test_cross_modal_weight_moves_scores_between_signals(luma_engine: Engine) -> None:
-    text_only = luma_engine.search(Query(text="red jacket", collection="luma", cross_modal_weight=0.0)).hits[0]
-    photo_only = luma_engine.search(Query(text="red jacket", collection="luma", cross_modal_weight=1.0)).hits[0]
+    # understand=False: the signals alone, without the boost "red" and "jacket" earn as facet words
+    text_only = luma_engine.search(Query(text="red jacket", collection="luma", cross_modal_weight=0.0,
+                                         understand=False)).hits[0]
+    photo_only = luma_engine.search(Query(text="red jacket", collection="luma", cross_modal_weight=1.0,
+                                          understand=False)).hits[0]
     assert text_only.score == pytest.approx(text_only.scores["text"])
     assert photo_only.score == pytest.approx(photo_only.scores["cross_modal"])
     with pytest.raises(InvalidInput, match="cross_modal_weight"):

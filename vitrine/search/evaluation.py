@@ -64,8 +64,11 @@ def evaluate_queries(
     for mode in modes:
         runs = []
         for i, (text, relevant) in enumerate(usable):
+            # `text` and `image` measure one signal each, so the words are not understood there (a
+            # facet word's boost would lift them); `fused` is the search users get, understanding included.
             response = engine.search(Query(text=text, collection=collection, top_k=max(CURVE_KS),
-                                           cross_modal_weight=MODES.get(mode), facets=()))
+                                           cross_modal_weight=MODES.get(mode), facets=(),
+                                           understand=mode not in MODES))
             runs.append(([h.id for h in response.hits], relevant))
             if progress is not None:
                 progress(f"{label}/{mode}", i + 1, len(usable))
