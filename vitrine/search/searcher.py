@@ -87,6 +87,8 @@ class Searcher:
         self.text_vectors: LruCache[Array] = LruCache(4096)  # repeated query texts skip the encoder
         # ... and the heads: (heads, the text in their shared space)
         self.xmodal_vectors: LruCache[tuple[CrossModal, Array]] = LruCache(4096)
+        # searches over several collections understand against their vocabularies merged once
+        self.merged_vocabularies: LruCache[tuple[list[Vocabulary], Vocabulary]] = LruCache(16)
 
     def search(self, query: Query, targets: Sequence[SearchTarget],
                photos: Mapping[int, PreparedPhoto] | None = None) -> SearchResponse:
@@ -172,7 +174,13 @@ class Searcher:
         if not vocabularies:
             return None
         stores = [t.store for t in targets]
-        return understand(query.text, Vocabulary.merge(vocabularies), ignore=query.ignore_understood,
+        key = ",".join(str(id(v)) for v in vocabularies)
+        merged = self.merged_vocabularies.get(key)
+        if merged is None or any(a is not b for a, b in zip(merged[0], vocabularies, strict=True)):
+            # (the cached list pins the objects whose ids make its key)
+            merged = (vocabularies, Vocabulary.merge(vocabularies))
+            self.merged_vocabularies.put(key, merged)
+        return understand(query.text, merged[1], ignore=query.ignore_understood,
                           price_given="price" in query.filters.ranges,
                           is_word=lambda word: any(store.holds_word(word) for store in stores))
 
