@@ -14,12 +14,24 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from vitrine import __version__
+from vitrine.analytics.store import Analytics
 from vitrine.api.auth import ReadDocs
 from vitrine.api.errors import install_error_handlers
 from vitrine.api.limits import BodySizeLimit
-from vitrine.api.observability import JobStateCollector, Metrics, RequestContext
+from vitrine.api.observability import AnalyticsCollector, JobStateCollector, Metrics, RequestContext
 from vitrine.api.ratelimit import RateLimit, TokenBuckets
-from vitrine.api.routes import collections, health, jobs, looks, merchandising, metrics, models, products, search
+from vitrine.api.routes import (
+    analytics,
+    collections,
+    health,
+    jobs,
+    looks,
+    merchandising,
+    metrics,
+    models,
+    products,
+    search,
+)
 from vitrine.engine import Engine
 from vitrine.jobs.runner import JobRunner
 from vitrine.jobs.store import JobStore
@@ -54,6 +66,11 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         app.state.keys = KeyStore(home / "keys.sqlite")
         collector = JobStateCollector(job_store.counts)
         app.state.metrics.add_collector(collector)
+        app.state.analytics = Analytics(home / "analytics.sqlite", retention_days=settings.analytics_retention_days,
+                                        max_rows=settings.analytics_max_rows) if settings.analytics else None
+        analytics_collector = AnalyticsCollector(app.state.analytics.counts) if app.state.analytics else None
+        if analytics_collector is not None:
+            app.state.metrics.add_collector(analytics_collector)
         app.state.metrics.up.set(1)
         try:
             # Read by the HTTP protocol (api/server.py), which has no settings of its own.
@@ -61,6 +78,9 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         finally:
             app.state.metrics.up.set(0)
             app.state.metrics.registry.unregister(collector)
+            if analytics_collector is not None:
+                app.state.metrics.registry.unregister(analytics_collector)
+                app.state.analytics.close()
             app.state.jobs.stop()
             job_store.close()
             app.state.keys.close()
@@ -87,7 +107,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         app.add_middleware(RateLimit, per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst)
     # Outside the rate limit: refused requests are logged and counted too.
     app.add_middleware(RequestContext, metrics=app.state.metrics)
-    for module in (health, collections, products, search, merchandising, jobs, models, looks, metrics):
+    for module in (health, analytics, collections, products, search, merchandising, jobs, models, looks, metrics):
         app.include_router(module.router)
     mount_ui(app)
     if settings.cors_origins:

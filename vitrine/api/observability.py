@@ -63,6 +63,26 @@ class JobStateCollector(Collector):
         yield GaugeMetricFamily("vitrine_job_queue_depth", "Jobs waiting to run", value=counts.get("QUEUED", 0))
 
 
+class AnalyticsCollector(Collector):
+    """Searches (with and without hits) and clicks per collection within the analytics retention, read
+    from the analytics table at scrape time: the same numbers from every server process."""
+
+    def __init__(self, counts: Callable[[], dict[tuple[str, str], int]]) -> None:
+        self.counts = counts
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        searches = GaugeMetricFamily("vitrine_analytics_searches", "Searches recorded, by collection and outcome",
+                                     labels=["collection", "outcome"])
+        clicks = GaugeMetricFamily("vitrine_analytics_clicks", "Clicks recorded, by collection", labels=["collection"])
+        for (collection, outcome), n in sorted(self.counts().items()):
+            if outcome == "clicks":
+                clicks.add_metric([collection], n)
+            else:
+                searches.add_metric([collection, outcome], n)
+        yield searches
+        yield clicks
+
+
 class RequestContext:
     """A request id (the client's X-Request-ID if well formed), one structured log line and one latency
     observation per request. Pure ASGI: `@app.middleware("http")` costs a task and a stream per

@@ -141,6 +141,7 @@ class SearchOut(BaseModel):
         description="What the text asked beyond its words: price (low/high), facet values boosted "
                     "(colour, category, gender, brand, size), spelling fixes and synonyms used")
     searched_text: str | None = Field(None, description="The text searched once understood; null for a browse")
+    search_id: str | None = Field(None, description="Names this search in a click (`POST /clicks`), for analytics")
 
     @classmethod
     def from_response(cls, response: SearchResponse) -> SearchOut:

@@ -24,11 +24,18 @@ def _query(
 ) -> SearchOut:
     if options.collection:
         engine.store(options.collection)  # unknown collection: 404 before any encoding
-    response = engine.search(options.to_query(text=text, image=image))
+    query = options.to_query(text=text, image=image)
+    response = engine.search(query)
     kind = "hybrid" if text and image else "image" if image else "text" if text and text.strip() else "browse"
     request.app.state.metrics.observe_search(response, kind=kind)
     request.app.state.metrics.cache.labels("hit" if response.cached else "miss").inc()
-    return SearchOut.from_response(response)
+    out = SearchOut.from_response(response)
+    analytics = getattr(request.app.state, "analytics", None)
+    if analytics is not None and options.offset == 0:  # one search, however many pages it is read in
+        out.search_id = analytics.record_search(
+            collection=query.collection, query=query.text, filters=options.model_dump(include={"filters", "ranges"}),
+            kind=kind, hits=response.total, latency_ms=response.timing_ms["total"])
+    return out
 
 
 def _decode_base64(data: str, limit: int) -> bytes:

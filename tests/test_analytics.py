@@ -1,0 +1,78 @@
+"""Search analytics: searches and clicks recorded through the API, the report, Prometheus, the
+training pairs clicks make, and the bounds (retention and rows)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import admin_token, make_settings
+from fastapi.testclient import TestClient
+
+from vitrine.analytics.store import DAY, Analytics
+from vitrine.api.app import create_app
+from vitrine.engine import Engine
+
+
+@pytest.fixture
+def client(luma_copy: Path, models_dir: Path) -> Iterator[TestClient]:
+    with Engine(make_settings(luma_copy, models_dir)) as engine:
+        token = admin_token(luma_copy)
+        with TestClient(create_app(engine=engine), headers={"Authorization": f"Bearer {token}"}) as c:
+            yield c
+
+
+def test_searches_and_clicks_make_the_report(client: TestClient) -> None:
+    ids = []
+    for _ in range(3):
+        found = client.post("/search", json={"text": "hoodie", "collection": "luma"}).json()
+        ids.append(found["search_id"])
+    product = found["hits"][1]["id"]
+    nothing = client.post("/search", json={"text": "gown", "collection": "luma", "filters": {"colour": "Teal"}}).json()
+    assert nothing["total"] == 0 and nothing["search_id"]
+    page_two = client.post("/search", json={"text": "hoodie", "collection": "luma", "offset": 10}).json()
+    assert page_two["search_id"] is None  # a further page of a search is not another search
+
+    for search_id in ids[:2]:
+        click = client.post("/clicks", json={"search_id": search_id, "product_id": product, "position": 2},
+                            headers={"Authorization": ""})  # shoppers need no key
+        assert click.status_code == 204, click.text
+    unknown = client.post("/clicks", json={"search_id": "nope", "product_id": product, "position": 1})
+    assert unknown.status_code == 404 and unknown.json()["error"]["field"] == "search_id"
+
+    report = client.get("/analytics", params={"collection": "luma"}).json()
+    assert (report["searches"], report["zero_results"], report["clicks"]) == (4, 1, 2)
+    assert report["ctr"] == 0.5 and report["mean_click_position"] == 2.0
+    assert report["top_queries"][0] == {"query": "hoodie", "searches": 3, "clicks": 2}
+    assert report["no_result_queries"] == [{"query": "gown", "searches": 1}]
+    (today,) = report["daily"]
+    assert today["day"] == time.strftime("%Y-%m-%d", time.gmtime()) and today["ctr"] == 0.5
+    assert client.get("/analytics", headers={"Authorization": ""}).status_code == 401
+
+    metrics = client.get("/metrics").text
+    assert 'vitrine_analytics_searches{collection="luma",outcome="hits"} 3.0' in metrics
+    assert 'vitrine_analytics_searches{collection="luma",outcome="zero"} 1.0' in metrics
+    assert 'vitrine_analytics_clicks{collection="luma"} 2.0' in metrics
+
+    # Two shoppers led to the same product by the same words: a training pair for `vitrine train`.
+    engine: Engine = client.app.state.engine  # type: ignore[attr-defined]
+    assert ("luma", product, "hoodie") in engine.store("luma").training_pairs()
+
+
+def test_analytics_are_bounded_by_age_and_rows(tmp_path: Path) -> None:
+    analytics = Analytics(tmp_path / "a.sqlite", retention_days=30, max_rows=1000)
+    try:
+        now = time.time()
+        old = analytics.record_search(collection="c", query="old", filters={}, kind="text", hits=3, latency_ms=5,
+                                      now=now - 40 * DAY)
+        assert analytics.record_click(search_id=old, product_id="p", position=1, now=now - 40 * DAY) == ("c", "old", 1)
+        for i in range(1200):
+            analytics.record_search(collection="c", query=f"q{i}", filters={}, kind="text", hits=1, latency_ms=1,
+                                    now=now)
+        analytics.prune(now)
+        counts = analytics.counts()
+        assert counts[("c", "hits")] == 1000 and ("c", "clicks") not in counts
+    finally:
+        analytics.close()

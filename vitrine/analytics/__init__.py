@@ -1,0 +1,1 @@
+"""Search analytics: what shoppers asked, what they found, what they clicked."""
