@@ -13,9 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import shop_exports
-from conftest import DATA, LUMA, REPO, admin_token, luma_rows, make_settings, served, write_catalog
+from conftest import DATA, LUMA, REPO, admin_token, luma_rows, make_settings, served, wait_for, write_catalog
 
 from vitrine.engine import Engine
 from vitrine.web import STATIC
@@ -162,6 +163,30 @@ def test_the_search_box_suggests(server: dict[str, str], page: Any) -> None:
     options = page.locator("#suggestions option")
     values = [options.nth(i).get_attribute("value") for i in range(options.count())]
     assert values[:2] == ["Hoodies & Sweatshirts", "hoodie"] and "Abominable Hoodie" in values
+
+
+def test_clicks_and_the_analytics_page(server: dict[str, str], page: Any) -> None:
+    page.goto(server["base"] + "/#/search?q=gown&c=luma&f=colour:Teal")  # nothing is a teal gown here
+    wait_results(page)
+    assert page.locator("#hits .card").count() == 0
+    page.goto(server["base"] + "/#/search?q=hoodie&c=luma")
+    wait_results(page)
+    page.locator("#hits .card a").first.click()
+    page.wait_for_selector("article.product")
+    auth = {"Authorization": f"Bearer {server['token']}"}
+    url = f"{server['base']}/analytics"
+    report = wait_for(lambda: httpx.get(url, params={"collection": "luma"}, headers=auth).json(),
+                      lambda r: r["clicks"] >= 1, timeout_s=30)
+    assert report["mean_click_position"] == 1.0
+    page.goto(server["base"] + "/#/admin")
+    page.get_by_label("API key (for writes)").fill(server["token"])
+    page.get_by_role("button", name="Save key").click()
+    page.get_by_role("button", name="Analytics of luma").click()
+    page.wait_for_selector("#analytics-chart")
+    assert "hoodie" in page.locator("#top-queries").inner_text()
+    assert "gown" in page.locator("#no-result-queries").inner_text()
+    assert page.locator("#analytics-chart rect.bar").count() == 1  # one day so far
+    assert "click-through" in page.locator("#analytics-summary").inner_text()
 
 
 def test_variants_on_cards_and_product_pages(server: dict[str, str], page: Any) -> None:

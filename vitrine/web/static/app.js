@@ -251,6 +251,12 @@ async function searchPage(params) {
         el("button", { type: "button", class: "chip-remove", "aria-label": `Remove ${kind}`, title: "Take the words literally",
           onclick: () => submit(0, null, [...ignored, kind]), text: "×" }))));
   const grid = el("ul", { class: "grid", id: "hits" }, response.hits.map(card));
+  if (response.search_id) { // a click tells the shop's analytics which result was chosen, and where it was
+    grid.querySelectorAll(".card > a").forEach((a, i) => a.addEventListener("click", () => {
+      fetch("/clicks", { method: "POST", keepalive: true, headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ search_id: response.search_id, product_id: response.hits[i].id, position: offset + i + 1 }) }).catch(() => {});
+    }));
+  }
   const pager = el("div", { class: "pager" },
     el("button", { type: "button", class: "secondary", disabled: offset === 0, onclick: () => submit(Math.max(0, offset - PAGE)), text: "Previous" }),
     el("span", { text: `${response.total ? offset + 1 : 0}–${offset + response.hits.length} of ${response.total}` }),
@@ -258,6 +264,24 @@ async function searchPage(params) {
   const browsing = !text && !searchImage;
   results.replaceChildren(chips, el("p", { class: "meta", text: `${browsing ? "All products: " : ""}${response.total} products · ${response.timing_ms.total.toFixed(0)} ms` }), grid, pager);
   results.dataset.hash = location.hash; // which search these results answer (tests and scripts wait on it)
+}
+
+// Searches per day as bars, click-through rate as a line (right axis, 0-100%): an inline SVG.
+function dailyChart(daily) {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = (tag, attrs, ...kids) => { const n = document.createElementNS(ns, tag); for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, v); n.append(...kids); return n; };
+  const w = 600, h = 160, pad = 24;
+  const most = Math.max(1, ...daily.map((d) => d.searches));
+  const step = (w - 2 * pad) / Math.max(1, daily.length);
+  const x = (i) => pad + i * step;
+  const bars = daily.map((d, i) => svg("rect", { x: x(i) + 2, y: h - pad - (d.searches / most) * (h - 2 * pad), width: Math.max(2, step - 4), height: (d.searches / most) * (h - 2 * pad), class: "bar" },
+    svg("title", {}, `${d.day}: ${d.searches} searches, ${d.zero_results} with no results, CTR ${(d.ctr * 100).toFixed(1)}%`)));
+  const line = daily.map((d, i) => `${x(i) + step / 2},${h - pad - d.ctr * (h - 2 * pad)}`).join(" ");
+  return svg("svg", { id: "analytics-chart", viewBox: `0 0 ${w} ${h}`, role: "img", "aria-label": "Searches and click-through rate per day" },
+    svg("line", { x1: pad, y1: h - pad, x2: w - pad, y2: h - pad, class: "axis" }), ...bars,
+    svg("polyline", { points: line, class: "ctr", fill: "none" }),
+    svg("text", { x: pad, y: 14, class: "legend" }, `bars: searches per day (max ${most}) · line: click-through rate`),
+    ...daily.map((d, i) => svg("text", { x: x(i) + step / 2, y: h - 6, class: "tick", "text-anchor": "middle" }, d.day.slice(5))));
 }
 
 // -- product -------------------------------------------------------------------------------------
@@ -387,6 +411,7 @@ async function adminPage() {
       el("td", {},
         el("button", { type: "button", class: "secondary", onclick: () => trainView(c.name), text: "Train" }), " ",
         el("button", { type: "button", class: "secondary", onclick: () => modelsView(c.name), text: "Models" }), " ",
+        el("button", { type: "button", class: "secondary", "aria-label": `Analytics of ${c.name}`, onclick: () => analyticsView(c.name), text: "Analytics" }), " ",
         el("button", { type: "button", class: "secondary", "aria-label": `Delete ${c.name}`, onclick: async () => {
           if (!confirm(`Delete collection ${c.name} and everything in it?`)) return;
           try { await api(`/collections/${encodeURIComponent(c.name)}`, { method: "DELETE" }); toast(`Deleted ${c.name}`); renderRows(await collections()); } catch (e) { toast(e.message); }
@@ -430,6 +455,24 @@ async function adminPage() {
       if (done.state !== "COMPLETE") throw new Error(done.error || done.state);
       await modelsView(collection);
     } catch (e) { detail.append(el("p", { class: "error", role: "alert", text: e.message })); }
+  }
+
+  async function analyticsView(collection) {
+    let r;
+    try {
+      r = await api(`/analytics?collection=${encodeURIComponent(collection)}&days=30`);
+    } catch (e) { detail.replaceChildren(el("p", { class: "error", role: "alert", text: e.message })); return; }
+    const rows = (list, cells) => el("tbody", {}, list.map((item) => el("tr", {}, cells(item).map((v) => el("td", { text: v ?? "" })))));
+    detail.replaceChildren(el("section", { id: "analytics" },
+      el("h2", { text: `Searches in ${collection}, last 30 days` }),
+      el("p", { id: "analytics-summary", text: `${r.searches} searches, ${r.zero_results} with no results, ${r.clicks} clicks; click-through ${(r.ctr * 100).toFixed(1)}%${r.mean_click_position != null ? `, mean position of clicks ${r.mean_click_position}` : ""}` }),
+      dailyChart(r.daily),
+      el("h3", { text: "Top queries" }),
+      el("table", { id: "top-queries" }, el("thead", {}, el("tr", {}, ["query", "searches", "clicks"].map((h) => el("th", { text: h })))),
+        rows(r.top_queries, (q) => [q.query, q.searches, q.clicks])),
+      el("h3", { text: "Queries with no results" }),
+      el("table", { id: "no-result-queries" }, el("thead", {}, el("tr", {}, ["query", "searches"].map((h) => el("th", { text: h })))),
+        rows(r.no_result_queries, (q) => [q.query, q.searches]))));
   }
 
   async function modelsView(collection) {
