@@ -5,6 +5,7 @@ Several server processes write to it; each write is one short transaction."""
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -24,6 +25,7 @@ CREATE TABLE IF NOT EXISTS clicks(
 );
 CREATE INDEX IF NOT EXISTS clicks_by_time ON clicks(collection, ts);
 """
+log = logging.getLogger(__name__)
 PRUNE_EVERY = 500  # writes between two prunes
 ALL = "*"  # the collection of a search over every collection
 DAY = 86_400.0
@@ -43,14 +45,19 @@ class Analytics:
         self._db.executescript(_SCHEMA)
 
     def record_search(self, *, collection: str | None, query: str | None, filters: dict[str, Any], kind: str,
-                      hits: int, latency_ms: float, now: float | None = None) -> str:
-        """Stores one search; returns its id, which a click names."""
+                      hits: int, latency_ms: float, now: float | None = None) -> str | None:
+        """Stores one search; returns its id, which a click names. A search is never failed by its
+        record: if the file is locked or full, the search goes unrecorded (None) and a warning is logged."""
         search_id = uuid.uuid4().hex
-        with self._lock:
-            self._db.execute("INSERT INTO searches VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
-                             (search_id, now or time.time(), collection or ALL, " ".join((query or "").split()),
-                              json.dumps(filters, sort_keys=True, default=str), kind, hits, latency_ms))
-            self._written()
+        try:
+            with self._lock:
+                self._db.execute("INSERT INTO searches VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
+                                 (search_id, now or time.time(), collection or ALL, " ".join((query or "").split()),
+                                  json.dumps(filters, sort_keys=True, default=str), kind, hits, latency_ms))
+                self._written()
+        except sqlite3.Error as exc:
+            log.warning("search not recorded", extra={"error": str(exc)})
+            return None
         return search_id
 
     def record_click(self, *, search_id: str, product_id: str, position: int, now: float | None = None
