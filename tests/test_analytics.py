@@ -56,6 +56,12 @@ def test_searches_and_clicks_make_the_report(client: TestClient) -> None:
     assert 'vitrine_analytics_searches{collection="luma",outcome="zero"} 1.0' in metrics
     assert 'vitrine_analytics_clicks{collection="luma"} 2.0' in metrics
 
+    # Past searches that found something come first in suggestions.
+    suggested = client.get("/suggest", params={"q": "hoo", "collection": "luma"}).json()["suggestions"]
+    assert suggested[0] == {"text": "hoodie", "kind": "popular", "count": 3}
+    gow = client.get("/suggest", params={"q": "gow", "collection": "luma"}).json()["suggestions"]
+    assert all(s["kind"] != "popular" for s in gow)  # "gown" found nothing: not suggested
+
     # Two shoppers led to the same product by the same words: a training pair for `vitrine train`.
     engine: Engine = client.app.state.engine  # type: ignore[attr-defined]
     assert ("luma", product, "hoodie") in engine.store("luma").training_pairs()

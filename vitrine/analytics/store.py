@@ -38,6 +38,7 @@ class Analytics:
         self.max_rows = max_rows
         self._lock = threading.Lock()
         self._writes = 0
+        self._popular: dict[str, tuple[float, list[tuple[str, int]]]] = {}
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -74,6 +75,21 @@ class Analytics:
                                         (found[0], found[1], product_id)).fetchone()
             self._written()
         return found[0], found[1], int(times)
+
+    def popular(self, collection: str | None, *, limit: int = 1000, ttl_s: float = 60.0) -> list[tuple[str, int]]:
+        """The most searched queries that found something, most searched first; read at most once a
+        `ttl_s` per collection, so a keystroke's suggestions never wait on a table scan."""
+        key = collection or ALL
+        now = time.monotonic()
+        cached = self._popular.get(key)
+        if cached is not None and now - cached[0] < ttl_s:
+            return cached[1]
+        with self._lock:
+            found = [(q, int(n)) for q, n in self._db.execute(
+                "SELECT query, count(*) FROM searches WHERE collection=? AND hits > 0 AND query != '' "
+                "GROUP BY query ORDER BY count(*) DESC, query LIMIT ?", (key, limit))]
+        self._popular[key] = (now, found)
+        return found
 
     def report(self, collection: str | None, *, days: int = 30, top: int = 20, now: float | None = None
                ) -> dict[str, Any]:

@@ -80,12 +80,22 @@ def search_upload(
 
 @router.get("/suggest", dependencies=[Read], summary="Completions of a partly typed query (search-as-you-type)")
 def suggest(
+    request: Request,
     engine: EngineDep,
     q: Annotated[str, Query(max_length=200, description="What the shopper has typed so far")],
     collection: Annotated[str | None, Query(description="One collection; all when omitted")] = None,
     limit: Annotated[int, Query(ge=1, le=20)] = 8,
 ) -> dict[str, list[dict[str, object]]]:
-    """Categories, completed words and product titles, in that order: each `{text, kind, count | id}`."""
+    """Past popular queries that start as typed, then categories, completed words and product titles:
+    each `{text, kind, count | id}`."""
     if collection:
         engine.store(collection)
-    return {"suggestions": engine.suggest(q, collection=collection, limit=limit)}
+    found = engine.suggest(q, collection=collection, limit=limit)
+    analytics = getattr(request.app.state, "analytics", None)
+    typed = " ".join(q.lower().split())
+    if analytics is not None and typed:
+        past = [{"text": text, "kind": "popular", "count": n} for text, n in analytics.popular(collection)
+                if text.lower().startswith(typed) and text.lower() != typed][:3]
+        known = {p["text"].lower() for p in past}
+        found = (past + [s for s in found if s["text"].lower() not in known])[:limit]
+    return {"suggestions": found}
