@@ -273,3 +273,15 @@ def test_put_product_with_photos(writable: TestClient) -> None:
                               data={"product": "{}"}), 401, "unauthorized")
     kept = writable.get("/collections/wardrobe/products/RAIN-1").json()
     assert kept["title"] == "Rain jacket" and len(kept["images"]) == 1  # refused requests changed nothing
+
+
+def test_complete_the_look_pairs_other_groups_of_the_same_gender(client: TestClient) -> None:
+    found = client.get("/collections/luma/products/MH01/complete").json()["items"]  # a men's hoodie
+    assert len(found) == 8
+    groups = {i["group"] for i in found}
+    assert groups <= {"bottom", "shoes", "outerwear", "bag"} and "bottom" in groups
+    assert all(i["category"] != "Hoodies & Sweatshirts" and i["main_image_url"] for i in found)
+    women = [i["id"] for i in found if i["id"].startswith("W")]  # Luma's ids: W... are women's
+    assert women == []
+    assert client.get("/collections/luma/products/nope/complete").status_code == 404
+    assert client.get("/collections/luma/products/MH01/complete", params={"limit": 0}).status_code == 422

@@ -189,6 +189,13 @@ def test_clicks_and_the_analytics_page(server: dict[str, str], page: Any) -> Non
     assert "click-through" in page.locator("#analytics-summary").inner_text()
 
 
+def test_a_product_page_completes_the_look(server: dict[str, str], page: Any) -> None:
+    page.goto(server["base"] + "/#/product/luma/MH01")
+    page.wait_for_selector("#complete-the-look .card")
+    groups = [t.split(" · ")[-2] for t in page.locator("#complete-the-look .card .meta").all_inner_texts()]
+    assert groups and set(groups) <= {"bottom", "shoes", "outerwear", "bag"}, groups
+
+
 def test_variants_on_cards_and_product_pages(server: dict[str, str], page: Any) -> None:
     page.goto(server["base"] + "/#/search?q=orange+hoodie&c=shopify")
     wait_results(page)

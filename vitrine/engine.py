@@ -48,6 +48,7 @@ from vitrine.models.registry import image_model_spec, text_model_spec
 from vitrine.models.text_encoder import TextEncoder
 from vitrine.models.versions import BASE, ModelVersions, parse_version
 from vitrine.search.cache import LruCache, query_key
+from vitrine.search.complete import complete_the_look
 from vitrine.search.query import Query, SearchResponse
 from vitrine.search.rules import IN_STOCK, MAX_RULES, Merchandising, Rule, check_rule, dump_rules, parse_rules
 from vitrine.search.searcher import Searcher, SearchTarget, prepare_query_photo
@@ -306,6 +307,20 @@ class Engine:
         found = by_kind["category"][:3] + by_kind["query"][:3] + by_kind["product"]
         unique = {s["text"].lower(): s for s in reversed(found)}  # the first of each text wins
         return [s for s in found if unique[s["text"].lower()] is s][:limit]
+
+    def complete_the_look(self, collection: str, product_id: str, limit: int = 8) -> list[tuple[Product, str]]:
+        """(product, its garment group) of items that go with a product, of other groups than its own."""
+        if not 1 <= limit <= 50:
+            raise InvalidInput("limit must be between 1 and 50", field="limit")
+        vectors = self.vectors(collection)
+        position = vectors.position_of(product_id)
+        if position is None:
+            raise NotFound(f"product {product_id!r} is not in collection {collection!r}", field="product_id")
+        matches = complete_the_look(vectors, position, limit)
+        products = {p.id: p for p in self.store(collection).get_products([vectors.data.ids[m.position]
+                                                                          for m in matches])}
+        return [(products[vectors.data.ids[m.position]], m.group) for m in matches
+                if vectors.data.ids[m.position] in products]
 
     def suggester(self, name: str) -> Suggester:
         vectors = self.vectors(name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from fastapi.responses import FileResponse
 
 from vitrine.api.auth import Read, Write
@@ -24,6 +24,19 @@ router = APIRouter(prefix="/collections/{collection}/products", tags=["products"
 @router.get("/{product_id}", dependencies=[Read], response_model=ProductOut, summary="One product with its photos")
 def get_product(collection: str, product_id: str, engine: EngineDep) -> ProductOut:
     return _product_out(collection, engine.get_product(collection, product_id))
+
+
+@router.get("/{product_id}/complete", dependencies=[Read], summary="Complete the look: items of other groups that "
+            "go with the product")
+def complete(collection: str, product_id: str, engine: EngineDep,
+             limit: Annotated[int, Query(ge=1, le=50)] = 8) -> dict[str, list[dict[str, object]]]:
+    """By garment groups worn together, gender, colour harmony, price tier and style; each item
+    names its group (bottom, shoes, outerwear...)."""
+    found = engine.complete_the_look(collection, product_id, limit)
+    return {"items": [{"group": group, **_product_out(collection, p).model_dump(
+        include={"id", "title", "category", "colour", "price"}),
+        "main_image_url": f"/collections/{collection}/products/{p.id}/images/{p.main_image.position}"
+        if p.main_image else None} for p, group in found]}
 
 
 def _product_out(collection: str, p: Product) -> ProductOut:

@@ -100,8 +100,8 @@ function card(hit) {
         el("div", { class: "meta", text: [hit.colour, hit.category].filter(Boolean).join(" · ") }),
         el("div", { text: price(hit.price) }),
         hit.variant ? el("div", { class: "meta variant", text: `${Object.values(hit.variant.options).join(" / ")}${hit.variants > 1 ? ` · ${hit.variants} variants` : ""}` }) : null,
-        el("div", { class: "score", title: `score ${hit.score.toFixed(3)}` }, el("span", { style: `width:${top * 100}%` })),
-        el("div", { class: "meta", text: `score ${hit.score.toFixed(3)}${hit.matched_image_position ? ` · matched photo ${hit.matched_image_position + 1}` : ""}` }))));
+        hit.score == null ? null : el("div", { class: "score", title: `score ${hit.score.toFixed(3)}` }, el("span", { style: `width:${top * 100}%` })),
+        hit.score == null ? null : el("div", { class: "meta", text: `score ${hit.score.toFixed(3)}${hit.matched_image_position ? ` · matched photo ${hit.matched_image_position + 1}` : ""}` }))));
 }
 
 // -- search --------------------------------------------------------------------------------------
@@ -299,6 +299,7 @@ async function productPage(collection, id) {
     ["category", "colour"].map((k) => [el("dt", { text: k }), el("dd", { text: product[k] || "—" })]),
     Object.entries(product.attributes).map(([k, v]) => [el("dt", { text: k }), el("dd", { text: Array.isArray(v) ? v.join(", ") : String(v) })]));
   const similar = el("ul", { class: "grid", id: "similar" });
+  const completing = el("ul", { class: "grid", id: "complete-the-look" });
   main.replaceChildren(
     el("p", {}, el("a", { href: "#/search", text: "← Search" })),
     el("article", { class: "product" },
@@ -310,13 +311,22 @@ async function productPage(collection, id) {
         attrs,
         product.variants.length ? variantTable(product.variants) : null,
         product.description ? el("p", { class: "description", text: product.description }) : null)),
+    el("h2", { text: "Complete the look" }), completing,
     el("h2", { text: "More like this" }), similar);
+  const base = `/collections/${encodeURIComponent(collection)}/products/${encodeURIComponent(id)}`;
   try {
-    const response = await api(`/collections/${encodeURIComponent(collection)}/products/${encodeURIComponent(id)}/similar`,
-      { method: "POST", json: { top_k: 12, facets: [] } });
+    const response = await api(`${base}/similar`, { method: "POST", json: { top_k: 12, facets: [] } });
     similar.append(...response.hits.map(card));
   } catch (e) {
     similar.append(el("li", { class: "error", text: e.message }));
+  }
+  try { // items of other garment groups that go with this one (GET .../complete)
+    const found = await api(`${base}/complete?limit=8`);
+    completing.append(...found.items.map((item) => card({ ...item, collection, score: null, scores: {}, variants: 0, pinned: false,
+      matched_image_url: null, matched_image_position: null, variant: null, category: `${item.group} · ${item.category}` })));
+    if (!found.items.length) completing.append(el("li", { class: "meta", text: "Nothing in other garment groups here." }));
+  } catch (e) {
+    completing.append(el("li", { class: "error", text: e.message }));
   }
 }
 
