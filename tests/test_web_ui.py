@@ -196,6 +196,30 @@ def test_a_product_page_completes_the_look(server: dict[str, str], page: Any) ->
     assert groups and set(groups) <= {"bottom", "shoes", "outerwear", "bag"}, groups
 
 
+def test_rules_on_the_admin_page(server: dict[str, str], page: Any) -> None:
+    page.goto(server["base"] + "/#/admin")
+    page.get_by_label("API key (for writes)").fill(server["token"])
+    page.get_by_role("button", name="Save key").click()
+    page.get_by_role("button", name="Rules of luma").click()
+    page.wait_for_selector("#rule-form")
+    page.select_option("#rule-action", "pin")
+    page.fill("#rule-query", "backpack")
+    page.fill("#rule-product", "MJ01")
+    page.fill("#rule-position", "1")
+    page.get_by_role("button", name="Add rule").click()
+    page.wait_for_selector("#rules-table tbody tr")
+    assert page.locator("#rules-table tbody tr").first.inner_text().split("\t")[:3] == ["pin", "backpack", "MJ01"]
+    page.goto(server["base"] + "/#/search?q=backpack&c=luma")
+    wait_results(page)
+    first = page.locator("#hits .card").first
+    assert first.locator(".badge").inner_text() == "Featured"
+    assert first.locator("a").get_attribute("href") == "#/product/luma/MJ01"
+    page.goto(server["base"] + "/#/admin")
+    page.get_by_role("button", name="Rules of luma").click()
+    page.locator("#rules-table button").first.click()  # remove it
+    page.wait_for_function("document.querySelectorAll('#rules-table tbody tr').length === 0")
+
+
 def test_variants_on_cards_and_product_pages(server: dict[str, str], page: Any) -> None:
     page.goto(server["base"] + "/#/search?q=orange+hoodie&c=shopify")
     wait_results(page)

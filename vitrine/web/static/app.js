@@ -422,6 +422,7 @@ async function adminPage() {
         el("button", { type: "button", class: "secondary", onclick: () => trainView(c.name), text: "Train" }), " ",
         el("button", { type: "button", class: "secondary", onclick: () => modelsView(c.name), text: "Models" }), " ",
         el("button", { type: "button", class: "secondary", "aria-label": `Analytics of ${c.name}`, onclick: () => analyticsView(c.name), text: "Analytics" }), " ",
+        el("button", { type: "button", class: "secondary", "aria-label": `Rules of ${c.name}`, onclick: () => rulesView(c.name), text: "Rules" }), " ",
         el("button", { type: "button", class: "secondary", "aria-label": `Delete ${c.name}`, onclick: async () => {
           if (!confirm(`Delete collection ${c.name} and everything in it?`)) return;
           try { await api(`/collections/${encodeURIComponent(c.name)}`, { method: "DELETE" }); toast(`Deleted ${c.name}`); renderRows(await collections()); } catch (e) { toast(e.message); }
@@ -465,6 +466,42 @@ async function adminPage() {
       if (done.state !== "COMPLETE") throw new Error(done.error || done.state);
       await modelsView(collection);
     } catch (e) { detail.append(el("p", { class: "error", role: "alert", text: e.message })); }
+  }
+
+  // Merchandising rules: the list with a remove button each, and a form to add one.
+  async function rulesView(collection) {
+    const path = `/collections/${encodeURIComponent(collection)}/rules`;
+    let rules;
+    try { rules = await api(path); } catch (e) { detail.replaceChildren(el("p", { class: "error", role: "alert", text: e.message })); return; }
+    const field = (id, label, attrs = {}) => el("div", {}, el("label", { for: id, text: label }), el("input", { id, ...attrs }));
+    const action = el("select", { id: "rule-action" }, ["pin", "boost", "bury", "hide"].map((a) => el("option", { value: a, text: a })));
+    const status = el("p", { id: "rule-status", "aria-live": "polite" });
+    const form = el("form", { class: "row", id: "rule-form", onsubmit: async (e) => {
+      e.preventDefault();
+      const value = (id) => document.getElementById(id).value.trim();
+      const rule = { action: action.value };
+      if (value("rule-query")) rule.query = value("rule-query");
+      if (value("rule-product")) rule.product_id = value("rule-product");
+      if (value("rule-position")) rule.position = Number(value("rule-position"));
+      if (value("rule-where")) { const [f, ...v] = value("rule-where").split("="); rule.field = f.trim(); if (v.length) rule.value = v.join("=").trim(); }
+      if (value("rule-weight")) rule.weight = Number(value("rule-weight"));
+      try { await api(path, { method: "POST", json: rule }); await rulesView(collection); toast("Rule added"); }
+      catch (err) { status.replaceChildren(el("span", { class: "error", role: "alert", text: err.message })); }
+    } },
+      el("div", {}, el("label", { for: "rule-action", text: "Action" }), action),
+      field("rule-query", "Query (empty: every search)"), field("rule-product", "Product id"),
+      field("rule-position", "Position", { type: "number", min: 1, max: 100 }), field("rule-where", "Where field=value"),
+      field("rule-weight", "Weight", { type: "number", step: "any", min: 0, max: 1 }),
+      el("button", { type: "submit", text: "Add rule" }));
+    detail.replaceChildren(el("section", { id: "rules" }, el("h2", { text: `Rules of ${collection}` }),
+      el("table", { id: "rules-table" }, el("thead", {}, el("tr", {}, ["action", "query", "what", "position / weight", ""].map((h) => el("th", { text: h })))),
+        el("tbody", {}, rules.map((r) => el("tr", {},
+          el("td", { text: r.action }), el("td", { text: r.query || "(every search)" }),
+          el("td", { text: r.product_id || `${r.field}=${r.value ?? ""}` }), el("td", { text: r.position ?? r.weight ?? "" }),
+          el("td", {}, el("button", { type: "button", class: "secondary", "aria-label": `Remove rule ${r.id}`, onclick: async () => {
+            try { await api(`${path}/${r.id}`, { method: "DELETE" }); await rulesView(collection); } catch (err) { toast(err.message); }
+          }, text: "Remove" })))))),
+      form, status));
   }
 
   async function analyticsView(collection) {
