@@ -82,3 +82,17 @@ def test_analytics_are_bounded_by_age_and_rows(tmp_path: Path) -> None:
         assert counts[("c", "hits")] == 1000 and ("c", "clicks") not in counts
     finally:
         analytics.close()
+
+
+def test_products_clicked_together_complete_the_look_first(client: TestClient) -> None:
+    default = [i["id"] for i in client.get("/collections/luma/products/MH01/complete").json()["items"]]
+    shorts = client.post("/search", json={"text": "men shorts", "collection": "luma", "top_k": 30}).json()["hits"]
+    other = next(h["id"] for h in shorts if h["id"].startswith("MS") and h["id"] not in default)
+    for _ in range(2):  # two shoppers looked at the hoodie and those shorts after one search each
+        search_id = client.post("/search", json={"text": "gym outfit", "collection": "luma"}).json()["search_id"]
+        for position, product in ((1, "MH01"), (2, other)):
+            response = client.post("/clicks", json={"search_id": search_id, "product_id": product,
+                                                    "position": position})
+            assert response.status_code == 204
+    learned = [i["id"] for i in client.get("/collections/luma/products/MH01/complete").json()["items"]]
+    assert learned[0] == other and learned != default

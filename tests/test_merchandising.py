@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import admin_token, luma_rows, make_settings, write_catalog
+from conftest import LUMA, admin_token, luma_rows, make_settings, write_catalog
 from fastapi.testclient import TestClient
 from test_cli import run_main
 
 from vitrine.api.app import create_app
+from vitrine.catalog.records import record_from_fields
 from vitrine.engine import Engine
 from vitrine.errors import InvalidInput, NotFound
 from vitrine.index.store import Filters
@@ -118,3 +119,19 @@ def test_rules_through_the_api_and_cli(capsys: pytest.CaptureFixture[str], luma_
     assert code == 0
     code, _, err = run_main(capsys, luma_copy, "rules", "add", "luma", "pin", "--product", "MJ01")
     assert code != 0 and "position" in err
+
+
+def test_the_garments_of_one_indexed_look_complete_each_other(luma_copy: Path, models_dir: Path) -> None:
+    with Engine(make_settings(luma_copy, models_dir)) as engine:
+        default = [p.id for p, _ in engine.complete_the_look("luma", "MH01")]
+        photo = (LUMA / "images" / "msh02-black_alt1.jpg").read_bytes()
+        engine.put_product("luma", record_from_fields("LOOK-1-BOTTOM", {
+            "title": "Black shorts", "category": "Shorts", "attributes": {"look": "look-1"}}), [photo])
+        engine.put_product("luma", record_from_fields("MH01", {
+            **{k: v for k, v in vars(engine.get_product("luma", "MH01")).items()
+               if k in ("title", "description", "category", "colour", "price")},
+            "attributes": {**engine.get_product("luma", "MH01").attributes, "look": "look-1"}}),
+            [(LUMA / "images" / "mh01-gray_main.jpg").read_bytes()])
+        found = engine.complete_the_look("luma", "MH01")
+        assert found[0] == (engine.get_product("luma", "LOOK-1-BOTTOM"), "bottom")
+        assert [p.id for p, _ in found] != default

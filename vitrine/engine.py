@@ -308,15 +308,28 @@ class Engine:
         unique = {s["text"].lower(): s for s in reversed(found)}  # the first of each text wins
         return [s for s in found if unique[s["text"].lower()] is s][:limit]
 
-    def complete_the_look(self, collection: str, product_id: str, limit: int = 8) -> list[tuple[Product, str]]:
-        """(product, its garment group) of items that go with a product, of other groups than its own."""
+    def complete_the_look(self, collection: str, product_id: str, limit: int = 8,
+                          clicked_together: dict[str, int] | None = None) -> list[tuple[Product, str]]:
+        """(product, its garment group) of items that go with a product, of other groups than its own.
+        The garments of the same indexed look (attribute `look`) and `clicked_together` (product id ->
+        searches in which both were clicked) rank first."""
         if not 1 <= limit <= 50:
             raise InvalidInput("limit must be between 1 and 50", field="limit")
         vectors = self.vectors(collection)
         position = vectors.position_of(product_id)
         if position is None:
             raise NotFound(f"product {product_id!r} is not in collection {collection!r}", field="product_id")
-        matches = complete_the_look(vectors, position, limit)
+        together: dict[int, float] = {}
+        for other, n in (clicked_together or {}).items():
+            at = vectors.position_of(other)
+            if at is not None:
+                together[at] = together.get(at, 0.0) + float(np.log1p(n))
+        look = self.get_product(collection, product_id).attributes.get("look")
+        if look:
+            store = self.store(collection)
+            for at in vectors.positions_of_rows(store.filter_rows(Filters(equals={"look": (str(look),)}))):
+                together[int(at)] = together.get(int(at), 0.0) + 2.0
+        matches = complete_the_look(vectors, position, limit, together)
         products = {p.id: p for p in self.store(collection).get_products([vectors.data.ids[m.position]
                                                                           for m in matches])}
         return [(products[vectors.data.ids[m.position]], m.group) for m in matches

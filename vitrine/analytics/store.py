@@ -24,6 +24,8 @@ CREATE TABLE IF NOT EXISTS clicks(
     position INTEGER NOT NULL, query TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS clicks_by_time ON clicks(collection, ts);
+CREATE INDEX IF NOT EXISTS clicks_by_product ON clicks(collection, product_id);
+CREATE INDEX IF NOT EXISTS clicks_by_search ON clicks(search_id);
 """
 log = logging.getLogger(__name__)
 PRUNE_EVERY = 500  # writes between two prunes
@@ -90,6 +92,15 @@ class Analytics:
                 "GROUP BY query ORDER BY count(*) DESC, query LIMIT ?", (key, limit))]
         self._popular[key] = (now, found)
         return found
+
+    def clicked_together(self, collection: str, product_id: str, limit: int = 50) -> dict[str, int]:
+        """Other products clicked in the same searches as `product_id`: how many searches each shares."""
+        with self._lock:
+            return {p: int(n) for p, n in self._db.execute(
+                "SELECT b.product_id, count(DISTINCT b.search_id) FROM clicks a JOIN clicks b "
+                "ON b.search_id = a.search_id AND b.product_id != a.product_id "
+                "WHERE a.collection=? AND a.product_id=? GROUP BY 1 ORDER BY 2 DESC LIMIT ?",
+                (collection, product_id, limit))}
 
     def report(self, collection: str | None, *, days: int = 30, top: int = 20, now: float | None = None
                ) -> dict[str, Any]:

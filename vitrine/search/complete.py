@@ -1,9 +1,10 @@
 """Complete the look: for a product, items of *other* garment groups that go with it.
 
-Without data on what shoppers combine, by rules a stylist would use: garment groups that are worn
-together (a top with bottoms, shoes, outerwear, a bag), the same gender, colours in harmony (a
-neutral goes with anything; complementary hues pair), a similar price tier, and a shared style (the
-products' text vectors are close: "running" with "running").
+What the shop's data says goes together comes first (the garments of one indexed look, products
+clicked in the same searches); then, and for products without such data, the rules a stylist would
+use: garment groups that are worn together (a top with bottoms, shoes, outerwear, a bag), the same
+gender, colours in harmony (a neutral goes with anything; complementary hues pair), a similar price
+tier, and a shared style (the products' text vectors are close: "running" with "running").
 """
 
 from __future__ import annotations
@@ -71,9 +72,12 @@ class Match:
     score: float
 
 
-def complete_the_look(vectors: CollectionVectors, position: int, limit: int) -> list[Match]:
+def complete_the_look(vectors: CollectionVectors, position: int, limit: int,
+                      together: dict[int, float] | None = None) -> list[Match]:
     """Up to `limit` products of the groups worn with the product at `position`, PER_GROUP per group
-    in turn, the best first within each."""
+    in turn, the best first within each. `together`: what the shop's data says goes with it (products
+    of the same indexed look, products clicked in the same searches), position -> a bonus that
+    outweighs the rules."""
     data = vectors.data
     values_of = _values_per_product(vectors)
     categories = values_of.get("category", {})
@@ -100,6 +104,8 @@ def complete_the_look(vectors: CollectionVectors, position: int, limit: int) -> 
         price = float(prices[p])
         if np.isfinite(own_price) and np.isfinite(price) and own_price > 0 and price > 0:
             score += 0.2 * max(0.0, 1.0 - abs(np.log(price / own_price)))
+        if together:
+            score += together.get(p, 0.0)
         by_group[group].append(Match(p, group, score))
     ranked = {g: sorted(m, key=lambda m: (-m.score, m.position)) for g, m in by_group.items()}
     chosen: list[Match] = []

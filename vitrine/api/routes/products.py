@@ -28,11 +28,14 @@ def get_product(collection: str, product_id: str, engine: EngineDep) -> ProductO
 
 @router.get("/{product_id}/complete", dependencies=[Read], summary="Complete the look: items of other groups that "
             "go with the product")
-def complete(collection: str, product_id: str, engine: EngineDep,
+def complete(collection: str, product_id: str, engine: EngineDep, request: Request,
              limit: Annotated[int, Query(ge=1, le=50)] = 8) -> dict[str, list[dict[str, object]]]:
-    """By garment groups worn together, gender, colour harmony, price tier and style; each item
-    names its group (bottom, shoes, outerwear...)."""
-    found = engine.complete_the_look(collection, product_id, limit)
+    """Products of the same indexed look and products clicked in the same searches first; then by
+    garment groups worn together, gender, colour harmony, price tier and style. Each item names its
+    group (bottom, shoes, outerwear...)."""
+    analytics = getattr(request.app.state, "analytics", None)
+    together = analytics.clicked_together(collection, product_id) if analytics is not None else None
+    found = engine.complete_the_look(collection, product_id, limit, clicked_together=together)
     return {"items": [{"group": group, **_product_out(collection, p).model_dump(
         include={"id", "title", "category", "colour", "price"}),
         "main_image_url": f"/collections/{collection}/products/{p.id}/images/{p.main_image.position}"
