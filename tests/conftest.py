@@ -126,6 +126,19 @@ def luma_copy(tmp_path: Path, luma_home: Path, models_dir: Path) -> Path:
     return home
 
 
+@pytest.fixture
+def luma_copy_client(luma_copy: Path, models_dir: Path) -> Iterator[Any]:
+    """The HTTP API over a private copy of the Luma home, with an admin key."""
+    from fastapi.testclient import TestClient
+
+    from vitrine.api.app import create_app
+
+    with Engine(make_settings(luma_copy, models_dir)) as engine:
+        headers = {"Authorization": f"Bearer {admin_token(luma_copy)}"}
+        with TestClient(create_app(engine=engine), headers=headers) as client:
+            yield client
+
+
 def wait_for(get: Callable[[], Any], done: Callable[[Any], bool], timeout_s: float = 300) -> Any:
     """Polls `get()` until `done(value)`: waits on a state (a job's, a server's), not a fixed time."""
     deadline = time.monotonic() + timeout_s

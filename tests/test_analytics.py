@@ -4,24 +4,18 @@ training pairs clicks make, and the bounds (retention and rows)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import admin_token, make_settings
 from fastapi.testclient import TestClient
 
 from vitrine.analytics.store import DAY, Analytics
-from vitrine.api.app import create_app
 from vitrine.engine import Engine
 
 
 @pytest.fixture
-def client(luma_copy: Path, models_dir: Path) -> Iterator[TestClient]:
-    with Engine(make_settings(luma_copy, models_dir)) as engine:
-        token = admin_token(luma_copy)
-        with TestClient(create_app(engine=engine), headers={"Authorization": f"Bearer {token}"}) as c:
-            yield c
+def client(luma_copy_client: TestClient) -> TestClient:
+    return luma_copy_client
 
 
 def test_searches_and_clicks_make_the_report(client: TestClient) -> None:

@@ -6,11 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import LUMA, admin_token, luma_rows, make_settings, write_catalog
+from conftest import LUMA, luma_rows, make_settings, write_catalog
 from fastapi.testclient import TestClient
 from test_cli import run_main
 
-from vitrine.api.app import create_app
 from vitrine.catalog.records import record_from_fields
 from vitrine.engine import Engine
 from vitrine.errors import InvalidInput, NotFound
@@ -87,25 +86,23 @@ def test_in_stock_rules_read_availability(tmp_path: Path, models_dir: Path) -> N
 
 
 def test_rules_through_the_api_and_cli(capsys: pytest.CaptureFixture[str], luma_copy: Path,
-                                        models_dir: Path) -> None:
-    with Engine(make_settings(luma_copy, models_dir)) as engine:
-        token = admin_token(luma_copy)
-        with TestClient(create_app(engine=engine), headers={"Authorization": f"Bearer {token}"}) as client:
-            added = client.post("/collections/luma/rules",
-                                json={"action": "pin", "query": "bag", "product_id": "MJ01", "position": 1})
-            assert added.status_code == 201, added.text
-            rule = added.json()
-            assert rule["action"] == "pin" and rule["position"] == 1 and "weight" not in rule
-            hits = client.post("/search", json={"text": "bag", "collection": "luma"}).json()["hits"]
-            assert hits[0]["id"] == "MJ01" and hits[0]["pinned"] and not hits[1]["pinned"]
-            assert client.get("/collections/luma/rules").json() == [rule]
-            bad = client.post("/collections/luma/rules", json={"action": "pin", "product_id": "MJ01"})
-            assert bad.status_code == 422 and bad.json()["error"]["field"] == "position"
-            stranger = client.post("/collections/luma/rules", json={"action": "hide"},
-                                   headers={"Authorization": "Bearer not-a-key"})
-            assert stranger.status_code == 401
-            assert client.delete(f"/collections/luma/rules/{rule['id']}").status_code == 204
-            assert client.delete(f"/collections/luma/rules/{rule['id']}").status_code == 404
+                                        luma_copy_client: TestClient) -> None:
+    client = luma_copy_client
+    added = client.post("/collections/luma/rules",
+                        json={"action": "pin", "query": "bag", "product_id": "MJ01", "position": 1})
+    assert added.status_code == 201, added.text
+    rule = added.json()
+    assert rule["action"] == "pin" and rule["position"] == 1 and "weight" not in rule
+    hits = client.post("/search", json={"text": "bag", "collection": "luma"}).json()["hits"]
+    assert hits[0]["id"] == "MJ01" and hits[0]["pinned"] and not hits[1]["pinned"]
+    assert client.get("/collections/luma/rules").json() == [rule]
+    bad = client.post("/collections/luma/rules", json={"action": "pin", "product_id": "MJ01"})
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "position"
+    stranger = client.post("/collections/luma/rules", json={"action": "hide"},
+                           headers={"Authorization": "Bearer not-a-key"})
+    assert stranger.status_code == 401
+    assert client.delete(f"/collections/luma/rules/{rule['id']}").status_code == 204
+    assert client.delete(f"/collections/luma/rules/{rule['id']}").status_code == 404
     code, out, _ = run_main(capsys, luma_copy, "rules", "add", "luma", "boost", "--where", "material=Wool",
                             "--weight", "0.3")
     assert code == 0 and "added rule" in out

@@ -4,12 +4,10 @@ searches (price ceilings, typos, synonyms, turning it off), through the engine, 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import admin_token, make_settings
 from fastapi.testclient import TestClient
 from test_cli import run_main
 
@@ -92,15 +90,8 @@ def test_typos_find_what_the_word_finds(luma_engine: Engine, typo: str, meant: s
     assert [h.id for h in unread.hits] != [h.id for h in right.hits]  # the fix, not the model, found them
 
 
-@pytest.fixture
-def own_client(luma_copy: Path, models_dir: Path) -> Iterator[TestClient]:
-    with Engine(make_settings(luma_copy, models_dir)) as engine:
-        token = admin_token(luma_copy)
-        with TestClient(create_app(engine=engine), headers={"Authorization": f"Bearer {token}"}) as c:
-            yield c
-
-
-def test_a_collection_keeps_its_own_synonyms_through_the_api(own_client: TestClient) -> None:
+def test_a_collection_keeps_its_own_synonyms_through_the_api(luma_copy_client: TestClient) -> None:
+    own_client = luma_copy_client
     before = own_client.post("/search", json={"text": "parka", "collection": "luma"}).json()
     assert "synonyms" not in before["understood"]
     put = own_client.put("/collections/luma/synonyms", json={"synonyms": [["Parka", "jacket"]]})
