@@ -162,7 +162,8 @@ def test_the_search_box_suggests(server: dict[str, str], page: Any) -> None:
     page.wait_for_function("document.querySelectorAll('#suggestions option').length > 0")
     options = page.locator("#suggestions option")
     values = [options.nth(i).get_attribute("value") for i in range(options.count())]
-    assert values[:2] == ["Hoodies & Sweatshirts", "hoodie"] and "Abominable Hoodie" in values
+    # "hoodie" comes first as a past popular query once other tests searched it, else after the category
+    assert {"Hoodies & Sweatshirts", "hoodie"} <= set(values[:3]) and "Abominable Hoodie" in values
 
 
 def test_clicks_and_the_analytics_page(server: dict[str, str], page: Any) -> None:
