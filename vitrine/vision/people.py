@@ -1,7 +1,8 @@
 """People in a photo: MediaPipe 0.10.21's bundled pose landmarks and person segmentation (offline).
 
 MediaPipe Pose finds one person per run, so several people are found by running it again with each
-found person painted over, until it finds nobody new. The selfie segmentation mask (all people)
+found person painted over, until it finds nobody new; a wide photo is then searched again in squares
+along its width. The selfie segmentation mask (all people)
 then gives each person's pixels inside their box. MediaPipe graphs are not thread-safe: one lock.
 """
 
@@ -20,6 +21,7 @@ MAX_PEOPLE = 4
 MIN_POSE_CONFIDENCE = 0.5
 MIN_VISIBLE_LANDMARKS = 8
 SEGMENT_THRESHOLD = 0.5
+WINDOW_ASPECT = 1.25  # a photo this much wider than high is also searched in squares
 
 
 @dataclass(frozen=True)
@@ -60,22 +62,45 @@ class PeopleDetector:
             everyone = segmentation is not None and segmentation > SEGMENT_THRESHOLD
             canvas = rgb.copy()
             people: list[Person] = []
-            for _ in range(MAX_PEOPLE):
-                result = self._pose.process(canvas)
-                if result.pose_landmarks is None:
+            for window in _windows(width, height):
+                self._find(canvas, window, people, everyone)
+                if len(people) >= MAX_PEOPLE:
                     break
-                marks = np.array([[lm.x * width, lm.y * height, lm.visibility]
-                                  for lm in result.pose_landmarks.landmark], dtype=np.float32)
-                visible = marks[marks[:, 2] > 0.5]
-                if len(visible) < MIN_VISIBLE_LANDMARKS:
-                    break
-                box = _landmark_box(visible, width, height)
-                if any(_overlap(box, p.box) > 0.6 for p in people):
-                    break  # the same person again: nothing new to find
-                people.append(Person(landmarks=marks, box=box, mask=_person_mask(everyone, box, width, height)))
-                x0, y0, x1, y1 = _widen(box, width, height, 0.15)
-                canvas[y0:y1, x0:x1] = 127  # paint over: the next run finds somebody else
         return sorted(people, key=lambda p: -(p.box[2] - p.box[0]) * (p.box[3] - p.box[1]))
+
+    def _find(self, canvas: Array, window: tuple[int, int, int, int], people: list[Person], everyone: Any) -> None:
+        """Runs the pose model on one window of the canvas until it finds nobody new, painting over each
+        person found (the model finds one person per run). Found people are added to `people`."""
+        height, width = canvas.shape[:2]
+        x0, y0, x1, y1 = window
+        while len(people) < MAX_PEOPLE:
+            result = self._pose.process(np.ascontiguousarray(canvas[y0:y1, x0:x1]))
+            if result.pose_landmarks is None:
+                return
+            marks = np.array([[x0 + lm.x * (x1 - x0), y0 + lm.y * (y1 - y0), lm.visibility]
+                              for lm in result.pose_landmarks.landmark], dtype=np.float32)
+            visible = marks[marks[:, 2] > 0.5]
+            if len(visible) < MIN_VISIBLE_LANDMARKS:
+                return
+            box = _landmark_box(visible, width, height)
+            if any(_overlap(box, p.box) > 0.6 for p in people):
+                return  # the same person again: nothing new to find
+            people.append(Person(landmarks=marks, box=box, mask=_person_mask(everyone, box, width, height)))
+            px0, py0, px1, py1 = _widen(box, width, height, 0.15)
+            canvas[py0:py1, px0:px1] = 127  # paint over: the next run finds somebody else
+
+
+def _windows(width: int, height: int) -> list[tuple[int, int, int, int]]:
+    """Where to look: the whole photo, then, in a wide photo, squares along its width (half overlapping).
+    The pose model's person detector misses people seen from the waist up side by side in a wide photo
+    (two men in suits) that it finds in a square around each of them. People in a tall photo stand one
+    beside another too, so it is only searched whole."""
+    windows = [(0, 0, width, height)]
+    if width >= WINDOW_ASPECT * height:
+        steps = int(np.ceil((width - height) / (height / 2))) + 1
+        for start in np.linspace(0, width - height, steps).astype(int).tolist():
+            windows.append((start, 0, start + height, height))
+    return windows
 
 
 def _landmark_box(points: Array, width: int, height: int) -> tuple[int, int, int, int]:
