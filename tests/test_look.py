@@ -14,7 +14,7 @@ from vitrine.cli.main import main as cli
 from vitrine.engine import Engine
 from vitrine.errors import ImageError
 from vitrine.vision.evaluation import evaluate_looks
-from vitrine.vision.garments import iou
+from vitrine.vision.garments import garment_group, iou
 from vitrine.vision.look import NO_PERSON, LookFinder
 from vitrine.vision.service import LookService
 
@@ -33,6 +33,25 @@ def test_garments_of_a_street_photo_overlap_the_true_boxes(luma_engine: Engine) 
         assert set(garment.labels) == {"category", "colour", "pattern"}
         assert garment.crop_png[:8] == b"\x89PNG\r\n\x1a\n"
         assert len(garment.matches) == 3 and all(m.collection == "luma" for m in garment.matches)
+
+
+def test_people_seen_from_the_waist_up_side_by_side_are_found(luma_engine: Engine) -> None:
+    """zidane.jpg: two men in suits, upper body, in a wide photo; the whole-photo pose run finds nobody."""
+    look = LookFinder(luma_engine).find((DATA / "people" / "zidane.jpg").read_bytes(), collection=None)
+    assert look.people == 2
+    uppers = sorted(g.box for g in look.garments if g.group in ("top", "outerwear"))
+    assert len(uppers) == 2
+    assert uppers[0][2] <= 700 < uppers[1][0] - 20  # one each side: Zidane on the left, Ancelotti on the right
+
+
+@pytest.mark.parametrize("photo", ["people/bus.jpg", "ccp/photos/0001.jpg", "ccp/photos/0010.jpg"])
+def test_a_box_is_labelled_with_a_kind_of_its_own_group(luma_engine: Engine, photo: str) -> None:
+    """Never "shoes: Blue Pants": every category label offered for a box names a garment of its group,
+    with Luma's own categories among the candidates."""
+    look = LookFinder(luma_engine).find((DATA / photo).read_bytes(), collection="luma", top_k=1)
+    assert look.garments
+    for garment in look.garments:
+        assert {garment_group(label.value) for label in garment.labels["category"]} == {garment.group}
 
 
 def test_a_photo_without_people_is_a_result_not_an_error(luma_engine: Engine) -> None:

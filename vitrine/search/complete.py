@@ -16,7 +16,7 @@ import numpy as np
 
 from vitrine.index.vectors import CollectionVectors
 from vitrine.search.words import tokens
-from vitrine.vision.garments import GROUP_WORDS
+from vitrine.vision.garments import GROUP_WORDS, garment_group
 
 # What each group is worn with, the most important first.
 PAIRS: dict[str, tuple[str, ...]] = {
@@ -32,15 +32,6 @@ NEUTRALS = frozenset({"black", "white", "grey", "gray", "beige", "cream", "navy"
 COMPLEMENTS = frozenset({frozenset(p) for p in (("blue", "orange"), ("red", "green"), ("purple", "yellow"),
                                                  ("pink", "green"), ("lavender", "yellow"), ("navy", "orange"))})
 PER_GROUP = 2
-_GROUP_OF_WORD = {tokens(w)[-1]: g for g, words in GROUP_WORDS.items() for w in words if tokens(w)}
-
-
-def garment_group(category: str) -> str | None:
-    """"Hoodies & Sweatshirts" -> top, "Casual Shoes" -> shoes, "Watches" -> None."""
-    for word in reversed(tokens(category)):
-        if word in _GROUP_OF_WORD:
-            return _GROUP_OF_WORD[word]
-    return None
 
 
 def colour_harmony(a: Sequence[str], b: Sequence[str]) -> float:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vitrine.arrays import Array
+from vitrine.search.words import tokens
 from vitrine.vision.people import Person
 
 Box = tuple[int, int, int, int]
@@ -35,6 +36,17 @@ GROUP_WORDS: dict[str, tuple[str, ...]] = {
               "flats", "slippers"),
     "bag": ("bag", "handbag", "backpack", "purse", "wallet", "clutch", "tote"),
 }
+
+_GROUP_OF_WORD = {tokens(w)[-1]: g for g, words in GROUP_WORDS.items() for w in words if tokens(w)}
+
+
+def garment_group(category: str) -> str | None:
+    """"Hoodies & Sweatshirts" -> top, "Casual Shoes" -> shoes, "Watches" -> None: the last word that names a
+    group decides ("Shirt Dress" is a dress)."""
+    for word in reversed(tokens(category)):
+        if word in _GROUP_OF_WORD:
+            return _GROUP_OF_WORD[word]
+    return None
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from vitrine.index.store import Filters
 from vitrine.models.imaging import decode_image
 from vitrine.models.labels import Label, ZeroShotLabeller
 from vitrine.search.query import Hit, Query
-from vitrine.vision.garments import GROUP_WORDS, Box, Region, body_regions, inner_top, skirt_length
+from vitrine.vision.garments import GROUP_WORDS, Box, Region, body_regions, garment_group, inner_top, skirt_length
 from vitrine.vision.people import PeopleDetector, Person
 
 DRESS_SHARE = 0.5  # P(dress words) on the full-body crop needed to call it a dress
@@ -77,13 +77,20 @@ class LookFinder:
         self.detector = PeopleDetector()
         self._choosers: dict[tuple[str, str], tuple[ZeroShotLabeller, ZeroShotLabeller]] = {}
 
-    def _chooser(self, collection: str | None, groups: tuple[str, ...]) -> ZeroShotLabeller:
-        """A labeller over the category words of some garment groups only (dress or not, which bottom)."""
+    def _chooser(self, collection: str | None, groups: tuple[str, ...], *, own_words: bool = False) -> ZeroShotLabeller:
+        """A labeller over the category words of some garment groups only (dress or not, which bottom).
+
+        `own_words`: over the collection's own categories of those groups (and the default list's), so that a
+        box's label is a category the shop uses and is never one of another group ("shoes: Blue Pants").
+        """
         base = self.engine.labeller(collection)  # cached by the engine until the collection changes
-        key = (collection or "", ",".join(groups))
+        key = (collection or "", ",".join(groups) + (":own" if own_words else ""))
         found = self._choosers.get(key)
         if found is None or found[0] is not base:  # a new model version means new word vectors
-            words = [w for g in groups for w in GROUP_WORDS[g]]
+            if own_words:
+                words = [v for v in base.vocabulary["category"] if garment_group(v) in groups]
+            else:
+                words = [w for g in groups for w in GROUP_WORDS[g]]
             found = (base, ZeroShotLabeller(base.heads, self.engine.text_encoder, {"category": words}))
             self._choosers[key] = found
         return found[1]
@@ -160,6 +167,8 @@ class LookFinder:
         garments = []
         for group, region in chosen:
             labels = labeller.label(features[region.kind])[0]
+            labels["category"] = self._chooser(collection, (group,), own_words=True).label(features[region.kind])[0][
+                "category"]
             garments.append(Garment(person=number, group=group, box=region.box, labels=labels,
                                     crop_png=crops[region.kind]))
         return garments
