@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import socket
@@ -23,6 +24,7 @@ from vitrine.settings import Settings
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("VITRINE_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
 LUMA = DATA / "luma"
+TINY_CLIP_PROJECTION = 16
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -57,6 +59,36 @@ def admin_token(home: Path) -> str:
         return store.create("tests", "admin")[1]
     finally:
         store.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny, randomly initialised CLIP saved in Hugging Face format: what a user with real weights has."""
+    import torch
+    from transformers import AutoTokenizer, CLIPConfig, CLIPModel
+
+    from vitrine.models.registry import text_model_spec
+    from vitrine.models.text_encoder import _model_dir
+
+    folder = tmp_path_factory.mktemp("tiny-clip")
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(str(_model_dir(text_model_spec("all-minilm-l6-v2"))))
+    config = CLIPConfig(
+        text_config={"vocab_size": tokenizer.vocab_size, "hidden_size": 32, "intermediate_size": 64,
+                     "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 64,
+                     "bos_token_id": tokenizer.cls_token_id, "eos_token_id": tokenizer.sep_token_id,
+                     "pad_token_id": tokenizer.pad_token_id},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                       "num_attention_heads": 2, "image_size": 32, "patch_size": 8},
+        projection_dim=TINY_CLIP_PROJECTION,
+    )
+    CLIPModel(config).eval().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps({
+        "crop_size": {"height": 32, "width": 32},
+        "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
+    }))
+    return folder
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY_CLIP_PROJECTION as PROJECTION
 
 from vitrine.cli.main import main as cli
 from vitrine.engine import Engine
@@ -15,37 +16,6 @@ from vitrine.errors import Conflict, InvalidInput
 from vitrine.models.colour import COLOUR_DIM
 from vitrine.search.query import Query
 from vitrine.training import train_collection
-
-PROJECTION = 16
-
-
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-    from transformers import AutoTokenizer, CLIPConfig, CLIPModel
-
-    from vitrine.models.registry import text_model_spec
-    from vitrine.models.text_encoder import _model_dir
-
-    folder = tmp_path_factory.mktemp("tiny-clip")
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(str(_model_dir(text_model_spec("all-minilm-l6-v2"))))
-    config = CLIPConfig(
-        text_config={"vocab_size": tokenizer.vocab_size, "hidden_size": 32, "intermediate_size": 64,
-                     "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 64,
-                     "bos_token_id": tokenizer.cls_token_id, "eos_token_id": tokenizer.sep_token_id,
-                     "pad_token_id": tokenizer.pad_token_id},
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-                       "num_attention_heads": 2, "image_size": 32, "patch_size": 8},
-        projection_dim=PROJECTION,
-    )
-    CLIPModel(config).eval().save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    (folder / "preprocessor_config.json").write_text(json.dumps({
-        "crop_size": {"height": 32, "width": 32},
-        "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
-    }))
-    return folder
 
 
 def test_a_collection_searches_with_its_clip_checkpoint(engine: Engine, small_luma: Path, tiny_clip: Path) -> None:

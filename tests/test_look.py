@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from vitrine.api.app import create_app
 from vitrine.cli.main import main as cli
 from vitrine.engine import Engine
-from vitrine.errors import ImageError
-from vitrine.vision.evaluation import evaluate_looks
+from vitrine.errors import ImageError, InvalidInput
+from vitrine.vision.evaluation import evaluate_looks, photo_split
 from vitrine.vision.garments import garment_group, iou
 from vitrine.vision.look import NO_PERSON, LookFinder
 from vitrine.vision.service import LookService
@@ -125,6 +125,16 @@ def test_detection_evaluation_counts(luma_engine: Engine, tmp_path: Path) -> Non
     assert result["photos"] == 2 and result["groups"]["shoes"]["boxes"] == 2
     assert result["groups"]["outerwear"]["recall"] == 1.0  # the coat of 0003
     assert result["photos_per_s"] > 0
+
+
+def test_the_dev_split_is_a_stable_quarter_of_the_photos_apart_from_train() -> None:
+    images = list(BOXES)
+    dev = {i for i in images if photo_split(i) == "dev"}
+    assert 0.2 < len(dev) / len(images) < 0.3
+    assert {photo_split(i) for i in images} == {"dev", "train"}
+    assert photo_split("photos/0001.jpg") == photo_split("photos/0001.jpg")
+    with pytest.raises(InvalidInput):
+        evaluate_looks(None, CCP / "boxes.json", split="test")  # type: ignore[arg-type]
 
 
 def test_garment_choices_follow_the_collections_model_version(engine: Engine, small_luma: Path) -> None:

@@ -41,6 +41,7 @@ from vitrine.models.clip_encoder import ClipCheckpoint, ClipCrossModal, checkpoi
 from vitrine.models.embedder import ImageEmbedder
 from vitrine.models.feature_cache import FeatureCache
 from vitrine.models.heads import CrossModal, FashionHeads, load_base_heads
+from vitrine.models.hub import pulled_path
 from vitrine.models.image_encoder import ImageEncoder
 from vitrine.models.imaging import sniff_image_type
 from vitrine.models.labels import PATTERN_FIELDS, Label, ZeroShotLabeller, collection_vocabulary
@@ -175,7 +176,7 @@ class Engine:
         """`encoder`: None or "builtin" for the built-in model, or "clip:<directory>" for a local
         CLIP/SigLIP checkpoint. It is fixed when the collection is created."""
         check_collection_name(name)
-        wanted = IMAGE_MODEL if encoder in (None, "builtin") else f"{CLIP_PREFIX}{checkpoint_path(str(encoder))}"
+        wanted = IMAGE_MODEL if encoder in (None, "builtin") else f"{CLIP_PREFIX}{self._checkpoint_folder(encoder)}"
         with self._lock:
             try:
                 store = self.store(name)  # drops a store object whose file another process deleted
@@ -189,6 +190,16 @@ class Engine:
                 raise Conflict(f"collection {name!r} was created with encoder {store.meta().get('image_model')}; "
                                "delete it to change encoders", field="encoder")
             return store
+
+    def _checkpoint_folder(self, encoder: str) -> Path:
+        """`clip:<directory>`, or the name of a checkpoint `vitrine models pull` brought into the home."""
+        if encoder.startswith(CLIP_PREFIX):
+            return checkpoint_path(encoder)
+        folder = pulled_path(self.home, encoder)
+        if folder is None:
+            raise InvalidInput(f"unknown encoder {encoder!r}: use builtin, clip:<directory>, or pull a checkpoint "
+                               f"first (`vitrine models pull {encoder}`)", field="encoder")
+        return checkpoint_path(f"{CLIP_PREFIX}{folder}")
 
     def _forget(self, name: str) -> None:
         """Drops what is held in memory for a collection that is gone (call with the lock held)."""

@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     analytics_retention_days: float = Field(90, gt=0, description="Searches and clicks older than this are dropped.")
     analytics_max_rows: int = Field(1_000_000, ge=1000, description="Searches (and clicks) kept at most.")
     job_workers: int = Field(1, ge=1, le=8, description="Background job threads of the API server.")
+    hub_url: str = Field(
+        "https://huggingface.co", description="Where `vitrine models pull` downloads checkpoints from (or a mirror)."
+    )
+    hub_token: str | None = Field(None, description="A Hugging Face token, for gated or private checkpoints.")
     download_timeout_s: float = Field(10.0, gt=0)
     download_retries: int = Field(2, ge=0, le=10)
     download_concurrency: int = Field(8, ge=1, le=64)

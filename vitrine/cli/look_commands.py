@@ -29,6 +29,8 @@ def add_parsers(sub: Any) -> None:
     evaluate = sub.add_parser("eval-look", help="garment detection quality against a boxes file (ccp/boxes.json)")
     evaluate.add_argument("boxes", type=Path)
     evaluate.add_argument("--limit", type=int, help="only the first N photos")
+    evaluate.add_argument("--split", choices=("all", "train", "dev"), default="all",
+                          help="dev: the quarter of the photos that nothing here learns from")
     evaluate.add_argument("--json", action="store_true")
     evaluate.add_argument("--no-progress", action="store_true")
 
@@ -97,14 +99,16 @@ def cmd_eval_look(engine: Engine, args: argparse.Namespace) -> int:
             bar.refresh()
 
     try:
-        result = evaluate_looks(LookFinder(engine), args.boxes, limit=args.limit, progress=progress)
+        result = evaluate_looks(LookFinder(engine), args.boxes, limit=args.limit, split=args.split,
+                                progress=progress)
     finally:
         if bar is not None:
             bar.close()
     if args.json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
         return 0
-    lines = [f"{result['photos']} photos, IoU >= {result['iou']}, {result['photos_per_s']} photos/s",
+    lines = [f"{result['photos']} photos ({result['split']}), IoU >= {result['iou']}, "
+             f"{result['photos_per_s']} photos/s",
              f"{'group':<10}{'boxes':>7}{'found':>7}{'recall':>8}{'precision':>10}"]
     for group, m in result["groups"].items():
         recall = "-" if m["recall"] is None else f"{m['recall']:.3f}"

@@ -46,8 +46,12 @@ def add_parsers(sub: Any) -> None:
     label.add_argument("--collection", "-c", help="use this collection's model and add its own values")
     label.add_argument("--json", action="store_true")
 
-    models = sub.add_parser("models", help="list a collection's model versions, or switch its active one")
-    models.add_argument("collection")
+    models = sub.add_parser(
+        "models", help="list a collection's model versions or switch its active one; `models pull NAME` downloads a "
+        "CLIP/SigLIP checkpoint (fashion-clip, marqo-fashionsiglip, or a Hub id) for --encoder NAME")
+    models.add_argument("collection", help="a collection, or `pull`")
+    models.add_argument("name", nargs="?", help="with pull: fashion-clip, marqo-fashionsiglip or owner/name")
+    models.add_argument("--force", action="store_true", help="with pull: download again over a pulled checkpoint")
     models.add_argument("--use", metavar="VERSION", help="make this version active: base or v<N>")
     models.add_argument("--json", action="store_true")
 
@@ -105,7 +109,45 @@ def cmd_train(engine: Engine, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pull(engine: Engine, args: argparse.Namespace) -> int:
+    from vitrine.models import hub
+
+    if not args.name:
+        raise InvalidInput("name a checkpoint to pull: fashion-clip, marqo-fashionsiglip or a Hub id owner/name",
+                           field="name")
+    bar = None
+    progress = None
+    if not args.json and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=0, unit="B", unit_scale=True, dynamic_ncols=True, file=sys.stderr)
+
+        def progress(done: int, total: int) -> None:
+            bar.total, bar.n = max(total, done), done
+            bar.refresh()
+
+    settings = engine.settings
+    try:
+        pulled = hub.pull(args.name, home=engine.home, hub_url=settings.hub_url, token=settings.hub_token,
+                          timeout_s=max(settings.download_timeout_s, 30.0), force=args.force, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.json:
+        sys.stdout.write(json.dumps({"name": pulled.name, "repo": pulled.repo, "path": str(pulled.path),
+                                     "commit": pulled.commit, "files": pulled.files, "bytes": pulled.bytes}) + "\n")
+        return 0
+    sys.stdout.write(f"pulled {pulled.repo} ({pulled.files} files, {pulled.bytes / 1e6:.1f} MB) into {pulled.path}\n"
+                     f"create a collection on it with: vitrine ingest CATALOG -c NAME --encoder {pulled.name}\n")
+    return 0
+
+
 def cmd_models(engine: Engine, args: argparse.Namespace) -> int:
+    if args.collection == "pull":
+        return cmd_pull(engine, args)
+    if args.name:
+        raise InvalidInput(f"unexpected {args.name!r}: `vitrine models COLLECTION` or `vitrine models pull NAME`",
+                           field="name")
     if args.use:
         active = engine.use_model(args.collection, args.use)
         sys.stdout.write(f"collection {args.collection} now searches with model {active}\n")

@@ -41,12 +41,25 @@ class ClipImageSpec:
 
 
 def checkpoint_path(encoder: str) -> Path:
-    """`clip:/path` to the checkpoint directory, checked to exist and hold a config."""
+    """`clip:/path` to the checkpoint directory, checked to hold a CLIP or SigLIP config."""
     if not encoder.startswith(PREFIX):
-        raise InvalidInput(f"encoder must be 'builtin' or 'clip:<directory>', not {encoder!r}", field="encoder")
+        raise InvalidInput(f"encoder must be 'builtin', 'clip:<directory>' or the name of a pulled checkpoint, "
+                           f"not {encoder!r}", field="encoder")
     path = Path(encoder[len(PREFIX):]).expanduser().resolve()
-    if not (path / "config.json").is_file():
-        raise InvalidInput(f"no Hugging Face checkpoint (config.json) in {path}", field="encoder")
+    config = path / "config.json"
+    kind = ""
+    if config.is_file():
+        try:
+            kind = str(json.loads(config.read_text()).get("model_type", ""))
+        except (OSError, ValueError, AttributeError) as exc:
+            raise InvalidInput(f"cannot read {config}: {exc}", field="encoder") from exc
+    if kind not in SUPPORTED:
+        if (path / "open_clip_config.json").is_file():
+            raise InvalidInput(f"{path} is an open_clip checkpoint, which Vitrine cannot load yet (open_clip needs "
+                               "torchvision); use a Hugging Face CLIP or SigLIP checkpoint such as fashion-clip",
+                               field="encoder")
+        what = f"a {kind} model" if kind else "no Hugging Face checkpoint (config.json)"
+        raise InvalidInput(f"{path} holds {what}; supported: {', '.join(SUPPORTED)}", field="encoder")
     return path
 
 

@@ -131,7 +131,9 @@ class LookFinder:
         height, width = rgb.shape[:2]
         regions = {r.kind: r for r in body_regions(person, width, height)}
         crops = {kind: _crop_on_white(rgb, person.mask, r.box, masked=kind != "feet") for kind, r in regions.items()}
-        features = {kind: self.engine.embedder.features(data) for kind, data in crops.items()}
+        # A collection on a CLIP checkpoint labels crops in its own space, so they go through its image tower.
+        embedder = self.engine.embedder_for(collection) if collection else self.engine.embedder
+        features = {kind: embedder.features(data) for kind, data in crops.items()}
         chosen: list[tuple[str, Region]] = []
         short_share = SKIRT_SHARE
         if "lower" in regions:
@@ -150,7 +152,7 @@ class LookFinder:
                 inner = inner_top(regions["upper"].box, person)
                 if not is_dress and inner is not None:  # the top under an open coat
                     crops["inner"] = _crop_on_white(rgb, person.mask, inner, masked=True)
-                    features["inner"] = self.engine.embedder.features(crops["inner"])
+                    features["inner"] = embedder.features(crops["inner"])
                     chosen.append(("top", Region("inner", inner)))
             elif not is_dress:
                 chosen.append(("top", regions["upper"]))
@@ -159,7 +161,7 @@ class LookFinder:
             if short_share >= SKIRT_SHARE:
                 region = Region("lower", skirt_length(region.box, person, width, height))
                 crops["lower"] = _crop_on_white(rgb, person.mask, region.box, masked=True)
-                features["lower"] = self.engine.embedder.features(crops["lower"])
+                features["lower"] = embedder.features(crops["lower"])
             chosen.append(("bottom", region))
         if "feet" in regions:
             chosen.append(("shoes", regions["feet"]))

@@ -1,0 +1,155 @@
+"""`vitrine models pull`: a checkpoint comes from a Hugging Face-like hub that the test serves on loopback
+(the same HTTP path as the real Hub), then `--encoder NAME` creates collections on it. Offline, the pull
+fails with a message that says how to copy a checkpoint in, and leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from conftest import DATA, free_port
+
+from vitrine.cli.main import main as cli
+from vitrine.engine import Engine
+from vitrine.errors import InvalidInput, ModelUnavailable
+from vitrine.models import hub
+from vitrine.vision.garments import garment_group
+from vitrine.vision.look import LookFinder
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@dataclass
+class FakeHub:
+    url: str
+    repos: dict[str, Path]
+    requested: list[str] = field(default_factory=list)
+    broken: set[str] = field(default_factory=set)  # files answered with 500
+
+
+@pytest.fixture
+def fake_hub(tiny_clip: Path) -> Iterator[FakeHub]:
+    state = FakeHub(url="", repos={"patrickjohncyh/fashion-clip": tiny_clip})
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+            state.requested.append(self.path)
+            path = self.path.split("?")[0]
+            if path.startswith("/api/models/"):
+                folder = state.repos.get(path.removeprefix("/api/models/"))
+                if folder is None:
+                    return self._send(404, b'{"error": "Repository not found"}')
+                siblings = [{"rfilename": str(f.relative_to(folder)), "size": f.stat().st_size}
+                            for f in sorted(folder.rglob("*")) if f.is_file()]
+                # What real repositories also hold, which a pull must not download or must not trust.
+                siblings += [{"rfilename": "tf_model.h5", "size": 10}, {"rfilename": "../escape.json", "size": 2}]
+                return self._send(200, json.dumps({"id": "x", "sha": COMMIT, "siblings": siblings}).encode())
+            for repo, folder in state.repos.items():
+                prefix = f"/{repo}/resolve/{COMMIT}/"
+                if path.startswith(prefix):
+                    name = path.removeprefix(prefix)
+                    if name in state.broken:
+                        return self._send(500, b"boom")
+                    file = folder / name
+                    if file.is_file() and folder in file.resolve().parents:
+                        return self._send(200, file.read_bytes())
+            return self._send(404, b"not found")
+
+        def _send(self, status: int, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_pull_then_search_label_and_shop_the_look_on_the_pulled_checkpoint(
+    engine: Engine, small_luma: Path, fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    home = str(engine.home)
+    engine.close()
+    monkeypatch.setenv("VITRINE_HUB_URL", fake_hub.url)
+    assert cli(["--home", home, "models", "pull", "fashion-clip", "--json"]) == 0
+    pulled = json.loads(capsys.readouterr().out)
+    folder = Path(home) / "checkpoints" / "fashion-clip"
+    assert pulled["repo"] == "patrickjohncyh/fashion-clip" and pulled["path"] == str(folder)
+    assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+    assert not (folder / "tf_model.h5").exists() and not (Path(home) / "checkpoints" / "escape.json").exists()
+    assert not any("tf_model.h5" in p or "escape" in p for p in fake_hub.requested)
+    assert json.loads((folder / hub.SOURCE_FILE).read_text())["commit"] == COMMIT
+
+    # Pulling again is refused unless forced: a pulled checkpoint is never silently replaced.
+    assert cli(["--home", home, "models", "pull", "fashion-clip"]) != 0
+    assert "--force" in capsys.readouterr().err
+
+    assert cli(["--home", home, "ingest", str(small_luma), "-c", "fc", "--encoder", "fashion-clip", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["valid"] == 12
+    assert cli(["--home", home, "search", "fc", "--text", "jacket", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)["hits"]
+    assert hits and all("cross_modal" in h["scores"] for h in hits)
+
+    with Engine(engine.settings) as again:
+        assert again.store("fc").meta()["image_model"] == f"clip:{folder.resolve()}"
+        photo = (DATA / "ccp" / "photos" / "0003.jpg").read_bytes()
+        assert set(again.label_image(photo, "fc")) == {"category", "colour", "pattern"}
+        # Shop the look labels and matches crops in the checkpoint's own space.
+        look = LookFinder(again).find(photo, collection="fc", top_k=2)
+        assert look.garments and all(len(g.matches) == 2 for g in look.garments)
+        assert all(garment_group(g.label("category")) == g.group for g in look.garments)
+
+
+def test_offline_the_pull_says_how_to_copy_a_checkpoint_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("VITRINE_HUB_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    home = tmp_path / "home"
+    assert cli(["--home", str(home), "models", "pull", "fashion-clip"]) != 0
+    message = capsys.readouterr().err
+    assert "cannot download patrickjohncyh/fashion-clip" in message
+    assert f"copy the folder fashion-clip to {home / 'checkpoints' / 'fashion-clip'}" in message
+    assert "--encoder fashion-clip" in message
+    assert not any((home / "checkpoints").glob("*")) if (home / "checkpoints").exists() else True
+
+
+def test_a_pull_that_breaks_midway_leaves_nothing_to_use(
+    engine: Engine, small_luma: Path, fake_hub: FakeHub
+) -> None:
+    fake_hub.broken.add("model.safetensors")
+    with pytest.raises(ModelUnavailable, match="cannot download"):
+        hub.pull("fashion-clip", home=engine.home, hub_url=fake_hub.url)
+    assert list((engine.home / "checkpoints").iterdir()) == []
+    with pytest.raises(InvalidInput, match="models pull fashion-clip"):
+        engine.ingest("fc", small_luma, encoder="fashion-clip")
+    assert "fc" not in engine.collection_names()
+
+
+def test_names_and_hub_ids(fake_hub: FakeHub, tmp_path: Path) -> None:
+    assert hub.resolve("fashion-clip") == ("fashion-clip", "patrickjohncyh/fashion-clip")
+    assert hub.resolve("Marqo-FashionSigLIP") == ("marqo-fashionsiglip", "Marqo/marqo-fashionSigLIP")
+    assert hub.resolve("openai/clip-vit-base-patch32") == ("clip-vit-base-patch32", "openai/clip-vit-base-patch32")
+    for bad in ("../etc/passwd", "a/b/c", "owner/..", "", "nope"):
+        with pytest.raises(InvalidInput):
+            hub.resolve(bad)
+    with pytest.raises(ModelUnavailable, match="not on"):
+        hub.pull("someone/missing", home=tmp_path, hub_url=fake_hub.url)
+    assert hub.wanted_files([{"rfilename": "pytorch_model.bin", "size": 5}, {"rfilename": "model.safetensors"},
+                             {"rfilename": "config.json"}, {"rfilename": "/etc/passwd"}]) == [
+        ("model.safetensors", 0), ("config.json", 0)]
