@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean browser
+.PHONY: run test lint bench clean system-packages
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -18,13 +18,14 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/vitrine serve
 
-# The browser tests drive Debian's chromium (never `playwright install`, which downloads browsers).
-browser:
-	@command -v chromium >/dev/null || { \
+# The browser tests drive Debian's chromium (never `playwright install`, which downloads browsers);
+# the job-queue tests start Debian's redis-server themselves.
+system-packages:
+	@command -v chromium >/dev/null && command -v redis-server >/dev/null || { \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium redis-server; }
 
-test: lint browser
+test: lint system-packages
 	$(VENV)/bin/python -m pytest
 
 lint: $(STAMP)

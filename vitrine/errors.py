@@ -67,6 +67,12 @@ class ModelUnavailable(VitrineError):
     code = "model_unavailable"
 
 
+class ServiceDown(VitrineError):
+    """A service Vitrine depends on (the job queue's Redis) does not answer; it resumes by itself."""
+
+    code = "service_unavailable"
+
+
 class Busy(VitrineError):
     """The server is at its limit for this kind of work (decoding photos); retry in `retry_after_s`."""
 

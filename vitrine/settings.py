@@ -71,7 +71,17 @@ class Settings(BaseSettings):
     analytics: bool = Field(True, description="Record searches and clicks for the analytics page.")
     analytics_retention_days: float = Field(90, gt=0, description="Searches and clicks older than this are dropped.")
     analytics_max_rows: int = Field(1_000_000, ge=1000, description="Searches (and clicks) kept at most.")
-    job_workers: int = Field(1, ge=1, le=8, description="Background job threads of the API server.")
+    job_workers: int = Field(1, ge=1, le=8, description="Background job threads of the API server or a worker.")
+    redis_url: str | None = Field(
+        None, description="Redis for the job queue (redis://host:6379/0), so that `vitrine worker` processes run "
+        "jobs; none: a SQLite queue in the home, run by one server process.",
+    )
+    run_jobs: bool = Field(True, description="This server process runs jobs; false (`serve --no-jobs`): it only "
+                                             "queues them for `vitrine worker` processes.")
+    job_lease_s: float = Field(
+        30.0, ge=1, le=3600, description="A running job whose worker has not reported for this long (killed, "
+        "or its machine gone) is queued again for another worker; ingest resumes where it stopped.",
+    )
     hub_url: str = Field(
         "https://huggingface.co", description="Where `vitrine models pull` downloads checkpoints from (or a mirror)."
     )

@@ -61,8 +61,10 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         home = app.state.engine.home
         job_store = JobStore(home / "jobs.sqlite")
         app.state.jobs = JobRunner(app.state.engine, jobs=job_store, queue_path=home / "queue.sqlite",
-                                   workers=settings.job_workers)
-        app.state.jobs.start()
+                                   workers=settings.job_workers, redis_url=settings.redis_url,
+                                   lease_s=settings.job_lease_s)
+        if settings.run_jobs:
+            app.state.jobs.start()
         app.state.keys = KeyStore(home / "keys.sqlite")
         collector = JobStateCollector(job_store.counts)
         app.state.metrics.add_collector(collector)

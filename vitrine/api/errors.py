@@ -11,13 +11,24 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vitrine.api.auth import Forbidden, Unauthorized
-from vitrine.errors import Busy, Conflict, InvalidInput, ModelUnavailable, NotFound, RateLimited, TooLarge, VitrineError
+from vitrine.errors import (
+    Busy,
+    Conflict,
+    InvalidInput,
+    ModelUnavailable,
+    NotFound,
+    RateLimited,
+    ServiceDown,
+    TooLarge,
+    VitrineError,
+)
 
 log = logging.getLogger(__name__)
 
 # Most specific first: the first matching class decides.
 STATUS: dict[type[VitrineError], int] = {
     TooLarge: 413, InvalidInput: 422, Conflict: 409, NotFound: 404, ModelUnavailable: 503, RateLimited: 429, Busy: 503,
+    ServiceDown: 503,
     Unauthorized: 401, Forbidden: 403,
 }
 

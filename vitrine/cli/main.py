@@ -18,7 +18,7 @@ from vitrine import __version__
 from vitrine.catalog.columns import parse_mapping
 from vitrine.catalog.formats import FORMATS
 from vitrine.catalog.sources import is_url
-from vitrine.cli import look_commands, merch_commands, model_commands
+from vitrine.cli import look_commands, merch_commands, model_commands, worker_commands
 from vitrine.cli.format import format_collections, format_report, format_response, table
 from vitrine.engine import Engine, open_engine
 from vitrine.errors import Conflict, InvalidInput, ModelUnavailable, NotFound, VitrineError
@@ -148,10 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-demo", action="store_true", help="do not ingest the demo catalog into an empty home")
     serve.add_argument("--workers", type=int, help="server processes (default: VITRINE_HTTP_WORKERS, 1); "
                                                    "searches are CPU-bound, so one per core serves the most")
+    serve.add_argument("--no-jobs", action="store_true",
+                       help="queue jobs without running them (for `vitrine worker` processes)")
 
     model_commands.add_parsers(sub)
     look_commands.add_parsers(sub)
     merch_commands.add_parsers(sub)
+    worker_commands.add_parsers(sub)
 
     demo = sub.add_parser("demo", help="ingest the demo catalog (if needed) and run example searches")
     demo.add_argument("--catalog", type=Path, help="demo catalog (default: <data_dir>/luma/catalog.csv)")
@@ -329,8 +332,11 @@ def cmd_serve(engine: Engine, args: argparse.Namespace) -> int:
         "proxy_headers": bool(s.trusted_proxies), "forwarded_allow_ips": ",".join(s.trusted_proxies) or "",
         "http": "vitrine.api.server:GuardedH11Protocol",
     }
+    if args.no_jobs:
+        os.environ["VITRINE_RUN_JOBS"] = "false"  # read by the worker processes' settings
     if workers == 1:
-        uvicorn.run(create_app(engine=engine), **server_options)
+        settings = s.model_copy(update={"run_jobs": False}) if args.no_jobs else s
+        uvicorn.run(create_app(settings, engine=engine), **server_options)
         return 0
     # The worker processes read their settings from the environment. Each gets its share of the cores
     # for ONNX Runtime and BLAS, so that requests run side by side instead of splitting one request
@@ -350,7 +356,7 @@ def cmd_serve(engine: Engine, args: argparse.Namespace) -> int:
 COMMANDS = {"ingest": cmd_ingest, "search": cmd_search, "similar": cmd_similar,
             "collections": cmd_collections, "demo": cmd_demo, "serve": cmd_serve, "keys": cmd_keys,
             **model_commands.COMMANDS, **look_commands.COMMANDS,
-            **merch_commands.COMMANDS}
+            **merch_commands.COMMANDS, **worker_commands.COMMANDS}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

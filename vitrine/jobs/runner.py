@@ -1,9 +1,11 @@
 """Runs jobs from huey's queue in worker threads of this process (no separate consumer to run).
 
 huey's own consumer installs signal handlers, which would fight the web server's, so this runner
-drives huey's `dequeue`/`execute` directly; the task code is plain huey tasks, so a standalone
-consumer on huey's Redis backend can run it unchanged. Job state lives in `JobStore`: on start,
-jobs a restart interrupted are queued again, and ingest resumes where it stopped.
+drives huey's `dequeue`/`execute` directly. The queue is a SQLite file in the home, run by the one
+server process that holds the home's job lock, or Redis (`VITRINE_REDIS_URL`), from which any number
+of `vitrine worker` processes take jobs. Job state lives in `JobStore`: a job is claimed by exactly
+one worker, whose runner renews its lease while it runs; when a worker dies (SIGKILL, a lost machine)
+its jobs are queued again once the lease runs out, and ingest resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from huey import SqliteHuey
+from huey import RedisHuey, SqliteHuey
 
 from vitrine.engine import Engine
-from vitrine.errors import CollectionGone, VitrineError
+from vitrine.errors import CollectionGone, InvalidInput, ServiceDown, VitrineError
 from vitrine.index.store import Filters, RangeFilter
 from vitrine.jobs.store import CANCELLED, COMPLETE, FAILED, FINISHED, Job, JobStore
 from vitrine.vision.service import LookService
@@ -26,6 +28,20 @@ log = logging.getLogger(__name__)
 
 LOOK_STAGES = ("DETECTING", "ANALYZING", "MATCHING")
 IDLE_WAIT_S = 1.0  # how long an idle worker sleeps when nothing wakes it
+REDIS_TIMEOUT_S = 5.0
+
+
+def _redis_huey(url: str) -> RedisHuey:
+    """huey on Redis, where a Redis that went away fails a request in seconds instead of hanging it
+    (a worker's dequeue blocks up to 1 s)."""
+    import redis
+
+    try:
+        pool = redis.ConnectionPool.from_url(url, socket_timeout=REDIS_TIMEOUT_S,
+                                             socket_connect_timeout=REDIS_TIMEOUT_S)
+    except ValueError as exc:
+        raise InvalidInput(f"not a Redis URL: {exc}", field="redis_url") from exc
+    return RedisHuey("vitrine", connection_pool=pool)
 
 
 class JobCancelled(Exception):
@@ -33,10 +49,13 @@ class JobCancelled(Exception):
 
 
 class JobRunner:
-    def __init__(self, engine: Engine, *, jobs: JobStore, queue_path: Path, workers: int = 1) -> None:
+    def __init__(self, engine: Engine, *, jobs: JobStore, queue_path: Path, workers: int = 1,
+                 redis_url: str | None = None, lease_s: float = 30.0) -> None:
         self.engine = engine
         self.jobs = jobs
-        self.huey = SqliteHuey("vitrine", filename=str(queue_path))
+        self.redis_url = redis_url
+        self.lease_s = lease_s
+        self.huey: Any = _redis_huey(redis_url) if redis_url else SqliteHuey("vitrine", filename=str(queue_path))
         self._tasks = {
             "ingest": self.huey.task(name="vitrine.ingest")(self.run_ingest),
             "train": self.huey.task(name="vitrine.train")(self.run_train),
@@ -49,21 +68,30 @@ class JobRunner:
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._running: set[str] = set()  # jobs this process runs now (their leases are renewed)
+        self._running_lock = threading.Lock()
+        self.started = False
 
     # -- lifetime ---------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Recovers and runs jobs, if this process holds the home's job lock. With several server
-        processes, one runs jobs and the others only queue them (the runner picks them up within
-        IDLE_WAIT_S); when it dies, the lock is free for the process that replaces it."""
-        if not self._take_lock():
+    def start(self) -> bool:
+        """Recovers and runs jobs. On the SQLite queue, only in the process that holds the home's job lock:
+        with several server processes, one runs jobs and the others only queue them (the runner picks them
+        up within IDLE_WAIT_S); when it dies, the lock is free for the process that replaces it. On Redis,
+        every runner takes jobs. Returns whether this runner runs jobs."""
+        if self.redis_url is None and not self._take_lock():
             log.info("another server process runs the jobs; this one only queues them")
-            return
+            return False
         self.recover()
         for i in range(self._workers):
             thread = threading.Thread(target=self._work, name=f"jobs-{i}", daemon=True)
             thread.start()
             self._threads.append(thread)
+        keeper = threading.Thread(target=self._keep_leases, name="jobs-leases", daemon=True)
+        keeper.start()
+        self._threads.append(keeper)
+        self.started = True
+        return True
 
     def _take_lock(self) -> bool:
         import fcntl
@@ -88,7 +116,11 @@ class JobRunner:
             self._lock_file = None
 
     def recover(self) -> list[str]:
-        """Queues again every unfinished job that the queue no longer holds (a restart cut it short)."""
+        """Queues again the unfinished jobs that the queue no longer holds (a restart cut them short). On
+        the SQLite queue this process is the only runner, so that is every such job; on Redis other
+        workers may be running theirs, so only jobs whose lease ran out."""
+        if self.redis_url is not None:
+            return self.requeue_stale()
         pending = {task.args[0] for task in self.huey.pending() if task.args}
         requeued = []
         for job in self.jobs.unfinished():
@@ -99,9 +131,45 @@ class JobRunner:
                 log.warning("job queued again after a restart", extra={"job": job.id, "kind": job.kind})
         return requeued
 
+    def queue_reachable(self) -> bool:
+        """Whether the queue answers (Redis may be down; the SQLite queue is a local file)."""
+        if self.redis_url is None:
+            return True
+        try:
+            return bool(self.huey.storage.conn.ping())
+        except Exception:
+            return False
+
+    def requeue_stale(self) -> list[str]:
+        """Jobs of dead workers (no lease renewed for lease_s) go back on the queue."""
+        requeued = []
+        for job in self.jobs.requeue_stale(self.lease_s):
+            self._tasks[job.kind](job.id)
+            requeued.append(job.id)
+            log.warning("job queued again: its worker stopped reporting",
+                        extra={"job": job.id, "kind": job.kind, "done": job.done, "total": job.total})
+        return requeued
+
+    def _keep_leases(self) -> None:
+        """Renews the leases of this process's running jobs, and requeues those of dead workers."""
+        every = min(2.0, self.lease_s / 3)
+        while not self._stop.wait(every):
+            try:
+                with self._running_lock:
+                    running = sorted(self._running)
+                self.jobs.heartbeat(running)
+                self.requeue_stale()
+            except Exception:  # Redis or the disk gone for a moment: try again next round
+                log.warning("cannot renew job leases", exc_info=True)
+
     def _work(self) -> None:
         while not self._stop.is_set():
-            task = self.huey.dequeue()
+            try:
+                task = self.huey.dequeue()
+            except Exception:  # the queue's Redis is down: wait, then try again (service resumes by itself)
+                log.warning("cannot read the job queue", exc_info=True)
+                self._stop.wait(IDLE_WAIT_S)
+                continue
             if task is None:
                 self._wake.wait(IDLE_WAIT_S)
                 self._wake.clear()
@@ -131,7 +199,11 @@ class JobRunner:
 
     def _submit(self, kind: str, collection: str | None, params: dict[str, Any]) -> Job:
         job = self.jobs.create(kind=kind, collection=collection, params=params)
-        self._tasks[kind](job.id)
+        try:
+            self._tasks[kind](job.id)
+        except Exception as exc:  # huey's Redis is down: the job cannot be queued, so it never runs
+            self.jobs.finish(job.id, FAILED, error="the job queue is unavailable")
+            raise ServiceDown(f"the job queue is unavailable ({type(exc).__name__}); retry when it is back") from exc
         self._wake.set()
         return job
 
@@ -188,8 +260,18 @@ class JobRunner:
         if job.cancel_requested:
             self.jobs.finish(job_id, CANCELLED)
             return
-        self.jobs.start(job_id)
+        if not self.jobs.claim(job_id):
+            return  # another worker runs it
+        with self._running_lock:
+            self._running.add(job_id)
+        try:
+            self._run_claimed(job_id, job, work, cancelled=cancelled)
+        finally:
+            with self._running_lock:
+                self._running.discard(job_id)
 
+    def _run_claimed(self, job_id: str, job: Job, work: Callable[[Job, Callable[[int, int], None]], dict[str, Any]],
+                     *, cancelled: str) -> None:
         def check(done: int, total: int) -> None:
             self.jobs.progress(job_id, done=done, total=total)
             if self.jobs.cancel_requested(job_id):

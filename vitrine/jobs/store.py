@@ -123,10 +123,39 @@ class JobStore:
         with self._lock:
             return [_job(r) for r in self._db.execute(sql, params)]
 
-    def start(self, job_id: str) -> None:
+    def claim(self, job_id: str) -> bool:
+        """Starts a queued job for the caller; False when it is not queued (another worker holds it, or a
+        requeued job was delivered twice): exactly one worker runs a job at a time."""
         now = time.time()
-        self._execute("UPDATE jobs SET state=?, started_at=COALESCE(started_at, ?), attempts=attempts+1, updated_at=? "
-                      "WHERE id=?", (RUNNING, now, now, job_id))
+        with self._lock:
+            cursor = self._db.execute(
+                "UPDATE jobs SET state=?, started_at=COALESCE(started_at, ?), attempts=attempts+1, updated_at=? "
+                "WHERE id=? AND state=?", (RUNNING, now, now, job_id, QUEUED))
+            return cursor.rowcount == 1
+
+    def heartbeat(self, job_ids: list[str]) -> None:
+        """Running jobs' workers are alive: `updated_at` is the lease a dead worker's jobs run out of."""
+        if not job_ids:
+            return
+        marks = ",".join("?" * len(job_ids))
+        self._execute(f"UPDATE jobs SET updated_at=? WHERE id IN ({marks}) AND state NOT IN (?, ?, ?, ?)",
+                      (time.time(), *job_ids, QUEUED, *sorted(FINISHED)))
+
+    def requeue_stale(self, lease_s: float) -> list[Job]:
+        """Queues again the running jobs no worker has reported on for `lease_s` (killed workers), each
+        once even when several workers look at the same moment; returns them."""
+        now = time.time()
+        requeued = []
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM jobs WHERE state NOT IN (?, ?, ?, ?) AND updated_at < ?",
+                                    (QUEUED, *sorted(FINISHED), now - lease_s)).fetchall()
+            for row in rows:
+                job = _job(row)
+                cursor = self._db.execute("UPDATE jobs SET state=?, updated_at=? WHERE id=? AND updated_at=? "
+                                          "AND state=?", (QUEUED, now, job.id, job.updated_at, job.state))
+                if cursor.rowcount == 1:
+                    requeued.append(job)
+        return requeued
 
     def set_stage(self, job_id: str, stage: str) -> None:
         """A running job's named step (a look job: DETECTING, ANALYZING, MATCHING)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from vitrine.api.deps import EngineDep
@@ -17,8 +17,10 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", summary="Readiness: models loaded and the store open", response_model=None)
-def readyz(engine: EngineDep) -> dict[str, object] | JSONResponse:
+def readyz(engine: EngineDep, request: Request) -> dict[str, object] | JSONResponse:
     checks = {"models": engine.models_loaded(), "store": engine.home_writable()}
+    if engine.settings.redis_url:
+        checks["job_queue"] = request.app.state.jobs.queue_reachable()
     if all(checks.values()):
         return {"status": "ready", "checks": checks}
     body = error_body("not_ready", f"not ready: {', '.join(k for k, ok in checks.items() if not ok)}")
