@@ -60,11 +60,13 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         app.state.engine.preload()
         home = app.state.engine.home
         job_store = JobStore(home / "jobs.sqlite")
-        app.state.jobs = JobRunner(app.state.engine, jobs=job_store, queue_path=home / "queue.sqlite",
-                                   workers=settings.job_workers, redis_url=settings.redis_url,
-                                   lease_s=settings.job_lease_s)
+        # This lifespan stops the runner it started, even if the app is entered again meanwhile (a test
+        # client opened twice) and app.state holds another one.
+        runner = JobRunner(app.state.engine, jobs=job_store, queue_path=home / "queue.sqlite",
+                           workers=settings.job_workers, redis_url=settings.redis_url, lease_s=settings.job_lease_s)
+        app.state.jobs = runner
         if settings.run_jobs:
-            app.state.jobs.start()
+            runner.start()
         app.state.keys = KeyStore(home / "keys.sqlite")
         collector = JobStateCollector(job_store.counts)
         app.state.metrics.add_collector(collector)
@@ -83,7 +85,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             if analytics_collector is not None:
                 app.state.metrics.registry.unregister(analytics_collector)
                 app.state.analytics.close()
-            app.state.jobs.stop()
+            runner.stop()
             job_store.close()
             app.state.keys.close()
             if owned:
