@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean system-packages
+.PHONY: run test lint bench clean system-packages services services-stop
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,20 @@ system-packages:
 	@command -v chromium >/dev/null && command -v redis-server >/dev/null || { \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium redis-server; }
+
+# Local services for the scale-out mode, on loopback: Redis for the job queue (`vitrine worker`).
+# Their settings go to .services.env: `set -a; . ./.services.env; set +a` before `vitrine serve`.
+SERVICES := .services
+services: system-packages
+	mkdir -p $(SERVICES)
+	redis-server --port 6379 --bind 127.0.0.1 --save '' --appendonly no --dir $(abspath $(SERVICES)) \
+		--daemonize yes --pidfile $(abspath $(SERVICES))/redis.pid --logfile $(abspath $(SERVICES))/redis.log
+	echo "VITRINE_REDIS_URL=redis://127.0.0.1:6379/0" > .services.env
+	@echo "services up; their settings are in .services.env"
+
+services-stop:
+	-test -f $(SERVICES)/redis.pid && kill $$(cat $(SERVICES)/redis.pid)
+	rm -f .services.env
 
 test: lint system-packages
 	$(VENV)/bin/python -m pytest
