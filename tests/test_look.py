@@ -42,6 +42,7 @@ def test_people_seen_from_the_waist_up_side_by_side_are_found(luma_engine: Engin
     uppers = sorted(g.box for g in look.garments if g.group in ("top", "outerwear"))
     assert len(uppers) == 2
     assert uppers[0][2] <= 700 < uppers[1][0] - 20  # one each side: Zidane on the left, Ancelotti on the right
+    assert all(box[3] >= 700 for box in uppers)  # their hips are below the photo: the jackets run off its bottom
 
 
 @pytest.mark.parametrize("photo", ["people/bus.jpg", "ccp/photos/0001.jpg", "ccp/photos/0010.jpg"])

@@ -85,7 +85,9 @@ def body_regions(person: Person, width: int, height: int) -> list[Region]:
     hips_seen = _either_visible(person, (L_HIP, R_HIP), width, height)
     if hips_seen:
         hip_y = _ys(person, L_HIP, R_HIP)
-    else:  # a portrait: the top runs off the bottom of the photo, about 1.3 shoulder widths down
+    elif _ys(person, L_HIP, R_HIP) >= height:  # waist up: the hips are below the photo, the top runs off it
+        hip_y = float(height) + 0.06 * max(height - shoulder_y, 8.0)
+    else:  # hips hidden in the photo (a table, a bag): the top ends about 1.3 shoulder widths down
         shoulders = _xs(person, L_SHOULDER, R_SHOULDER)
         if len(shoulders) < 2:
             return regions
