@@ -27,7 +27,7 @@ def main() -> None:
     with (DATA / "hm" / "catalog.csv").open(newline="") as fh:
         group_of = {r["product_id"]: r["group_id"] for r in csv.DictReader(fh)}
     with Engine(bench_settings()) as engine:
-        data = engine.vectors("hm").data
+        data = engine.store("hm").load_vectors(())  # the raw features, which search does not keep
     ids = data.ids
     members: dict[str, list[int]] = {}
     for i, pid in enumerate(ids):

@@ -221,7 +221,8 @@ def test_one_photo_per_product_scores_like_the_general_path(luma_engine: Engine)
 
     full = luma_engine.vectors("luma")
     first = np.flatnonzero(np.r_[True, np.diff(full.data.image_product) != 0])
-    data = replace(full.data, image_features=full.data.image_features[first],
+    raw = luma_engine.store("luma").load_vectors(()).image_features  # search holds no raw features
+    data = replace(full.data, image_features=raw[first],
                    image_product=full.data.image_product[first], image_position=full.data.image_position[first])
     one = CollectionVectors.build(data, generation=0, exact_limit=10**6, heads=full.heads, quantize=False)
     assert one.one_image_each and not full.one_image_each and len(first) == one.size

@@ -133,7 +133,8 @@ def evaluate_labels(
     with_photo = [i for i in range(vectors.size) if vectors.image_count[i]]
     chosen = sorted(random.Random(seed).sample(with_photo, min(limit, len(with_photo))))
     products = engine.store(collection).get_products([data.ids[i] for i in chosen])
-    features = data.image_features[[int(vectors.image_start[i]) for i in chosen]]
+    raw = engine.store(collection).load_vectors(()).image_features  # search keeps no raw features in memory
+    features = raw[[int(vectors.image_start[i]) for i in chosen]]
     labels = labeller.label(features, top=1)
     out: dict[str, Any] = {}
     for kind, column in columns.items():
