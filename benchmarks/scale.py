@@ -1,0 +1,195 @@
+"""Scale: one `vitrine serve`-like process over an N-product collection built from real features.
+
+The collection `scale-N` is made from the stored products of real collections in the benchmark home
+(hm and fpi by default: run ingest_throughput.py first), replicated with small perturbations up to N
+products (one photo each, text and photo vectors, every attribute and filter value). It is built once
+and reused. The measurement then runs in a fresh process, so that RSS and the cold start are one
+server's: open + the first query, warm text / filtered / photo latency, and recall@10 of the index
+against an exact scan, unfiltered and with a selective filter (a colour on ~5% of products).
+
+    python benchmarks/scale.py --products 100000 [--backend sqlite] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from common import BENCH_HOME, DATA, REPO, bench_settings, percentile, save
+
+from vitrine.catalog.records import ProductRecord
+from vitrine.engine import Engine
+from vitrine.index.store import Filters, ImageWrite, ProductWrite
+from vitrine.search.query import Query
+
+BATCH = 1000
+NOISE = 0.02  # relative perturbation of each copy's vectors: near-duplicates, harsher than a real catalog
+
+
+def build(home: Path, sources: list[str], products: int) -> str:
+    """`scale-N` from the sources' stored products; reused when it already holds N products."""
+    name = f"scale-{products}"
+    with Engine(bench_settings(home)) as engine:
+        if name in engine.collection_names() and engine.store(name).count() == products:
+            return name
+        if name in engine.collection_names():
+            engine.delete_collection(name)
+        originals: list[tuple[ProductRecord, np.ndarray, tuple[ImageWrite, ...]]] = []
+        for source in sources:
+            store = engine.store(source)
+            data = store.load_vectors(())
+            for start in range(0, len(data.ids), 2000):
+                for product in store.get_products(data.ids[start:start + 2000]):
+                    at = engine.vectors(source).position_of(product.id)
+                    assert at is not None
+                    first = int(engine.vectors(source).image_start[at])
+                    images = tuple(ImageWrite(ref=im.ref, path=im.path, sha256=im.sha256,
+                                              features=data.image_features[first + i])
+                                   for i, im in enumerate(product.images[:1]))
+                    record = ProductRecord(id=product.id, title=product.title, description=product.description,
+                                           category=product.category, colour=product.colour, price=product.price,
+                                           image_refs=tuple(im.ref for im in images), attributes=product.attributes)
+                    originals.append((record, data.text_vectors[at], images))
+        engine.create_collection(name)
+        store = engine.store(name)
+        rng = np.random.default_rng(0)
+        started = time.perf_counter()
+        for start in range(0, products, BATCH):
+            writes = []
+            for i in range(start, min(products, start + BATCH)):
+                record, text, images = originals[i % len(originals)]
+                copy = i // len(originals)
+                noisy = text + rng.normal(0, NOISE / np.sqrt(len(text)), len(text)).astype(np.float32)
+                writes.append(ProductWrite(
+                    record=ProductRecord(**{**record.__dict__, "id": f"{record.id}~{copy}" if copy else record.id}),
+                    text_vector=noisy / np.linalg.norm(noisy),
+                    images=tuple(ImageWrite(ref=im.ref, path=im.path, sha256=im.sha256,
+                                            features=im.features * (1 + rng.normal(0, NOISE, len(im.features)))
+                                            .astype(np.float32)) for im in images),
+                ))
+            store.upsert(writes)
+            done = min(products, start + BATCH)
+            rate = done / (time.perf_counter() - started)
+            print(f"\rbuilt {done}/{products} ({rate:.0f}/s)", end="", file=sys.stderr, flush=True)
+        print(file=sys.stderr)
+    return name
+
+
+def rss_gb() -> tuple[float, float]:
+    """(current, peak) resident memory of this process."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return (int(fields["VmRSS"].split()[0]) / 2**20, int(fields["VmHWM"].split()[0]) / 2**20)
+
+
+def recall(found: list[np.ndarray], exact: list[np.ndarray]) -> float:
+    return float(np.mean([len(set(f[:10].tolist()) & set(e[:10].tolist())) / max(1, min(10, len(e)))
+                          for f, e in zip(found, exact, strict=True)]))
+
+
+def measure(home: Path, name: str, queries: int) -> dict[str, Any]:
+    """In this (fresh) process: cold start, memory, latency and index recall."""
+    started = time.perf_counter()
+    engine = Engine(bench_settings(home))
+    engine.warm()
+    engine.search(Query(text="black dress", collection=name, top_k=10))
+    cold_start_s = time.perf_counter() - started
+    vectors = engine.vectors(name)
+    titles = [vectors.data.ids[i] for i in np.random.default_rng(1).choice(vectors.size, queries, replace=False)]
+    texts = [f"{p.colour} {p.category}".strip() for p in engine.store(name).get_products(titles)]
+    colours, counts = np.unique(vectors.data.facets["colour"][1], return_counts=True) \
+        if "colour" in vectors.data.facets else (np.zeros(0), np.zeros(0))
+    share = counts / vectors.size
+    colour = vectors.data.facets["colour"][2][int(colours[np.argmin(np.abs(share - 0.05))])] if len(colours) else ""
+
+    def timed(query: Query) -> float:
+        t = time.perf_counter()
+        engine.search(query)
+        return (time.perf_counter() - t) * 1000
+
+    text_ms = [timed(Query(text=t, collection=name, top_k=10)) for t in texts]
+    filtered = Filters(equals={"colour": (colour,)})
+    filtered_ms = [timed(Query(text=t, collection=name, top_k=10, filters=filtered)) for t in texts]
+    photos = sorted((DATA / "luma" / "images").glob("*.jpg"))[:max(10, queries // 5)]
+    image_ms = [timed(Query(image=p.read_bytes(), collection=name, top_k=10)) for p in photos]
+
+    # Index recall: the dense text signal's top 10 by the index's path vs an exact scan of every vector.
+    query_vectors = engine.text_encoder.encode(texts)
+    allowed = engine.store(name).filter_rows(filtered)
+    subset = vectors.positions_of_rows(allowed)
+    exact, exact_filtered, found, found_filtered = [], [], [], []
+    for q in query_vectors:
+        scores = vectors.data.text_vectors @ q
+        exact.append(np.argsort(-scores)[:10])
+        exact_filtered.append(subset[np.argsort(-scores[subset])[:10]])
+        if vectors.exact:
+            approximate = vectors.text_scores(q, approximate=True)
+            candidates = np.argsort(-approximate)[:100]
+        else:
+            candidates = vectors.ann_candidates(q, None, 2000)
+        rescored = candidates[np.argsort(-(vectors.data.text_vectors[candidates] @ q))]
+        found.append(rescored[:10])
+        # As the searcher does: a filtered query scores the filter's products (quantized when they are many),
+        # then re-scores its best candidates exactly.
+        approximate = vectors.text_scores(q, subset, approximate=True)
+        best = subset[np.argsort(-approximate)[:100]]
+        found_filtered.append(best[np.argsort(-(vectors.data.text_vectors[best] @ q))][:10])
+
+    import faiss
+
+    flat = faiss.IndexFlatIP(vectors.data.text_vectors.shape[1])
+    flat.add(vectors.data.text_vectors)
+    flat_ms = []
+    for q in query_vectors:
+        t = time.perf_counter()
+        flat.search(q[None, :], 10)
+        flat_ms.append((time.perf_counter() - t) * 1000)
+    current, peak = rss_gb()
+    return {
+        "products": vectors.size, "images": len(vectors.image_vectors), "exact_scan": vectors.exact,
+        "rss_gb": round(current, 2), "peak_rss_gb": round(peak, 2), "cold_start_s": round(cold_start_s, 1),
+        "text_p50_ms": round(percentile(text_ms, 50), 1), "text_p95_ms": round(percentile(text_ms, 95), 1),
+        "filtered_p50_ms": round(percentile(filtered_ms, 50), 1),
+        "filtered_p95_ms": round(percentile(filtered_ms, 95), 1),
+        "filter": {"colour": colour, "share": round(len(subset) / vectors.size, 3)},
+        "image_p50_ms": round(percentile(image_ms, 50), 1),
+        "recall_at_10": round(recall(found, exact), 4),
+        "filtered_recall_at_10": round(recall(found_filtered, exact_filtered), 4),
+        "faiss_flat_text_p50_ms": round(percentile(flat_ms, 50), 2),
+        "queries": len(texts),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--products", type=int, required=True)
+    parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--sources", default="hm,fpi", help="collections in the home to replicate")
+    parser.add_argument("--home", type=Path, default=BENCH_HOME)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--measure", metavar="COLLECTION", help=argparse.SUPPRESS)  # the fresh process's part
+    args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(measure(args.home, args.measure, args.queries)))
+        return
+    if args.backend == "postgres":
+        sys.exit("the PostgreSQL backend is not built yet (issue 14, part 2)")
+    started = time.perf_counter()
+    name = build(args.home, [s.strip() for s in args.sources.split(",") if s.strip()], args.products)
+    build_s = time.perf_counter() - started
+    out = subprocess.run([sys.executable, __file__, "--products", str(args.products), "--home", str(args.home),
+                          "--queries", str(args.queries), "--measure", name], capture_output=True, text=True,
+                         cwd=REPO, check=True)
+    result = {"backend": args.backend, "build_s": round(build_s, 1), **json.loads(out.stdout.splitlines()[-1])}
+    save(f"scale_{args.backend}_{args.products}", result)
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
