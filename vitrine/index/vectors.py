@@ -9,6 +9,7 @@ them from the store)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,19 @@ def build_hnsw(vectors: Array) -> Any:
     return index
 
 
+def _in_chunks(compute: Callable[[Array], Array], rows: Array, chunk: int = 20_000) -> Array:
+    """`compute(rows)` a block of rows at a time, into one array: the temporaries of a block, not of a
+    million photos (several times the 5 GB of their raw features) are held at once."""
+    first = compute(rows[:chunk])
+    if len(rows) <= chunk:
+        return first
+    out = np.empty((len(rows), first.shape[1]), dtype=first.dtype)
+    out[:chunk] = first
+    for start in range(chunk, len(rows), chunk):
+        out[start:start + chunk] = compute(rows[start:start + chunk])
+    return out
+
+
 @dataclass
 class CollectionVectors:
     generation: int
@@ -58,12 +72,13 @@ class CollectionVectors:
         cls, data: VectorData, *, generation: int, exact_limit: int, heads: CrossModal | None = None,
         quantize: bool = True,
     ) -> CollectionVectors:
-        image_vectors = image_search_vectors(data.image_features) if len(data.image_features) else \
+        image_vectors = _in_chunks(image_search_vectors, data.image_features) if len(data.image_features) else \
             np.zeros((0, 0), dtype=np.float32)
         products = np.arange(len(data.ids))
         start = np.searchsorted(data.image_product, products, side="left")
         count = np.searchsorted(data.image_product, products, side="right") - start
-        xmodal = heads.image_vectors(data.image_features) if heads is not None and len(data.image_features) else None
+        xmodal = _in_chunks(heads.image_vectors, data.image_features) if heads is not None and \
+            len(data.image_features) else None
         # The raw features are only needed to compute the vectors above (and to train, which reads the store):
         # not keeping them saves 5.3 KB a photo, a third of what a loaded collection holds.
         data.image_features = np.zeros((0, data.image_features.shape[1] if data.image_features.ndim == 2 else 0),
