@@ -33,6 +33,8 @@ from vitrine.catalog.sources import FetchPolicy, ImageFetcher, fetch_once, is_ur
 from vitrine.catalog.uploads import CATALOG_SUFFIXES, discard_upload, save_upload
 from vitrine.errors import Busy, CollectionGone, Conflict, ImageError, InvalidInput, ModelUnavailable, NotFound
 from vitrine.files import write_atomic
+from vitrine.index import snapshot
+from vitrine.index.snapshot import snapshot_dir
 from vitrine.index.sqlite_store import SqliteStore
 from vitrine.index.store import CollectionStore, Filters, ImageWrite, Product, ProductWrite
 from vitrine.index.vectors import CollectionVectors
@@ -274,13 +276,33 @@ class Engine:
         with self._lock:
             current = self._vectors.get(name)
             if current is None or current.generation != generation:
-                current = CollectionVectors.build(
-                    store.load_vectors(FACET_FIELDS), generation=generation,
-                    exact_limit=self.settings.exact_search_limit, heads=self.heads(name),
-                    quantize=self.settings.quantized_scan,
-                )
+                current = self._load_vectors(name, store, generation)
                 self._vectors[name] = current
             return current
+
+    def _load_vectors(self, name: str, store: CollectionStore, generation: int) -> CollectionVectors:
+        """From the collection's snapshot of this generation if there is one, else built from the store
+        (and saved as a snapshot for the next process: index/snapshot.py)."""
+        settings = self.settings
+        heads = self.heads(name)
+        folder = snapshot_dir(self.collections_dir / name, generation, exact_limit=settings.exact_search_limit,
+                              quantize=settings.quantized_scan)
+        if settings.vector_snapshots:
+            loaded = snapshot.load(folder, generation=generation, heads=heads, exact_limit=settings.exact_search_limit,
+                                   quantize=settings.quantized_scan)
+            if loaded is not None:
+                return loaded
+        data = store.load_vectors(FACET_FIELDS)
+        first_raw = data.image_features[0].copy() if len(data.image_features) else None
+        built = CollectionVectors.build(data, generation=generation, exact_limit=settings.exact_search_limit,
+                                        heads=heads, quantize=settings.quantized_scan)
+        if settings.vector_snapshots and built.size >= settings.snapshot_min_products:
+            try:
+                snapshot.save(built, folder, first_raw=first_raw, exact_limit=settings.exact_search_limit,
+                              quantize=settings.quantized_scan)
+            except OSError as exc:  # a full disk costs the next process a rebuild, not this search
+                log.warning("cannot save a vector snapshot", extra={"collection": name, "error": str(exc)})
+        return built
 
     def _per_generation(self, kind: str, name: str, generation: int, build: Callable[[], T]) -> T:
         """`build()`, kept until the collection's generation changes."""

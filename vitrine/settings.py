@@ -97,6 +97,13 @@ class Settings(BaseSettings):
         True, description="Full scans read int8 copies of the vectors, then the best candidates are re-scored "
         "exactly (about 4x less memory traffic per search; results as exact search, docs/benchmarks.md)."
     )
+    vector_snapshots: bool = Field(
+        True, description="Save a loaded collection's search tables under its folder and memory-map them in the "
+        "next process (fast cold starts; `serve --workers N` shares one copy).",
+    )
+    snapshot_min_products: int = Field(
+        5_000, ge=0, description="Collections smaller than this are rebuilt on load: it takes under a second.",
+    )
     search_concurrency: int | None = Field(None, ge=1, le=256, description="Searches run at once (default: threads).")
     search_cache_size: int = Field(1024, ge=0, description="Search results kept in memory (0: no cache).")
     keyword_weight: float = Field(0.5, ge=0, le=1, description="Share of the keyword signal in text scores.")

@@ -69,6 +69,14 @@ class QuantizedTable:
         # The query is sent as uint8 with a zero point of 128; this undoes the offset per row.
         self.row_offset = (QUERY_ZERO * codes.astype(np.int32).sum(axis=1)).astype(np.int32)
 
+    @classmethod
+    def from_parts(cls, codes: Array, row_scale: Array, row_offset: Array) -> QuantizedTable:
+        """A table saved before (its (d, n) codes, scales and offsets; memory-mapped arrays work)."""
+        table = cls.__new__(cls)
+        table.dim, table.size = codes.shape
+        table.codes, table.row_scale, table.row_offset = codes, row_scale, row_offset
+        return table
+
     @property
     def nbytes(self) -> int:
         return int(self.codes.nbytes + self.row_scale.nbytes + self.row_offset.nbytes)

@@ -1,0 +1,150 @@
+"""A loaded collection's search tables saved as files and memory-mapped back.
+
+Loading a collection computes its photos' search and cross-modal vectors, int8 copies and, above the
+exact limit, HNSW graphs: 19 s per 100k products on 2 cores, each time a server process starts or
+the collection changes. A snapshot keeps the result under the collection's folder, one per
+generation. Opening one maps the files instead of computing (a second or two), and every process
+that maps them shares one copy in the page cache: `vitrine serve --workers N` holds the tables once,
+and pages a search never touches (the float32 rows outside its candidates) need not be in memory.
+
+A snapshot is written to a temporary folder and renamed into place, so a reader sees a whole one or
+none; a snapshot that does not match (another generation, other settings, another model: the first
+photo's cross-modal vector is recomputed and compared) is not used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vitrine.arrays import Array
+from vitrine.index.quantized import QuantizedTable
+from vitrine.index.store import VectorData
+from vitrine.index.vectors import HNSW_EF_SEARCH, CollectionVectors
+from vitrine.models.heads import CrossModal
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+ARRAYS = ("rows", "text_vectors", "image_product", "image_position", "prices", "image_vectors", "image_start",
+          "image_count", "xmodal_vectors", "first_raw")
+
+
+def snapshot_dir(collection_dir: Path, generation: int, *, exact_limit: int, quantize: bool) -> Path:
+    """One folder per generation and the settings that shape the tables (exact or HNSW, int8 copies)."""
+    return collection_dir / "snapshots" / f"g{generation}-l{exact_limit}-q{int(quantize)}"
+
+
+def _settings_key(exact_limit: int, quantize: bool) -> dict[str, Any]:
+    return {"format": FORMAT, "exact_limit": exact_limit, "quantize": quantize}
+
+
+def save(vectors: CollectionVectors, folder: Path, *, first_raw: Array | None, exact_limit: int,
+         quantize: bool) -> None:
+    """Writes `vectors` as the snapshot `folder` (atomically), then removes older generations'."""
+    if folder.exists():
+        return
+    tmp = folder.with_name(f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir(parents=True)
+    try:
+        data = vectors.data
+        tables: dict[str, Array | None] = {
+            "rows": data.rows, "text_vectors": data.text_vectors, "image_product": data.image_product,
+            "image_position": data.image_position, "prices": data.prices, "image_vectors": vectors.image_vectors,
+            "image_start": vectors.image_start, "image_count": vectors.image_count,
+            "xmodal_vectors": vectors.xmodal_vectors, "first_raw": first_raw,
+        }
+        for name, array in tables.items():
+            if array is not None:
+                np.save(tmp / f"{name}.npy", np.ascontiguousarray(array))
+        np.save(tmp / "ids.npy", np.asarray(data.ids, dtype=str))
+        facets = {}
+        for field, (positions, codes, values) in data.facets.items():
+            np.save(tmp / f"facet-{field}-positions.npy", positions)
+            np.save(tmp / f"facet-{field}-codes.npy", codes)
+            facets[field] = values
+        for name, table in (vectors.quantized or {}).items():
+            np.save(tmp / f"int8-{name}-codes.npy", table.codes)
+            np.save(tmp / f"int8-{name}-scale.npy", table.row_scale)
+            np.save(tmp / f"int8-{name}-offset.npy", table.row_offset)
+        anns = {"text": vectors.text_ann, "image": vectors.image_ann, "xmodal": vectors.xmodal_ann}
+        if any(a is not None for a in anns.values()):
+            import faiss
+
+            for name, index in anns.items():
+                if index is not None:
+                    faiss.write_index(index, str(tmp / f"hnsw-{name}.faiss"))
+        meta = {**_settings_key(exact_limit, quantize), "generation": vectors.generation,
+                "image_dim": int(data.image_features.shape[1]) if data.image_features.ndim == 2 else 0,
+                "one_image_each": vectors.one_image_each, "facets": facets,
+                "quantized": sorted(vectors.quantized or {}), "anns": sorted(k for k, a in anns.items() if a)}
+        (tmp / "meta.json").write_text(json.dumps(meta))
+        try:
+            tmp.rename(folder)
+        except OSError:  # another process saved the same generation first
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for other in folder.parent.iterdir():  # older generations: a process mapping one keeps its pages
+        if other != folder and not other.name.startswith(".tmp-"):
+            shutil.rmtree(other, ignore_errors=True)
+
+
+def load(folder: Path, *, generation: int, heads: CrossModal | None, exact_limit: int,
+         quantize: bool) -> CollectionVectors | None:
+    """The snapshot in `folder` as CollectionVectors over memory-mapped arrays, or None if it does not
+    match what would be built now."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if meta.get("generation") != generation or any(meta.get(k) != v for k, v in
+                                                    _settings_key(exact_limit, quantize).items()):
+        return None
+    try:
+        arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in ARRAYS
+                  if (folder / f"{name}.npy").is_file()}
+        if (heads is None) != ("xmodal_vectors" not in arrays):
+            return None
+        if heads is not None and len(arrays["xmodal_vectors"]):
+            again = heads.image_vectors(np.asarray(arrays["first_raw"])[None, :])[0]
+            if not np.allclose(again, arrays["xmodal_vectors"][0], atol=1e-5):
+                return None  # the model changed (a new base model) since the snapshot was taken
+        facets = {field: (np.load(folder / f"facet-{field}-positions.npy", mmap_mode="r"),
+                          np.load(folder / f"facet-{field}-codes.npy", mmap_mode="r"), list(values))
+                  for field, values in meta["facets"].items()}
+        data = VectorData(
+            rows=arrays["rows"], ids=np.load(folder / "ids.npy").tolist(), text_vectors=arrays["text_vectors"],
+            image_features=np.zeros((0, meta["image_dim"]), dtype=np.float32),
+            image_product=arrays["image_product"], image_position=arrays["image_position"], facets=facets,
+            prices=arrays.get("prices"),
+        )
+        quantized = {name: QuantizedTable.from_parts(
+            np.load(folder / f"int8-{name}-codes.npy", mmap_mode="r"),
+            np.load(folder / f"int8-{name}-scale.npy", mmap_mode="r"),
+            np.load(folder / f"int8-{name}-offset.npy", mmap_mode="r")) for name in meta["quantized"]}
+        anns: dict[str, Any] = {}
+        if meta["anns"]:
+            import faiss
+
+            anns = {name: faiss.read_index(str(folder / f"hnsw-{name}.faiss")) for name in meta["anns"]}
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:  # a damaged snapshot: build instead
+        log.warning("cannot read a vector snapshot", extra={"path": str(folder), "error": str(exc)})
+        return None
+    for index in anns.values():
+        index.hnsw.efSearch = HNSW_EF_SEARCH
+    return CollectionVectors(
+        generation=generation, data=data, image_vectors=arrays["image_vectors"], image_start=arrays["image_start"],
+        image_count=arrays["image_count"], heads=heads, xmodal_vectors=arrays.get("xmodal_vectors"),
+        text_ann=anns.get("text"), image_ann=anns.get("image"), xmodal_ann=anns.get("xmodal"),
+        quantized=quantized or None, one_image_each=bool(meta["one_image_each"]),
+    )
