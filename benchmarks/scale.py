@@ -5,7 +5,9 @@ The collection `scale-N` is made from the stored products of real collections in
 products (one photo each, text and photo vectors, every attribute and filter value). It is built once
 and reused. The measurement then runs in a fresh process, so that RSS and the cold start are one
 server's: open + the first query, warm text / filtered / photo latency, and recall@10 of the index
-against an exact scan, unfiltered and with a selective filter (a colour on ~5% of products).
+against an exact scan, unfiltered and with a selective filter (a colour on ~5% of products). The
+first process to open a collection saves its snapshot (vitrine/index/snapshot.py): run twice to see
+both cold starts.
 
     python benchmarks/scale.py --products 100000 [--backend sqlite] [--json]
 """
@@ -81,10 +83,13 @@ def build(home: Path, sources: list[str], products: int) -> str:
     return name
 
 
-def rss_gb() -> tuple[float, float]:
-    """(current, peak) resident memory of this process."""
+def rss_gb() -> dict[str, float]:
+    """Resident memory of this process: in all, at its peak, its own (anonymous), and mapped files (the
+    snapshot's pages, shared with every process that maps them)."""
     fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
-    return (int(fields["VmRSS"].split()[0]) / 2**20, int(fields["VmHWM"].split()[0]) / 2**20)
+    gb = {name: int(fields[key].split()[0]) / 2**20 for name, key in
+          (("rss_gb", "VmRSS"), ("peak_rss_gb", "VmHWM"), ("rss_anon_gb", "RssAnon"), ("rss_file_gb", "RssFile"))}
+    return {k: round(v, 2) for k, v in gb.items()}
 
 
 def recall(found: list[np.ndarray], exact: list[np.ndarray]) -> float:
@@ -142,17 +147,17 @@ def measure(home: Path, name: str, queries: int) -> dict[str, Any]:
 
     import faiss
 
+    memory = rss_gb()  # before the faiss comparison, which copies the text vectors
     flat = faiss.IndexFlatIP(vectors.data.text_vectors.shape[1])
-    flat.add(vectors.data.text_vectors)
+    flat.add(np.ascontiguousarray(vectors.data.text_vectors))
     flat_ms = []
     for q in query_vectors:
         t = time.perf_counter()
         flat.search(q[None, :], 10)
         flat_ms.append((time.perf_counter() - t) * 1000)
-    current, peak = rss_gb()
     return {
-        "products": vectors.size, "images": len(vectors.image_vectors), "exact_scan": vectors.exact,
-        "rss_gb": round(current, 2), "peak_rss_gb": round(peak, 2), "cold_start_s": round(cold_start_s, 1),
+        "products": vectors.size, "images": len(vectors.image_vectors), "exact_scan": vectors.exact, **memory,
+        "cold_start_s": round(cold_start_s, 1),
         "text_p50_ms": round(percentile(text_ms, 50), 1), "text_p95_ms": round(percentile(text_ms, 95), 1),
         "filtered_p50_ms": round(percentile(filtered_ms, 50), 1),
         "filtered_p95_ms": round(percentile(filtered_ms, 95), 1),
