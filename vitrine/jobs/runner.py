@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -21,7 +22,7 @@ from huey import RedisHuey, SqliteHuey
 from vitrine.engine import Engine
 from vitrine.errors import CollectionGone, InvalidInput, ServiceDown, VitrineError
 from vitrine.index.store import Filters, RangeFilter
-from vitrine.jobs.store import CANCELLED, COMPLETE, FAILED, FINISHED, Job, JobStore
+from vitrine.jobs.store import CANCELLED, COMPLETE, FAILED, FINISHED, QUEUED, Job, JobStore
 from vitrine.vision.service import LookService
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,6 @@ class JobRunner:
         self._wake = threading.Event()
         self._running: set[str] = set()  # jobs this process runs now (their leases are renewed)
         self._running_lock = threading.Lock()
-        self.started = False
 
     # -- lifetime ---------------------------------------------------------------------------------
 
@@ -90,7 +90,6 @@ class JobRunner:
         keeper = threading.Thread(target=self._keep_leases, name="jobs-leases", daemon=True)
         keeper.start()
         self._threads.append(keeper)
-        self.started = True
         return True
 
     def _take_lock(self) -> bool:
@@ -141,13 +140,23 @@ class JobRunner:
             return False
 
     def requeue_stale(self) -> list[str]:
-        """Jobs of dead workers (no lease renewed for lease_s) go back on the queue."""
+        """Jobs of dead workers (no lease renewed for lease_s) go back on the queue, and so do queued jobs
+        the queue lost (Redis was down when they were put back): a duplicate delivery is harmless, as only
+        one worker can claim a job."""
         requeued = []
         for job in self.jobs.requeue_stale(self.lease_s):
             self._tasks[job.kind](job.id)
             requeued.append(job.id)
             log.warning("job queued again: its worker stopped reporting",
                         extra={"job": job.id, "kind": job.kind, "done": job.done, "total": job.total})
+        waiting = [j for j in self.jobs.recent(limit=1000, state=QUEUED) if j.updated_at < time.time() - self.lease_s]
+        if waiting:
+            pending = {task.args[0] for task in self.huey.pending() if task.args}
+            for job in waiting:
+                if job.id not in pending:
+                    self.jobs.requeue(job.id)  # renews updated_at: put back once a lease at most
+                    self._tasks[job.kind](job.id)
+                    requeued.append(job.id)
         return requeued
 
     def _keep_leases(self) -> None:
