@@ -68,20 +68,6 @@ def pulled_path(home: Path, name: str) -> Path | None:
     return folder if (folder / "config.json").is_file() or (folder / "open_clip_config.json").is_file() else None
 
 
-def pulled(home: Path) -> list[dict[str, Any]]:
-    """What `vitrine models pull` brought, as recorded in each folder's source file."""
-    found = []
-    root = hub_dir(home)
-    for folder in sorted(root.iterdir()) if root.is_dir() else []:
-        source = folder / SOURCE_FILE
-        if folder.is_dir() and source.is_file():
-            try:
-                found.append({"name": folder.name, **json.loads(source.read_text())})
-            except ValueError:
-                continue
-    return found
-
-
 def wanted_files(siblings: list[dict[str, Any]]) -> list[tuple[str, int]]:
     """The files a checkpoint needs: weights in one format (safetensors over .bin), configs, tokenizer."""
     files = [(str(s["rfilename"]), int(s.get("size") or 0)) for s in siblings if s.get("rfilename")]
