@@ -58,6 +58,7 @@ def test_the_next_process_maps_the_snapshot_and_searches_alike(first: Engine, ho
         assert isinstance(vectors.image_vectors, np.memmap) and isinstance(vectors.data.text_vectors, np.memmap)
         assert vectors.quantized is not None and isinstance(vectors.quantized["text"].codes, np.memmap)
         assert results(second) == built
+        assert vectors.data.ids == first.vectors("luma").data.ids
     with open_engine(home, models_dir, vector_snapshots=False) as plain:
         assert not isinstance(plain.vectors("luma").image_vectors, np.memmap)
         assert results(plain) == built

@@ -32,7 +32,7 @@ from vitrine.models.heads import CrossModal
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2
 ARRAYS = ("rows", "text_vectors", "image_product", "image_position", "prices", "image_vectors", "image_start",
           "image_count", "xmodal_vectors", "first_raw")
 
@@ -64,7 +64,8 @@ def save(vectors: CollectionVectors, folder: Path, *, first_raw: Array | None, e
         for name, array in tables.items():
             if array is not None:
                 np.save(tmp / f"{name}.npy", np.ascontiguousarray(array))
-        np.save(tmp / "ids.npy", np.asarray(data.ids, dtype=str))
+        # JSON, not a fixed-width numpy string array: one long id would widen every product's entry.
+        (tmp / "ids.json").write_text(json.dumps(data.ids, ensure_ascii=False), encoding="utf-8")
         facets = {}
         for field, (positions, codes, values) in data.facets.items():
             np.save(tmp / f"facet-{field}-positions.npy", positions)
@@ -123,7 +124,8 @@ def load(folder: Path, *, generation: int, heads: CrossModal | None, exact_limit
                           np.load(folder / f"facet-{field}-codes.npy", mmap_mode="r"), list(values))
                   for field, values in meta["facets"].items()}
         data = VectorData(
-            rows=arrays["rows"], ids=np.load(folder / "ids.npy").tolist(), text_vectors=arrays["text_vectors"],
+            rows=arrays["rows"], ids=list(json.loads((folder / "ids.json").read_text(encoding="utf-8"))),
+            text_vectors=arrays["text_vectors"],
             image_features=np.zeros((0, meta["image_dim"]), dtype=np.float32),
             image_product=arrays["image_product"], image_position=arrays["image_position"], facets=facets,
             prices=arrays.get("prices"),
