@@ -230,3 +230,16 @@ def test_one_photo_per_product_scores_like_the_general_path(luma_engine: Engine)
     best, which = one.image_scores(query)
     assert np.allclose(best, one.image_vectors @ query) and (which == np.arange(one.size)).all()
     assert np.argmax(best) == 5
+
+
+def test_photo_tables_computed_in_blocks_equal_the_whole_table(luma_engine: Engine) -> None:
+    """Loading computes photo vectors a block of rows at a time (bounded temporaries at a million photos)."""
+    from vitrine.index.vectors import _in_chunks
+    from vitrine.search.scoring import image_search_vectors
+
+    raw = luma_engine.store("luma").load_vectors(()).image_features
+    heads = luma_engine.vectors("luma").heads
+    assert heads is not None and len(raw) > 100
+    for compute in (image_search_vectors, heads.image_vectors):
+        assert np.allclose(_in_chunks(compute, raw, chunk=100), compute(raw), atol=1e-6)
+    assert np.allclose(luma_engine.vectors("luma").image_vectors, image_search_vectors(raw), atol=1e-6)
