@@ -46,11 +46,12 @@ def build(home: Path, sources: list[str], products: int) -> str:
         for source in sources:
             store = engine.store(source)
             data = store.load_vectors(())
+            position = {product_id: i for i, product_id in enumerate(data.ids)}
+            first_image = np.searchsorted(data.image_product, np.arange(len(data.ids)))
             for start in range(0, len(data.ids), 2000):
                 for product in store.get_products(data.ids[start:start + 2000]):
-                    at = engine.vectors(source).position_of(product.id)
-                    assert at is not None
-                    first = int(engine.vectors(source).image_start[at])
+                    at = position[product.id]
+                    first = int(first_image[at])
                     images = tuple(ImageWrite(ref=im.ref, path=im.path, sha256=im.sha256,
                                               features=data.image_features[first + i])
                                    for i, im in enumerate(product.images[:1]))
