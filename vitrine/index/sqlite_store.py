@@ -5,11 +5,9 @@ vectors; the `generation` counter tells in-memory indexes when to reload."""
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,22 +16,16 @@ from typing import Any
 import numpy as np
 
 from vitrine.arrays import Array
-from vitrine.catalog.records import ProductRecord, Variant, category_segments, gender_of_paths, parse_availability
+from vitrine.catalog.records import Variant, gender_of_paths
 from vitrine.errors import CollectionGone, Conflict
+from vitrine.index.keywords import PostingCache, Postings, keyword_scores, keyword_words
+from vitrine.index.rows import SearchTexts, attributes_json, filter_values, in_stock, variants_json
 from vitrine.index.store import Filters, Product, ProductImage, ProductWrite, VectorData, normalise_field
 
 # 2: image feature rows end with the colour descriptor; 3: products have variants; 4: `sizes` is
 # filtered as `size`, and category paths give a gender ("Men/Tops") to products without one
 SCHEMA_VERSION = 4
-# A query word found in one of these columns counts fully; found only in the description or the
-# attributes, it counts half.
-_STRONG_COLUMNS = "{id title category colour}"
-_WEAK_MATCH = 0.5
-_POSTING_CACHE_TERMS = 4096
-_STOPWORDS = frozenset(
-    "a an and are as at be by for from in is it of on or the to with under over below above than".split()
-)
-_MAX_VALUE_LEN = 120
+_STRONG_COLUMNS = "{id title category colour}"  # rows.SearchTexts
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -84,49 +76,9 @@ CREATE VIRTUAL TABLE IF NOT EXISTS products_fts USING fts5(
 """
 
 
-def _number(value: str) -> float | None:
-    try:
-        number = float(value)
-    except ValueError:
-        return None
-    return number if np.isfinite(number) else None
-
-
-def _values(field: str, raw: Any) -> Iterator[tuple[str, str, str, float | None]]:
-    """Filterable values of one field: list cells (`a|b`, JSON lists) give one value each."""
-    items = raw if isinstance(raw, list) else str(raw).split("|") if isinstance(raw, str) else [raw]
-    for item in items:
-        if isinstance(item, dict | list) or item is None:
-            continue
-        text = str(item).strip()
-        if text and len(text) <= _MAX_VALUE_LEN:
-            yield field, text, text.lower(), _number(text)
-
-
-def _filter_values(r: ProductRecord) -> list[tuple[str, str, str, float | None]]:
-    """Every (field, value, normalised value, number) a filter or facet can find the product by: its own
-    fields and attributes, each category path's leaf, and each variant's options, sku and price (a
-    `colour=Red` filter finds a hoodie that comes in red). Each value once per product."""
-    values: list[tuple[str, Any]] = [("category", r.category), ("colour", r.colour)]
-    values += [(normalise_field(k), v) for k, v in r.attributes.items()]
-    values += [("category", segments[-1]) for segments in map(category_segments, r.categories) if segments]
-    if not any(normalise_field(k) == "gender" for k in r.attributes):
-        paths = list(r.categories) or [str(r.attributes.get("category_path", r.category))]
-        values += [("gender", g) for g in gender_of_paths(paths)]
-    for variant in r.variants:
-        values += [(normalise_field(k), v) for k, v in variant.options.items()]
-        values.append(("sku", variant.sku))
-    found = {(f, v[2]): v for f, raw in values if raw not in (None, "") for v in _values(f, raw)}
-    prices = {r.price} | {v.price for v in r.variants}
-    for price in sorted(p for p in prices if p is not None):
-        found[("price", repr(price))] = ("price", repr(price), repr(price), price)
-    return list(found.values())
-
-
 def keyword_terms(query: str) -> list[str]:
-    """The query's distinct words, stop words dropped, each quoted so no FTS syntax reaches SQLite."""
-    words = [w for w in re.findall(r"\w+", query.lower()) if w not in _STOPWORDS]
-    return [f'"{w}"' for w in dict.fromkeys(words)][:32]
+    """The query's words (keywords.keyword_words), each quoted so no FTS syntax reaches SQLite."""
+    return [f'"{w}"' for w in keyword_words(query)]
 
 
 class SqliteStore:
@@ -138,7 +90,7 @@ class SqliteStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._closed = False
-        self._posting_cache: OrderedDict[str, tuple[int, Array, Array]] = OrderedDict()
+        self._posting_cache = PostingCache()
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self.inode = path.stat().st_ino  # tells a store made again under the same name from this one
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -281,9 +233,8 @@ class SqliteStore:
                          variants=excluded.variants
                        RETURNING row""",
                     (r.id, r.title, r.description, r.category, r.colour, r.price,
-                     json.dumps(r.attributes, ensure_ascii=False, default=str), r.content_hash,
-                     np.asarray(product.text_vector, dtype=np.float32).tobytes(), now,
-                     json.dumps([v.as_dict() for v in r.variants], ensure_ascii=False, default=str)),
+                     attributes_json(r), r.content_hash,
+                     np.asarray(product.text_vector, dtype=np.float32).tobytes(), now, variants_json(r)),
                 ).fetchone()[0]
                 self._clear_children(db, row)
                 db.executemany(
@@ -293,15 +244,13 @@ class SqliteStore:
                 )
                 db.executemany(
                     "INSERT INTO product_values(product_row, field, value, value_norm, num) VALUES(?, ?, ?, ?, ?)",
-                    [(row, *v) for v in _filter_values(r)],
+                    [(row, *v) for v in filter_values(r)],
                 )
-                attribute_text = " ".join(str(v) for v in r.attributes.values() if isinstance(v, str | int | float))
-                category_text = " ".join(r.categories) or r.attributes.get("category_path", r.category)
+                texts = SearchTexts.of(r)
                 db.execute(
                     "INSERT INTO products_fts(rowid, id, title, category, colour, description, attributes) "
                     "VALUES(?, ?, ?, ?, ?, ?, ?)",
-                    (row, r.id, r.title, f"{category_text} {r.category}" if r.categories else category_text,
-                     " ".join(r.colours), r.description, attribute_text),
+                    (row, texts.id, texts.title, texts.category, texts.colour, texts.description, texts.attributes),
                 )
 
     @staticmethod
@@ -352,8 +301,8 @@ class SqliteStore:
 
     def holds_word(self, word: str) -> bool:
         """Whether any product holds `word` (stemmed, in any indexed field): then it is not a typo."""
-        terms = keyword_terms(word)
-        return len(terms) == 1 and len(self._postings(terms[0])[0]) > 0
+        words = keyword_words(word)
+        return len(words) == 1 and len(self._postings(words[0])[0]) > 0
 
     def training_pairs(self) -> list[tuple[str, str, str]]:
         """(collection, product id, text) for every recorded pair whose product still exists."""
@@ -422,59 +371,23 @@ class SqliteStore:
         availability), or known to be out of it (`available=False`). Unknown counts as neither."""
         with self._locked():
             found = self._db.execute("SELECT row, attributes, variants FROM products").fetchall()
-        rows = []
-        for row, attributes, variants in found:
-            states = {Variant.from_dict(v).available for v in json.loads(variants)} - {None}
-            if not states:
-                attrs = json.loads(attributes)
-                own = next((attrs[k] for k in ("availability", "in_stock", "available", "stock_status")
-                            if k in attrs), None)
-                states = {parse_availability(own)} - {None}
-            if states and (True in states) == available:
-                rows.append(row)
-        return np.asarray(rows, dtype=np.int64)
+        return np.asarray([row for row, attributes, variants in found if in_stock(attributes, variants) is available],
+                          dtype=np.int64)
 
     def keyword_scores(self, query: str) -> tuple[Array, Array]:
-        """(rows, scores in (0, 1]) of the products holding any word of `query`.
+        """(rows, scores in (0, 1]) of the products holding any word of `query` (index/keywords.py)."""
+        return keyword_scores(keyword_words(query), self._postings)
 
-        The score is the share of the query's words the product holds (stemmed; a word only in the
-        description or attributes counts half). Unlike BM25 it does not depend on the collection's
-        statistics, so scores compare across collections and `min_score` means the same everywhere;
-        on the dev ground truth it ranks as well as BM25 (docs/benchmarks.md).
-        """
-        terms = keyword_terms(query)
-        if not terms:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        postings = [self._postings(term) for term in terms]
-        rows = np.concatenate([p for pair in postings for p in pair])
-        if len(rows) == 0:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        # Any-column matches weigh _WEAK_MATCH; strong-column matches (a subset) add the rest.
-        weights = np.concatenate([np.full(len(any_rows), _WEAK_MATCH, dtype=np.float32) if i == 0
-                                  else np.full(len(strong_rows), 1.0 - _WEAK_MATCH, dtype=np.float32)
-                                  for any_rows, strong_rows in postings for i in (0, 1)])
-        per_row = np.bincount(rows, weights=weights)  # row ids are dense: no sort needed
-        found = np.flatnonzero(per_row)
-        return found.astype(np.int64), (per_row[found] / len(terms)).astype(np.float32)
+    def _postings(self, word: str) -> Postings:
+        """(rows holding `word` anywhere, rows holding it in a strong column), stemmed."""
+        def rows(match: str) -> Array:
+            with self._locked():
+                found = self._db.execute("SELECT rowid FROM products_fts WHERE products_fts MATCH ?", (match,))
+                return np.fromiter((r for (r,) in found), dtype=np.int64)
 
-    def _postings(self, term: str) -> tuple[Array, Array]:
-        """(rows holding `term` anywhere, rows holding it in a strong column), cached per generation:
-        query words repeat (colours, garment types), and their row lists are the keyword signal's cost."""
-        generation = self.generation()
-        with self._locked():
-            cached = self._posting_cache.get(term)
-            if cached is not None and cached[0] == generation:
-                self._posting_cache.move_to_end(term)
-                return cached[1], cached[2]
-            any_rows = np.fromiter((r for (r,) in self._db.execute(
-                "SELECT rowid FROM products_fts WHERE products_fts MATCH ?", (term,))), dtype=np.int64)
-            strong_rows = np.fromiter((r for (r,) in self._db.execute(
-                "SELECT rowid FROM products_fts WHERE products_fts MATCH ?", (f"{_STRONG_COLUMNS}: {term}",))),
-                dtype=np.int64)
-            self._posting_cache[term] = (generation, any_rows, strong_rows)
-            while len(self._posting_cache) > _POSTING_CACHE_TERMS:
-                self._posting_cache.popitem(last=False)
-        return any_rows, strong_rows
+        term = f'"{word}"'
+        return self._posting_cache.get(word, self.generation(),
+                                       lambda: (rows(term), rows(f"{_STRONG_COLUMNS}: {term}")))
 
     def load_vectors(self, facet_fields: Sequence[str]) -> VectorData:
         """Everything search holds in memory, read in one snapshot (a read transaction) row by row into
