@@ -46,7 +46,7 @@ def first(home: Path, models_dir: Path) -> Iterator[Engine]:
 
 
 def snapshots(home: Path) -> list[Path]:
-    return sorted((home / "collections" / "luma" / "snapshots").glob("g*"))
+    return sorted((home / "collections" / "luma" / "snapshots").glob("i*-g*"))
 
 
 def test_the_next_process_maps_the_snapshot_and_searches_alike(first: Engine, home: Path, models_dir: Path) -> None:

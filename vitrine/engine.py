@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,12 +30,21 @@ from vitrine.catalog.records import ProductRecord
 from vitrine.catalog.report import IngestReport
 from vitrine.catalog.sources import FetchPolicy, ImageFetcher, fetch_once, is_url
 from vitrine.catalog.uploads import CATALOG_SUFFIXES, discard_upload, save_upload
-from vitrine.errors import Busy, CollectionGone, Conflict, ImageError, InvalidInput, ModelUnavailable, NotFound
+from vitrine.errors import (
+    Busy,
+    CollectionGone,
+    Conflict,
+    ImageError,
+    InvalidInput,
+    ModelUnavailable,
+    NotFound,
+    ServiceDown,
+)
 from vitrine.files import write_atomic
 from vitrine.index import snapshot
 from vitrine.index.snapshot import snapshot_dir
-from vitrine.index.sqlite_store import SqliteStore
-from vitrine.index.store import CollectionStore, Filters, ImageWrite, Product, ProductWrite
+from vitrine.index.sqlite_store import SqliteCollections
+from vitrine.index.store import CollectionStore, Filters, ImageWrite, Product, ProductWrite, StoreBackend
 from vitrine.index.vectors import CollectionVectors
 from vitrine.models.clip_encoder import PREFIX as CLIP_PREFIX
 from vitrine.models.clip_encoder import ClipCheckpoint, ClipCrossModal, checkpoint_path
@@ -86,6 +94,7 @@ class Engine:
         self.home = settings.home
         self.collections_dir = self.home / "collections"
         self.collections_dir.mkdir(parents=True, exist_ok=True)
+        self.backend = open_backend(settings, self.collections_dir)
         model_dir = self.home / "models"
         self.image_encoder = ImageEncoder(image_model_spec(IMAGE_MODEL), model_dir=model_dir, threads=settings.threads)
         self.text_encoder = TextEncoder(text_model_spec(TEXT_MODEL), model_dir=model_dir, threads=settings.threads)
@@ -106,7 +115,7 @@ class Engine:
         # Decoding a query photo is the costliest thing an anonymous caller can ask for (a 5 KB PNG can
         # hold 40 Mpx); it runs outside the search slots, in fewer slots of its own.
         self._decode_slots = threading.BoundedSemaphore(settings.decode_slots or max(1, settings.threads // 2))
-        self._stores: dict[str, SqliteStore] = {}
+        self._stores: dict[str, CollectionStore] = {}
         self._vectors: dict[str, CollectionVectors] = {}
         # What is built from a collection once per generation: (kind, name) -> (generation, object)
         self._derived: dict[tuple[str, str], tuple[int, Any]] = {}
@@ -124,9 +133,13 @@ class Engine:
         self.text_encoder.load()
 
     def preload(self) -> None:
-        """Loads every collection's vectors now, so no user waits for it on a first search."""
-        for name in self.collection_names():
-            self.vectors(name)
+        """Loads every collection's vectors now, so no user waits for it on a first search. A database
+        that does not answer yet is no reason not to start: collections load on first use once it does."""
+        try:
+            for name in self.collection_names():
+                self.vectors(name)
+        except ServiceDown as exc:
+            log.warning("collections not preloaded", extra={"error": str(exc)})
 
     def models_loaded(self) -> bool:
         return self.image_encoder.loaded and self.text_encoder.loaded
@@ -140,6 +153,7 @@ class Engine:
                 store.close()
             self._stores.clear()
             self._vectors.clear()
+        self.backend.close()
         self.embedder.close()
         self.feature_cache.close()
         for _, embedder in self._clip.values():
@@ -156,10 +170,7 @@ class Engine:
     # -- collections ------------------------------------------------------------------------------
 
     def collection_names(self) -> list[str]:
-        return sorted(
-            p.name for p in self.collections_dir.iterdir()
-            if p.is_dir() and COLLECTION_NAME.match(p.name) and (p / "store.sqlite").is_file()
-        )
+        return [name for name in self.backend.names() if COLLECTION_NAME.match(name)]
 
     def collections(self) -> list[dict[str, Any]]:
         return [self.collection_info(name) for name in self.collection_names()]
@@ -174,16 +185,16 @@ class Engine:
             info["image_model"] = CLIP_PREFIX + Path(encoder.removeprefix(CLIP_PREFIX)).name
         return info
 
-    def create_collection(self, name: str, *, encoder: str | None = None) -> SqliteStore:
+    def create_collection(self, name: str, *, encoder: str | None = None) -> CollectionStore:
         """`encoder`: None or "builtin" for the built-in model, or "clip:<directory>" for a local
         CLIP/SigLIP checkpoint. It is fixed when the collection is created."""
         check_collection_name(name)
         wanted = IMAGE_MODEL if encoder in (None, "builtin") else f"{CLIP_PREFIX}{self._checkpoint_folder(encoder)}"
         with self._lock:
             try:
-                store = self.store(name)  # drops a store object whose file another process deleted
+                store = self.store(name)  # drops a store object whose collection another process deleted
             except NotFound:
-                store = self._open(name)
+                store = self._stores[name] = self.backend.open(name, create=True)
             if not store.meta().get("created_at"):
                 store.set_meta("created_at", str(time.time()))
                 store.set_meta("image_model", wanted)
@@ -237,37 +248,26 @@ class Engine:
     def delete_collection(self, name: str) -> None:
         check_collection_name(name)
         with self._writing(name), self._lock:
-            if name not in self.collection_names():
-                raise NotFound(f"no collection named {name!r}", field="collection")
             store = self._stores.pop(name, None)
             if store is not None:
                 store.close()
             self._forget(name)
             self.results_cache.clear()  # a collection made again under this name restarts its generations
-            # Rename first: the collection disappears at once and completely, even if removal is cut short.
-            trash = self.collections_dir / f".deleted-{name}-{os.getpid()}-{time.time_ns()}"
-            os.replace(self.collections_dir / name, trash)
-        shutil.rmtree(trash, ignore_errors=True)
+            if not self.backend.delete(name):
+                raise NotFound(f"no collection named {name!r}", field="collection")
 
-    def store(self, name: str) -> SqliteStore:
+    def store(self, name: str) -> CollectionStore:
         check_collection_name(name)
         with self._lock:
-            path = self.collections_dir / name / "store.sqlite"
-            inode = path.stat().st_ino if path.is_file() else None
-            if name in self._stores:
-                if inode is not None and inode == self._stores[name].inode:
-                    return self._stores[name]
-                # Deleted (or made again) by another process: `vitrine serve --workers N`, or the CLI.
+            held = self._stores.get(name)
+            if held is not None:
+                if self.backend.current(held):
+                    return held
+                # Deleted (or made again) by another process: `vitrine serve --workers N`, a replica, the CLI.
                 self._stores.pop(name).close()
                 self._forget(name)
-            if inode is None:
-                raise NotFound(f"no collection named {name!r}", field="collection")
-            return self._open(name)
-
-    def _open(self, name: str) -> SqliteStore:
-        if name not in self._stores:
-            self._stores[name] = SqliteStore(self.collections_dir / name / "store.sqlite", name=name)
-        return self._stores[name]
+            store = self._stores[name] = self.backend.open(name, create=False)
+            return store
 
     def vectors(self, name: str) -> CollectionVectors:
         """The collection's in-memory vectors, reloaded when a write has changed the store."""
@@ -285,8 +285,8 @@ class Engine:
         (and saved as a snapshot for the next process: index/snapshot.py)."""
         settings = self.settings
         heads = self.heads(name)
-        folder = snapshot_dir(self.collections_dir / name, generation, exact_limit=settings.exact_search_limit,
-                              quantize=settings.quantized_scan)
+        folder = snapshot_dir(self.collections_dir / name, store.incarnation, generation,
+                              exact_limit=settings.exact_search_limit, quantize=settings.quantized_scan)
         if settings.vector_snapshots:
             loaded = snapshot.load(folder, generation=generation, heads=heads, exact_limit=settings.exact_search_limit,
                                    quantize=settings.quantized_scan)
@@ -692,3 +692,12 @@ def open_engine(settings: Settings | None = None) -> Iterator[Engine]:
         yield engine
     finally:
         engine.close()
+
+
+def open_backend(settings: Settings, collections_dir: Path) -> StoreBackend:
+    """PostgreSQL when `database_url` is set, else SQLite files under the home."""
+    if settings.database_url:
+        from vitrine.index.postgres_store import PostgresCollections
+
+        return PostgresCollections(settings.database_url, collections_dir, pool_size=settings.database_pool_size)
+    return SqliteCollections(collections_dir)

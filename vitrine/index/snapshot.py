@@ -37,9 +37,11 @@ ARRAYS = ("rows", "text_vectors", "image_product", "image_position", "prices", "
           "image_count", "xmodal_vectors", "first_raw")
 
 
-def snapshot_dir(collection_dir: Path, generation: int, *, exact_limit: int, quantize: bool) -> Path:
-    """One folder per generation and the settings that shape the tables (exact or HNSW, int8 copies)."""
-    return collection_dir / "snapshots" / f"g{generation}-l{exact_limit}-q{int(quantize)}"
+def snapshot_dir(collection_dir: Path, incarnation: int, generation: int, *, exact_limit: int,
+                 quantize: bool) -> Path:
+    """One folder per generation of one incarnation of the collection (a collection deleted and made
+    again restarts its generations) and the settings that shape the tables (exact or HNSW, int8 copies)."""
+    return collection_dir / "snapshots" / f"i{incarnation}-g{generation}-l{exact_limit}-q{int(quantize)}"
 
 
 def _settings_key(exact_limit: int, quantize: bool) -> dict[str, Any]:

@@ -5,6 +5,8 @@ vectors; the `generation` counter tells in-memory indexes when to reload."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -17,10 +19,18 @@ import numpy as np
 
 from vitrine.arrays import Array
 from vitrine.catalog.records import Variant, gender_of_paths
-from vitrine.errors import CollectionGone, Conflict
+from vitrine.errors import CollectionGone, Conflict, NotFound
 from vitrine.index.keywords import PostingCache, Postings, keyword_scores, keyword_words
 from vitrine.index.rows import SearchTexts, attributes_json, filter_values, in_stock, variants_json
-from vitrine.index.store import Filters, Product, ProductImage, ProductWrite, VectorData, normalise_field
+from vitrine.index.store import (
+    CollectionStore,
+    Filters,
+    Product,
+    ProductImage,
+    ProductWrite,
+    VectorData,
+    normalise_field,
+)
 
 # 2: image feature rows end with the colour descriptor; 3: products have variants; 4: `sizes` is
 # filtered as `size`, and category paths give a gender ("Men/Tops") to products without one
@@ -92,7 +102,7 @@ class SqliteStore:
         self._closed = False
         self._posting_cache = PostingCache()
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self.inode = path.stat().st_ino  # tells a store made again under the same name from this one
+        self.incarnation = path.stat().st_ino
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
@@ -150,7 +160,7 @@ class SqliteStore:
         generation, which tells in-memory indexes to reload. A collection deleted by another process
         (its file gone or replaced) is refused, so nothing is written into a deleted file."""
         with self._locked():
-            if self._file_inode() != self.inode:
+            if self._file_inode() != self.incarnation:
                 raise CollectionGone(f"collection {self.name!r} was deleted", field="collection")
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -444,3 +454,51 @@ class SqliteStore:
             image_product=np.searchsorted(rows, owners).astype(np.int32), image_position=positions,
             facets=facets, prices=prices,
         )
+
+
+class SqliteCollections:
+    """`StoreBackend` of the embedded mode: `<home>/collections/<name>/store.sqlite`."""
+
+    def __init__(self, collections_dir: Path) -> None:
+        self.collections_dir = collections_dir
+        collections_dir.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, name: str) -> Path:
+        return self.collections_dir / name / "store.sqlite"
+
+    def names(self) -> list[str]:
+        return sorted(p.parent.name for p in self.collections_dir.glob("*/store.sqlite")
+                      if not p.parent.name.startswith("."))
+
+    def open(self, name: str, *, create: bool) -> SqliteStore:
+        if not create and not self._path(name).is_file():
+            raise NotFound(f"no collection named {name!r}", field="collection")
+        return SqliteStore(self._path(name), name=name)
+
+    def current(self, store: CollectionStore) -> bool:
+        try:
+            return self._path(store.name).stat().st_ino == store.incarnation
+        except FileNotFoundError:
+            return False
+
+    def delete(self, name: str) -> bool:
+        if not self._path(name).is_file():
+            return False
+        remove_folder(self.collections_dir / name)
+        return True
+
+    def ready(self) -> bool:
+        return os.access(self.collections_dir, os.W_OK)
+
+    def close(self) -> None:
+        pass
+
+
+def remove_folder(folder: Path) -> None:
+    """Renamed first, so the folder disappears at once and completely even if removal is cut short."""
+    trash = folder.with_name(f".deleted-{folder.name}-{os.getpid()}-{time.time_ns()}")
+    try:
+        os.replace(folder, trash)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
