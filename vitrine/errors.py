@@ -68,7 +68,7 @@ class ModelUnavailable(VitrineError):
 
 
 class ServiceDown(VitrineError):
-    """A service Vitrine depends on (the job queue's Redis) does not answer; it resumes by itself."""
+    """A service Vitrine depends on (PostgreSQL, the job queue's Redis) does not answer; it resumes by itself."""
 
     code = "service_unavailable"
 

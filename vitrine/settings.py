@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     analytics_retention_days: float = Field(90, gt=0, description="Searches and clicks older than this are dropped.")
     analytics_max_rows: int = Field(1_000_000, ge=1000, description="Searches (and clicks) kept at most.")
     job_workers: int = Field(1, ge=1, le=8, description="Background job threads of the API server or a worker.")
+    database_url: str | None = Field(
+        None, description="PostgreSQL with pgvector (postgresql://user@host:5432/db) for every collection, shared by "
+        "any number of `vitrine serve` replicas and workers; none: SQLite files in the home.",
+    )
+    database_pool_size: int = Field(8, ge=1, le=256, description="PostgreSQL connections per process at most.")
     redis_url: str | None = Field(
         None, description="Redis for the job queue (redis://host:6379/0), so that `vitrine worker` processes run "
         "jobs; none: a SQLite queue in the home, run by one server process.",

@@ -16,9 +16,12 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: models loaded and the store open", response_model=None)
+@router.get("/readyz", summary="Readiness: models loaded, the home writable, database and job queue reachable",
+            response_model=None)
 def readyz(engine: EngineDep, request: Request) -> dict[str, object] | JSONResponse:
     checks = {"models": engine.models_loaded(), "store": engine.home_writable()}
+    if engine.settings.database_url:
+        checks["database"] = engine.backend.ready()
     if engine.settings.redis_url:
         checks["job_queue"] = request.app.state.jobs.queue_reachable()
     if all(checks.values()):

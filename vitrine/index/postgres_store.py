@@ -1,0 +1,544 @@
+"""The scale-out store: every collection in one PostgreSQL database, shared by any number of
+`vitrine serve` replicas and `vitrine worker` processes on any number of machines.
+
+Each collection is a schema of its own (`vc_<id>`, listed in `vitrine_collections`): products,
+photos, filter values and training pairs in tables, vectors in pgvector columns, keywords in
+full-text search columns. Search itself stays in one place (search/, index/vectors.py): a replica
+loads a collection's vectors once per generation, as the embedded mode does, so both backends rank
+alike. Every write is one transaction that bumps the collection's generation, which tells every
+replica to reload.
+
+A collection's id is its incarnation: one deleted and made again under its name gets a new schema,
+so a replica still holding the old one is told (CollectionGone), never writes into the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import struct
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg import sql
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from vitrine.arrays import Array
+from vitrine.catalog.records import Variant
+from vitrine.errors import CollectionGone, Conflict, NotFound, ServiceDown
+from vitrine.index.keywords import PostingCache, Postings, keyword_scores, keyword_words
+from vitrine.index.rows import SearchTexts, attributes_json, filter_values, in_stock, variants_json
+from vitrine.index.sqlite_store import remove_folder
+from vitrine.index.store import (
+    CollectionStore,
+    Filters,
+    Product,
+    ProductImage,
+    ProductWrite,
+    VectorData,
+    normalise_field,
+)
+
+log = logging.getLogger(__name__)
+
+# Versions of the database's own tables and of one collection's schema; both are recorded, an older
+# one is migrated when opened, a newer one refused.
+DATABASE_VERSION = 1
+COLLECTION_VERSION = 1
+_SETUP_LOCK = 7_146_001  # pg_advisory_xact_lock key: one process sets the database up at a time
+_CONNECT_TIMEOUT_S = 5
+_STREAM_ROWS = 5000
+_MIN_STEMMED_BYTES = 3  # as SQLite's FTS5 porter tokenizer
+
+# Stemmed as SQLite's porter tokenizer does, so a query word finds the same products on both backends:
+# the Porter stemmer (Snowball's English finds other products for 32 of Luma's 1,986 words; Porter for
+# 2, "incredible" and "incredibly", where FTS5's variant of it differs), accents folded, and no stop
+# words of its own (keywords.STOPWORDS drops the query's).
+_SETUP = """
+CREATE EXTENSION IF NOT EXISTS vector;
+CREATE EXTENSION IF NOT EXISTS unaccent;
+CREATE TABLE IF NOT EXISTS vitrine_database(version integer NOT NULL);
+CREATE TABLE IF NOT EXISTS vitrine_collections(
+    id serial PRIMARY KEY,
+    name text NOT NULL UNIQUE,
+    version integer NOT NULL,
+    created_at double precision NOT NULL
+);
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_ts_dict WHERE dictname = 'vitrine_stem') THEN
+        CREATE TEXT SEARCH DICTIONARY vitrine_stem (TEMPLATE = snowball, Language = porter);
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_ts_config WHERE cfgname = 'vitrine') THEN
+        CREATE TEXT SEARCH CONFIGURATION vitrine (COPY = english);
+        ALTER TEXT SEARCH CONFIGURATION vitrine
+            ALTER MAPPING FOR asciiword, asciihword, hword_asciipart, word, hword, hword_part
+            WITH unaccent, vitrine_stem;
+    END IF;
+END $$;
+"""
+
+_COLLECTION_TABLES = """
+CREATE TABLE meta(key text PRIMARY KEY, value text NOT NULL);
+INSERT INTO meta VALUES('generation', '0');
+CREATE TABLE products(
+    row_id bigserial PRIMARY KEY,
+    id text NOT NULL UNIQUE,
+    title text NOT NULL,
+    description text NOT NULL,
+    category text NOT NULL,
+    colour text NOT NULL,
+    price double precision,
+    attributes text NOT NULL,
+    content_hash text NOT NULL,
+    text_vector vector NOT NULL,
+    updated_at double precision NOT NULL,
+    variants text NOT NULL,
+    words tsvector NOT NULL,
+    strong_words tsvector NOT NULL
+);
+CREATE INDEX products_words ON products USING gin(words);
+CREATE TABLE images(
+    product_row bigint NOT NULL REFERENCES products(row_id) ON DELETE CASCADE,
+    position integer NOT NULL,
+    ref text NOT NULL,
+    path text NOT NULL,
+    sha256 text NOT NULL,
+    features vector NOT NULL,
+    PRIMARY KEY(product_row, position)
+);
+CREATE INDEX images_by_sha ON images(sha256);
+CREATE TABLE product_values(
+    product_row bigint NOT NULL REFERENCES products(row_id) ON DELETE CASCADE,
+    field text NOT NULL,
+    value text NOT NULL,
+    value_norm text NOT NULL,
+    num double precision
+);
+CREATE INDEX values_by_field ON product_values(field, value_norm);
+CREATE INDEX values_by_num ON product_values(field, num);
+CREATE INDEX values_by_row ON product_values(product_row);
+CREATE TABLE training_pairs(
+    product_id text NOT NULL,
+    text text NOT NULL,
+    source text NOT NULL,
+    created_at double precision NOT NULL,
+    PRIMARY KEY(product_id, text)
+);
+"""
+
+
+class _VectorDumper(Dumper):
+    """numpy arrays as pgvector's binary input (dimensions, then big-endian float32s); oid 0 lets the
+    server take the type from the column written."""
+
+    format = Format.BINARY
+
+    def dump(self, obj: Array) -> bytes:
+        values = np.asarray(obj, dtype=">f4").ravel()
+        return struct.pack("!hh", len(values), 0) + values.tobytes()
+
+
+def _vector(blob: bytes) -> Array:
+    """A `vector_send()` result as float32."""
+    return np.frombuffer(blob, dtype=">f4", offset=4).astype(np.float32)
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    conn.adapters.register_dumper(np.ndarray, _VectorDumper)
+
+
+def _words(text: str) -> tuple[str, list[str]]:
+    """Text as SQLite's porter tokenizer sees it: (words to stem, words kept as they are). Words split at
+    every other character (PostgreSQL's parser keeps "Men/Tops/Hoodies" whole as a file path, and would
+    not find "hoodies" in it); words under 3 bytes are not stemmed ("xs" stays "xs", not "x")."""
+    words = re.findall(r"\w+", text.lower())
+    return " ".join(w for w in words if not _unstemmed(w)), sorted({w for w in words if _unstemmed(w)})
+
+
+def _unstemmed(word: str) -> bool:
+    return len(word.encode()) < _MIN_STEMMED_BYTES
+
+
+def _unavailable(exc: BaseException) -> ServiceDown:
+    return ServiceDown(f"the database is unavailable ({type(exc).__name__}); retry when it is back")
+
+
+class PostgresCollections:
+    """`StoreBackend` on PostgreSQL + pgvector. A collection's folder under the home keeps what is
+    local to a machine: its vector snapshots, ingest reports and fine-tuned model files."""
+
+    def __init__(self, url: str, collections_dir: Path, *, pool_size: int) -> None:
+        self.collections_dir = collections_dir
+        self._pool = ConnectionPool(
+            url, min_size=1, max_size=pool_size, kwargs={"autocommit": True, "connect_timeout": _CONNECT_TIMEOUT_S},
+            configure=_configure, check=ConnectionPool.check_connection, timeout=_CONNECT_TIMEOUT_S,
+            name="vitrine", open=False,
+        )
+        self._pool.open(wait=False)
+        self._set_up = False
+        self._setup_lock = threading.Lock()
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection; ServiceDown while the database does not answer. The tables are set up
+        (or migrated) on first use, so a replica started before its database comes up serves once it is."""
+        try:
+            with self._pool.connection() as conn:
+                if not self._set_up:
+                    self._setup(conn)
+                yield conn
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise _unavailable(exc) from exc
+
+    def _setup(self, conn: psycopg.Connection[Any]) -> None:
+        with self._setup_lock, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK,))
+            try:
+                conn.execute(_SETUP)
+            except psycopg.errors.InsufficientPrivilege as exc:
+                raise Conflict("the database lacks the pgvector extension and this user may not create it: "
+                               "run `CREATE EXTENSION vector; CREATE EXTENSION unaccent;` as a superuser") from exc
+            found = conn.execute("SELECT max(version) FROM vitrine_database").fetchone()
+            version = found[0] if found else None
+            if version is None:
+                conn.execute("INSERT INTO vitrine_database VALUES(%s)", (DATABASE_VERSION,))
+            elif version > DATABASE_VERSION:
+                raise Conflict(f"the database was set up by a newer Vitrine (version {version}); upgrade this one")
+        self._set_up = True
+
+    def names(self) -> list[str]:
+        with self.connection() as conn:
+            return [n for (n,) in conn.execute("SELECT name FROM vitrine_collections ORDER BY name")]
+
+    def open(self, name: str, *, create: bool) -> PostgresStore:
+        with self.connection() as conn, conn.transaction():
+            found = conn.execute("SELECT id, version FROM vitrine_collections WHERE name=%s", (name,)).fetchone()
+            if found is None and create:
+                made = conn.execute(
+                    "INSERT INTO vitrine_collections(name, version, created_at) VALUES(%s, %s, %s) "
+                    "ON CONFLICT(name) DO NOTHING RETURNING id, version", (name, COLLECTION_VERSION, time.time()),
+                ).fetchone()
+                if made is not None:
+                    conn.execute(sql.SQL("CREATE SCHEMA {}").format(_schema(made[0])))
+                    conn.execute(sql.SQL("SET LOCAL search_path TO {}, public").format(_schema(made[0])))
+                    conn.execute(_COLLECTION_TABLES)
+                    found = made
+                else:  # made by another process meanwhile
+                    found = conn.execute("SELECT id, version FROM vitrine_collections WHERE name=%s",
+                                         (name,)).fetchone()
+        if found is None:
+            raise NotFound(f"no collection named {name!r}", field="collection")
+        collection_id, version = found
+        if version > COLLECTION_VERSION:
+            raise Conflict(f"collection {name!r} was written by a newer Vitrine (version {version})")
+        return PostgresStore(self, name=name, collection_id=collection_id)
+
+    def current(self, store: CollectionStore) -> bool:
+        with self.connection() as conn:
+            found = conn.execute("SELECT id FROM vitrine_collections WHERE name=%s", (store.name,)).fetchone()
+        return found is not None and found[0] == store.incarnation
+
+    def delete(self, name: str) -> bool:
+        with self.connection() as conn, conn.transaction():
+            found = conn.execute("DELETE FROM vitrine_collections WHERE name=%s RETURNING id", (name,)).fetchone()
+            if found is not None:
+                conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(_schema(found[0])))
+        remove_folder(self.collections_dir / name)
+        return found is not None
+
+    def ready(self) -> bool:
+        try:
+            with self.connection() as conn:
+                conn.execute("SELECT 1")
+        except ServiceDown:
+            return False
+        return True
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def _schema(collection_id: int) -> sql.Identifier:
+    return sql.Identifier(f"vc_{int(collection_id)}")
+
+
+class PostgresStore:
+    """`CollectionStore` on PostgreSQL: one collection's schema. Thread-safe (pooled connections)."""
+
+    def __init__(self, backend: PostgresCollections, *, name: str, collection_id: int) -> None:
+        self.name = name
+        self.incarnation = collection_id
+        self._backend = backend
+        self._schema = _schema(collection_id)
+        self._posting_cache = PostingCache()
+        self._closed = False
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection whose search path is this collection's schema. A schema dropped by another
+        process (the collection was deleted) answers CollectionGone."""
+        if self._closed:
+            raise CollectionGone(f"collection {self.name!r} was deleted", field="collection")
+        try:
+            with self._backend.connection() as conn:
+                conn.execute(sql.SQL("SET search_path TO {}, public").format(self._schema))
+                yield conn
+        except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as exc:
+            raise CollectionGone(f"collection {self.name!r} was deleted", field="collection") from exc
+
+    @contextmanager
+    def _write(self, *, bump: bool = True) -> Iterator[psycopg.Connection[Any]]:
+        """One transaction; writes to products bump the generation (a row lock, so writers to one
+        collection take turns and every replica sees each write's generation once)."""
+        with self._connection() as conn, conn.transaction():
+            yield conn
+            if bump:
+                conn.execute("UPDATE meta SET value = (value::bigint + 1)::text WHERE key = 'generation'")
+
+    def _all(self, query: str | sql.Composed, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._connection() as conn:
+            return conn.execute(query, params).fetchall()
+
+    def close(self) -> None:
+        self._closed = True  # the connections are the backend's
+
+    # -- metadata ---------------------------------------------------------------------------------
+
+    def generation(self) -> int:
+        found = self._all("SELECT value FROM meta WHERE key='generation'")
+        return int(found[0][0]) if found else 0
+
+    def set_meta(self, key: str, value: str, *, bump: bool = False) -> None:
+        """`bump` when the value changes what searches return (the collection's model version)."""
+        with self._write(bump=bump) as conn:
+            conn.execute("INSERT INTO meta(key, value) VALUES(%s, %s) "
+                         "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (key, value))
+
+    def meta(self) -> dict[str, str]:
+        return dict(self._all("SELECT key, value FROM meta"))
+
+    def count(self) -> int:
+        return int(self._all("SELECT count(*) FROM products")[0][0])
+
+    def info(self) -> dict[str, Any]:
+        (products, images), = self._all("SELECT (SELECT count(*) FROM products), (SELECT count(*) FROM images)")
+        meta = self.meta()
+        return {"name": self.name, "products": int(products), "images": int(images),
+                "generation": int(meta.pop("generation", 0)), **meta}
+
+    def product_hashes(self) -> dict[str, str]:
+        return dict(self._all("SELECT id, content_hash FROM products ORDER BY row_id"))
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    def upsert(self, products: Sequence[ProductWrite]) -> None:
+        if not products:
+            return
+        now = time.time()
+        with self._write() as conn:
+            for product in products:
+                r = product.record
+                texts = SearchTexts.of(r)
+                columns = (r.title, r.description, r.category, r.colour, r.price, attributes_json(r), r.content_hash,
+                           np.asarray(product.text_vector, dtype=np.float32), now, variants_json(r),
+                           *_words(f"{texts.strong} {texts.weak}"), *_words(texts.strong))
+                # An update keeps the product's row id: row ids stay dense, as keyword scoring counts on.
+                found = conn.execute(
+                    """UPDATE products SET title=%s, description=%s, category=%s, colour=%s, price=%s, attributes=%s,
+                         content_hash=%s, text_vector=%b, updated_at=%s, variants=%s,
+                         words=to_tsvector('vitrine', %s) || array_to_tsvector(%s::text[]),
+                         strong_words=to_tsvector('vitrine', %s) || array_to_tsvector(%s::text[])
+                       WHERE id=%s RETURNING row_id""", (*columns, r.id),
+                ).fetchone()
+                if found is None:
+                    found = conn.execute(
+                        """INSERT INTO products(title, description, category, colour, price, attributes, content_hash,
+                                                text_vector, updated_at, variants, words, strong_words, id)
+                           VALUES(%s, %s, %s, %s, %s, %s, %s, %b, %s, %s,
+                                  to_tsvector('vitrine', %s) || array_to_tsvector(%s::text[]),
+                                  to_tsvector('vitrine', %s) || array_to_tsvector(%s::text[]), %s)
+                           RETURNING row_id""", (*columns, r.id),
+                    ).fetchone()
+                row = found[0]  # type: ignore[index]
+                conn.execute("DELETE FROM images WHERE product_row=%s", (row,))
+                conn.execute("DELETE FROM product_values WHERE product_row=%s", (row,))
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        "INSERT INTO images(product_row, position, ref, path, sha256, features) "
+                        "VALUES(%s, %s, %s, %s, %s, %b)",
+                        [(row, i, im.ref, im.path, im.sha256, np.asarray(im.features, dtype=np.float32))
+                         for i, im in enumerate(product.images)],
+                    )
+                    cur.executemany(
+                        "INSERT INTO product_values(product_row, field, value, value_norm, num) "
+                        "VALUES(%s, %s, %s, %s, %s)", [(row, *v) for v in filter_values(r)],
+                    )
+
+    def delete(self, ids: Iterable[str]) -> int:
+        ids = list(ids)
+        if not ids:
+            return 0
+        with self._write() as conn:  # images and filter values go with their product (ON DELETE CASCADE)
+            return len(conn.execute("DELETE FROM products WHERE id = ANY(%s) RETURNING row_id", (ids,)).fetchall())
+
+    def add_training_pair(self, product_id: str, text: str, source: str) -> None:
+        """A text that describes a product's photos (a label correction, a query that led to a click)."""
+        with self._write(bump=False) as conn:
+            conn.execute("INSERT INTO training_pairs VALUES(%s, %s, %s, %s) ON CONFLICT(product_id, text) "
+                         "DO UPDATE SET source=excluded.source, created_at=excluded.created_at",
+                         (product_id, text, source, time.time()))
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    def distinct_values(self, field: str, limit: int = 500) -> list[str]:
+        """The most common values of an attribute (for vocabularies), most common first."""
+        found = self._all("SELECT min(value) FROM product_values WHERE field=%s GROUP BY value_norm "
+                          "ORDER BY count(*) DESC, value_norm LIMIT %s", (normalise_field(field), limit))
+        return [v for (v,) in found]
+
+    def vocabulary_texts(self) -> list[str]:
+        """Each product's title, category and colour: the words its shoppers are understood against."""
+        found = self._all("SELECT title || ' ' || category || ' ' || colour FROM products ORDER BY row_id")
+        return [t for (t,) in found]
+
+    def product_titles(self) -> list[tuple[str, str]]:
+        """(id, title) of every product, for search-as-you-type."""
+        return [(i, t) for i, t in self._all("SELECT id, title FROM products ORDER BY row_id")]
+
+    def holds_word(self, word: str) -> bool:
+        """Whether any product holds `word` (stemmed, in any indexed field): then it is not a typo."""
+        words = keyword_words(word)
+        return len(words) == 1 and len(self._postings(words[0])[0]) > 0
+
+    def training_pairs(self) -> list[tuple[str, str, str]]:
+        """(collection, product id, text) for every recorded pair whose product still exists."""
+        found = self._all("SELECT t.product_id, t.text FROM training_pairs t JOIN products p ON p.id = t.product_id "
+                          "ORDER BY t.created_at")
+        return [(self.name, pid, text) for pid, text in found]
+
+    def get_products(self, ids: Sequence[str]) -> list[Product]:
+        """Products in the order of `ids`; unknown ids are left out."""
+        if not ids:
+            return []
+        with self._connection() as conn:
+            rows = conn.execute("SELECT row_id, id, title, description, category, colour, price, attributes, variants "
+                                "FROM products WHERE id = ANY(%s)", (list(ids),)).fetchall()
+            images: dict[int, list[ProductImage]] = {}
+            for prow, pos, ref, path, sha in conn.execute(
+                    "SELECT product_row, position, ref, path, sha256 FROM images WHERE product_row = ANY(%s) "
+                    "ORDER BY product_row, position", ([r[0] for r in rows],)):
+                images.setdefault(prow, []).append(ProductImage(pos, ref, path, sha))
+        products = {
+            r[1]: Product(id=r[1], title=r[2], description=r[3], category=r[4], colour=r[5], price=r[6],
+                          attributes=json.loads(r[7]), images=tuple(images.get(r[0], ())),
+                          variants=tuple(Variant.from_dict(v) for v in json.loads(r[8])))
+            for r in rows
+        }
+        return [products[i] for i in ids if i in products]
+
+    def filter_rows(self, filters: Filters) -> Array:
+        """Store rows of the products matching every filter (sorted)."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        for field, values in filters.equals.items():
+            clauses.append("SELECT product_row FROM product_values WHERE field=%s AND value_norm = ANY(%s)")
+            params += [normalise_field(field), [str(v).strip().lower() for v in values]]
+        for field, bounds in filters.ranges.items():
+            clause = "SELECT product_row FROM product_values WHERE field=%s AND num IS NOT NULL"
+            params.append(normalise_field(field))
+            if bounds.low is not None:
+                clause += " AND num >= %s"
+                params.append(bounds.low)
+            if bounds.high is not None:
+                clause += " AND num <= %s"
+                params.append(bounds.high)
+            clauses.append(clause)
+        query = " INTERSECT ".join(clauses) if clauses else "SELECT row_id FROM products"
+        found = [r for (r,) in self._all(query, params)]
+        return np.unique(np.asarray(found, dtype=np.int64))
+
+    def stock_rows(self, available: bool) -> Array:
+        """Rows of the products known to be in stock (any variant available, or the product's own
+        availability), or known to be out of it (`available=False`). Unknown counts as neither."""
+        found = self._all("SELECT row_id, attributes, variants FROM products ORDER BY row_id")
+        return np.asarray([row for row, attributes, variants in found if in_stock(attributes, variants) is available],
+                          dtype=np.int64)
+
+    def keyword_scores(self, query: str) -> tuple[Array, Array]:
+        """(rows, scores in (0, 1]) of the products holding any word of `query` (index/keywords.py)."""
+        return keyword_scores(keyword_words(query), self._postings)
+
+    def _postings(self, word: str) -> Postings:
+        """(rows holding `word` anywhere, rows holding it in a strong column), stemmed; one query."""
+        def fetch() -> Postings:
+            config = "simple" if _unstemmed(word) else "vitrine"
+            found = self._all("SELECT row_id, strong_words @@ q FROM products, plainto_tsquery(%s::regconfig, %s) q "
+                              "WHERE words @@ q", (config, word))
+            rows = np.asarray([r for r, _ in found], dtype=np.int64)
+            strong = np.asarray([s for _, s in found], dtype=bool)
+            return rows, rows[strong]
+
+        return self._posting_cache.get(word, self.generation(), fetch)
+
+    def load_vectors(self, facet_fields: Sequence[str]) -> VectorData:
+        """Everything search holds in memory, read in one snapshot (a repeatable-read transaction),
+        streamed through server-side cursors into arrays sized up front."""
+        with self._connection() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            return self._read_vectors(conn, facet_fields)
+
+    @staticmethod
+    def _stream(conn: psycopg.Connection[Any], query: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
+        with conn.cursor(name=f"vitrine_{time.monotonic_ns()}", binary=True) as cur:
+            cur.itersize = _STREAM_ROWS
+            cur.execute(query, params)
+            yield from cur
+
+    def _read_vectors(self, conn: psycopg.Connection[Any], facet_fields: Sequence[str]) -> VectorData:
+        (n_products, text_dim), = conn.execute(
+            "SELECT count(*), coalesce(max(vector_dims(text_vector)), 0) FROM products").fetchall()
+        rows = np.empty(n_products, dtype=np.int64)
+        prices = np.empty(n_products, dtype=np.float32)
+        text = np.zeros((n_products, text_dim), dtype=np.float32)
+        ids: list[str] = []
+        for i, (row, product_id, vector, price) in enumerate(self._stream(
+                conn, "SELECT row_id, id, vector_send(text_vector), price FROM products ORDER BY row_id")):
+            rows[i] = row
+            ids.append(product_id)
+            text[i] = _vector(vector)
+            prices[i] = np.nan if price is None else price
+        (n_images, feature_dim), = conn.execute(
+            "SELECT count(*), coalesce(max(vector_dims(features)), 0) FROM images").fetchall()
+        owners = np.empty(n_images, dtype=np.int64)
+        positions = np.empty(n_images, dtype=np.int16)
+        features = np.zeros((n_images, feature_dim), dtype=np.float32)
+        image_rows = "SELECT product_row, position, vector_send(features) FROM images ORDER BY product_row, position"
+        for i, (owner, position, blob) in enumerate(self._stream(conn, image_rows)):
+            owners[i] = owner
+            positions[i] = position
+            features[i] = _vector(blob)
+        facets: dict[str, tuple[Array, Array, list[str]]] = {}
+        for field in facet_fields:
+            found = conn.execute("SELECT product_row, value FROM product_values WHERE field=%s ORDER BY product_row",
+                                 (field,)).fetchall()
+            values = sorted({value for _, value in found})  # codes in sorted order, as the facet counts expect
+            code = {value: rank for rank, value in enumerate(values)}
+            facets[field] = (
+                np.searchsorted(rows, np.asarray([r for r, _ in found], dtype=np.int64)).astype(np.int32),
+                np.asarray([code[v] for _, v in found], dtype=np.int32),
+                values,
+            )
+        return VectorData(
+            rows=rows, ids=ids, text_vectors=text, image_features=features,
+            image_product=np.searchsorted(rows, owners).astype(np.int32), image_position=positions,
+            facets=facets, prices=prices,
+        )
