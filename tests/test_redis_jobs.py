@@ -1,6 +1,7 @@
 """Jobs on Redis: API replicas that only queue (`serve --no-jobs`), `vitrine worker` processes that run
 them, a worker killed mid-ingest, and a Redis that is down and comes back. Redis is Debian's
-redis-server, started by each test on a free port."""
+redis-server, started by each test on a free port; with VITRINE_TEST_BACKEND=postgres the replicas and
+workers share one PostgreSQL database too."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from conftest import LUMA, REPO, admin_token, free_port, served, start_server, wait_for
+from conftest import BACKEND, LUMA, REPO, admin_token, backend_env, free_port, served, start_server, wait_for
 from test_jobs import zip_catalog
 
 from vitrine.jobs.store import COMPLETE
@@ -58,8 +59,7 @@ def redis_port(tmp_path: Path) -> Iterator[int]:
 
 
 def start_worker(home: Path, env: dict[str, str], number: int) -> subprocess.Popen[bytes]:
-    variables = {**os.environ, "VITRINE_HOME": str(home), "PYTHONPATH": str(REPO), "VITRINE_INGEST_BATCH": "8",
-                 **env}
+    variables = {**os.environ, **backend_env(home), "PYTHONPATH": str(REPO), "VITRINE_INGEST_BATCH": "8", **env}
     with (home / f"worker-{number}.log").open("ab") as log:
         return subprocess.Popen([sys.executable, "-m", "vitrine", "worker"], env=variables, stdout=log,
                                 stderr=subprocess.STDOUT)
@@ -102,6 +102,8 @@ def test_two_replicas_and_workers_on_one_redis_survive_a_worker_killed_mid_inges
             hits = httpx.post(f"{other}/search", json={"text": "black hoodie", "collection": "luma"}).json()["hits"]
             assert hits[0]["category"] == "Hoodies & Sweatshirts"
             assert len({h["id"] for h in hits}) == len(hits)
+            # On the postgres backend (`make test` runs this on both) the collection is in the database only.
+            assert (home / "collections" / "luma" / "store.sqlite").exists() == (BACKEND == "sqlite")
     finally:
         stop(first)
         if second is not None:

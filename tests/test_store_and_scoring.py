@@ -9,7 +9,7 @@ import pytest
 
 from vitrine.catalog.records import ProductRecord
 from vitrine.index.sqlite_store import SqliteStore, keyword_terms
-from vitrine.index.store import Filters, ImageWrite, ProductWrite, RangeFilter
+from vitrine.index.store import Filters, ImageWrite, ProductWrite, RangeFilter, StoreBackend
 from vitrine.search.scoring import best_per_product, facet_counts, fuse, top_indices
 
 
@@ -28,8 +28,8 @@ class Unstorable:
         raise RuntimeError("disk full")
 
 
-def test_a_failing_batch_writes_nothing(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "s.sqlite", name="s")
+def test_a_failing_batch_writes_nothing(collections: StoreBackend) -> None:
+    store = collections.open("s", create=True)
     store.upsert([write("A")])
     generation, hashes = store.generation(), store.product_hashes()
     with pytest.raises(RuntimeError, match="disk full"):
@@ -40,8 +40,8 @@ def test_a_failing_batch_writes_nothing(tmp_path: Path) -> None:
     store.close()
 
 
-def test_filters_and_keywords(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "s.sqlite", name="s")
+def test_filters_and_keywords(collections: StoreBackend) -> None:
+    store = collections.open("s", create=True)
     store.upsert([write("A", colour="Red", price=10), write("B", colour="Blue", price=30),
                   write("C", colour="Blue", price=None)])
     rows = dict(zip(["A", "B", "C"], store.filter_rows(Filters()), strict=True))
