@@ -9,13 +9,17 @@ against an exact scan, unfiltered and with a selective filter (a colour on ~5% o
 first process to open a collection saves its snapshot (vitrine/index/snapshot.py): run twice to see
 both cold starts.
 
-    python benchmarks/scale.py --products 100000 [--backend sqlite] [--json]
+With `--backend postgres` the collection is built in the database of VITRINE_DATABASE_URL (`make
+services` starts one and writes it to .services.env); the sources stay in the home's SQLite files.
+
+    python benchmarks/scale.py --products 100000 [--backend sqlite|postgres] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -34,17 +38,18 @@ BATCH = 1000
 NOISE = 0.02  # relative perturbation of each copy's vectors: near-duplicates, harsher than a real catalog
 
 
-def build(home: Path, sources: list[str], products: int) -> str:
+def build(home: Path, sources: list[str], products: int, database_url: str | None) -> str:
     """`scale-N` from the sources' stored products; reused when it already holds N products."""
     name = f"scale-{products}"
-    with Engine(bench_settings(home)) as engine:
+    with Engine(bench_settings(home, database_url=None)) as embedded, \
+            Engine(bench_settings(home, database_url=database_url)) as engine:
         if name in engine.collection_names() and engine.store(name).count() == products:
             return name
         if name in engine.collection_names():
             engine.delete_collection(name)
         originals: list[tuple[ProductRecord, np.ndarray, tuple[ImageWrite, ...]]] = []
         for source in sources:
-            store = engine.store(source)
+            store = embedded.store(source)
             data = store.load_vectors(())
             position = {product_id: i for i, product_id in enumerate(data.ids)}
             first_image = np.searchsorted(data.image_product, np.arange(len(data.ids)))
@@ -93,15 +98,24 @@ def rss_gb() -> dict[str, float]:
     return {k: round(v, 2) for k, v in gb.items()}
 
 
+def database_gb(url: str) -> float:
+    """The database's size on disk (the server's memory is its own: shared_buffers and the page cache)."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        size = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+    return round(int(size[0]) / 2**30, 2) if size else 0.0
+
+
 def recall(found: list[np.ndarray], exact: list[np.ndarray]) -> float:
     return float(np.mean([len(set(f[:10].tolist()) & set(e[:10].tolist())) / max(1, min(10, len(e)))
                           for f, e in zip(found, exact, strict=True)]))
 
 
-def measure(home: Path, name: str, queries: int) -> dict[str, Any]:
+def measure(home: Path, name: str, queries: int, database_url: str | None) -> dict[str, Any]:
     """In this (fresh) process: cold start, memory, latency and index recall."""
     started = time.perf_counter()
-    engine = Engine(bench_settings(home))
+    engine = Engine(bench_settings(home, database_url=database_url))
     engine.warm()
     engine.search(Query(text="black dress", collection=name, top_k=10))
     cold_start_s = time.perf_counter() - started
@@ -168,6 +182,7 @@ def measure(home: Path, name: str, queries: int) -> dict[str, Any]:
         "filtered_recall_at_10": round(recall(found_filtered, exact_filtered), 4),
         "faiss_flat_text_p50_ms": round(percentile(flat_ms, 50), 2),
         "queries": len(texts),
+        **({"database_gb": database_gb(database_url)} if database_url else {}),
     }
 
 
@@ -181,17 +196,18 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--measure", metavar="COLLECTION", help=argparse.SUPPRESS)  # the fresh process's part
     args = parser.parse_args()
+    database_url = os.environ.get("VITRINE_DATABASE_URL") if args.backend == "postgres" else None
+    if args.backend == "postgres" and not database_url:
+        sys.exit("--backend postgres needs VITRINE_DATABASE_URL: `make services`, then `set -a; . ./.services.env`")
     if args.measure:
-        print(json.dumps(measure(args.home, args.measure, args.queries)))
+        print(json.dumps(measure(args.home, args.measure, args.queries, database_url)))
         return
-    if args.backend == "postgres":
-        sys.exit("the PostgreSQL backend is not built yet (issue 14, part 2)")
     started = time.perf_counter()
-    name = build(args.home, [s.strip() for s in args.sources.split(",") if s.strip()], args.products)
+    name = build(args.home, [s.strip() for s in args.sources.split(",") if s.strip()], args.products, database_url)
     build_s = time.perf_counter() - started
     out = subprocess.run([sys.executable, __file__, "--products", str(args.products), "--home", str(args.home),
-                          "--queries", str(args.queries), "--measure", name], capture_output=True, text=True,
-                         cwd=REPO, check=True)
+                          "--backend", args.backend, "--queries", str(args.queries), "--measure", name],
+                         capture_output=True, text=True, cwd=REPO, check=True)
     result = {"backend": args.backend, "build_s": round(build_s, 1), **json.loads(out.stdout.splitlines()[-1])}
     save(f"scale_{args.backend}_{args.products}", result)
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import LUMA, admin_token, make_settings
+from conftest import BACKEND, LUMA, admin_token, make_settings
 from fastapi.testclient import TestClient
 from test_imaging import _png_header_only
 
@@ -47,7 +47,8 @@ def assert_error(response: object, status: int, code: str, field: str | None = N
 def test_health_and_openapi(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["checks"] == {"models": True, "store": True}
+    database = {"database": True} if BACKEND == "postgres" else {}
+    assert ready.status_code == 200 and ready.json()["checks"] == {"models": True, "store": True, **database}
     paths = client.get("/openapi.json").json()["paths"]
     wanted = {"/search", "/search/upload", "/collections", "/collections/{collection}/products/{product_id}"}
     assert wanted <= set(paths)
