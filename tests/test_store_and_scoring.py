@@ -40,6 +40,18 @@ def test_a_failing_batch_writes_nothing(collections: StoreBackend) -> None:
     store.close()
 
 
+def test_a_product_given_twice_in_a_batch_is_its_last_copy(collections: StoreBackend) -> None:
+    store = collections.open("s", create=True)
+    store.upsert([write("A", colour="Red"), write("B"), write("A", colour="Green")])
+    rows = store.filter_rows(Filters())
+    store.upsert([write("A", colour="Blue")])  # an update keeps the product's row
+    assert store.count() == 2 and store.info()["images"] == 2
+    assert list(store.filter_rows(Filters())) == list(rows)
+    assert store.get_products(["A"])[0].colour == "Blue"
+    assert list(store.filter_rows(Filters(equals={"colour": ("green",)}))) == []
+    store.close()
+
+
 def test_filters_and_keywords(collections: StoreBackend) -> None:
     store = collections.open("s", create=True)
     store.upsert([write("A", colour="Red", price=10), write("B", colour="Blue", price=30),

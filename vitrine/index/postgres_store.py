@@ -271,6 +271,14 @@ def _schema(collection_id: int) -> sql.Identifier:
     return sql.Identifier(f"vc_{int(collection_id)}")
 
 
+def _product_row(row: int, product: ProductWrite, now: float) -> tuple[Any, ...]:
+    r = product.record
+    texts = SearchTexts.of(r)
+    return (row, r.id, r.title, r.description, r.category, r.colour, r.price, attributes_json(r), r.content_hash,
+            np.asarray(product.text_vector, dtype=np.float32), now, variants_json(r),
+            *_words(f"{texts.strong} {texts.weak}"), *_words(texts.strong))
+
+
 class PostgresStore:
     """`CollectionStore` on PostgreSQL: one collection's schema. Thread-safe (pooled connections)."""
 
@@ -297,12 +305,13 @@ class PostgresStore:
 
     @contextmanager
     def _write(self, *, bump: bool = True) -> Iterator[psycopg.Connection[Any]]:
-        """One transaction; writes to products bump the generation (a row lock, so writers to one
-        collection take turns and every replica sees each write's generation once)."""
+        """One transaction. Writes to products bump the generation first: its row lock makes writers to
+        one collection take turns, as SQLite's IMMEDIATE transactions do, so two replicas writing one
+        product never race, and every replica sees each write's generation once."""
         with self._connection() as conn, conn.transaction():
-            yield conn
             if bump:
                 conn.execute("UPDATE meta SET value = (value::bigint + 1)::text WHERE key = 'generation'")
+            yield conn
 
     def _all(self, query: str | sql.Composed, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._connection() as conn:
@@ -341,47 +350,47 @@ class PostgresStore:
     # -- writes -----------------------------------------------------------------------------------
 
     def upsert(self, products: Sequence[ProductWrite]) -> None:
-        if not products:
+        """One transaction for the batch, in a few pipelined statements (one round trip per product
+        made it 430 products/s). A product given twice is written as its last copy, as one after the other."""
+        latest = list({p.record.id: p for p in products}.values())
+        if not latest:
             return
         now = time.time()
-        with self._write() as conn:
-            for product in products:
-                r = product.record
-                texts = SearchTexts.of(r)
-                columns = (r.title, r.description, r.category, r.colour, r.price, attributes_json(r), r.content_hash,
-                           np.asarray(product.text_vector, dtype=np.float32), now, variants_json(r),
-                           *_words(f"{texts.strong} {texts.weak}"), *_words(texts.strong))
-                # An update keeps the product's row id: row ids stay dense, as keyword scoring counts on.
-                found = conn.execute(
-                    """UPDATE products SET title=%s, description=%s, category=%s, colour=%s, price=%s, attributes=%s,
-                         content_hash=%s, text_vector=%b, updated_at=%s, variants=%s,
-                         words=to_tsvector('vitrine', %s) || array_to_tsvector(%s::text[]),
-                         strong_words=to_tsvector('vitrine', %s) || array_to_tsvector(%s::text[])
-                       WHERE id=%s RETURNING row_id""", (*columns, r.id),
-                ).fetchone()
-                if found is None:
-                    found = conn.execute(
-                        """INSERT INTO products(title, description, category, colour, price, attributes, content_hash,
-                                                text_vector, updated_at, variants, words, strong_words, id)
-                           VALUES(%s, %s, %s, %s, %s, %s, %s, %b, %s, %s,
-                                  to_tsvector('vitrine', %s) || array_to_tsvector(%s::text[]),
-                                  to_tsvector('vitrine', %s) || array_to_tsvector(%s::text[]), %s)
-                           RETURNING row_id""", (*columns, r.id),
-                    ).fetchone()
-                row = found[0]  # type: ignore[index]
-                conn.execute("DELETE FROM images WHERE product_row=%s", (row,))
-                conn.execute("DELETE FROM product_values WHERE product_row=%s", (row,))
-                with conn.cursor() as cur:
-                    cur.executemany(
-                        "INSERT INTO images(product_row, position, ref, path, sha256, features) "
-                        "VALUES(%s, %s, %s, %s, %s, %b)",
-                        [(row, i, im.ref, im.path, im.sha256, np.asarray(im.features, dtype=np.float32))
-                         for i, im in enumerate(product.images)],
-                    )
-                    cur.executemany(
-                        "INSERT INTO product_values(product_row, field, value, value_norm, num) "
-                        "VALUES(%s, %s, %s, %s, %s)", [(row, *v) for v in filter_values(r)],
-                    )
+        with self._write() as conn:  # writers to this collection take turns from here (_write)
+            ids = [p.record.id for p in latest]
+            rows = dict(conn.execute("SELECT id, row_id FROM products WHERE id = ANY(%s)", (ids,)).fetchall())
+            new = [i for i in ids if i not in rows]
+            if new:  # an update keeps the product's row id: row ids stay dense, as keyword scoring counts on
+                made = conn.execute("SELECT nextval(pg_get_serial_sequence('products', 'row_id')) "
+                                    "FROM generate_series(1, %s)", (len(new),)).fetchall()
+                rows.update(zip(new, (r for (r,) in made), strict=True))
+            conn.execute("DELETE FROM images WHERE product_row = ANY(%s)", (list(rows.values()),))
+            conn.execute("DELETE FROM product_values WHERE product_row = ANY(%s)", (list(rows.values()),))
+            with conn.cursor() as cur:
+                cur.executemany(
+                    """INSERT INTO products(row_id, id, title, description, category, colour, price, attributes,
+                                            content_hash, text_vector, updated_at, variants, words, strong_words)
+                       VALUES(%s, %s, %s, %s, %s, %s, %s, %s, %s, %b, %s, %s,
+                              to_tsvector('vitrine', %s) || array_to_tsvector(%s::text[]),
+                              to_tsvector('vitrine', %s) || array_to_tsvector(%s::text[]))
+                       ON CONFLICT(row_id) DO UPDATE SET title=excluded.title, description=excluded.description,
+                         category=excluded.category, colour=excluded.colour, price=excluded.price,
+                         attributes=excluded.attributes, content_hash=excluded.content_hash,
+                         text_vector=excluded.text_vector, updated_at=excluded.updated_at,
+                         variants=excluded.variants, words=excluded.words, strong_words=excluded.strong_words""",
+                    [_product_row(rows[p.record.id], p, now) for p in latest],
+                )
+                cur.executemany(
+                    "INSERT INTO images(product_row, position, ref, path, sha256, features) "
+                    "VALUES(%s, %s, %s, %s, %s, %b)",
+                    [(rows[p.record.id], i, im.ref, im.path, im.sha256, np.asarray(im.features, dtype=np.float32))
+                     for p in latest for i, im in enumerate(p.images)],
+                )
+                cur.executemany(
+                    "INSERT INTO product_values(product_row, field, value, value_norm, num) "
+                    "VALUES(%s, %s, %s, %s, %s)",
+                    [(rows[p.record.id], *v) for p in latest for v in filter_values(p.record)],
+                )
 
     def delete(self, ids: Iterable[str]) -> int:
         ids = list(ids)
