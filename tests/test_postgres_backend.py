@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import BACKEND, LUMA, REPO, create_database, free_port, make_settings
+from conftest import BACKEND, LUMA, REPO, create_database, free_port, make_settings, wait_for
 from fastapi.testclient import TestClient
 
 from vitrine.api.app import create_app
@@ -116,8 +116,8 @@ def test_a_database_that_goes_away_answers_503_and_service_resumes(
         with pytest.raises(ServiceDown):
             engine.store("shop").delete(["MH01"])
 
-        local_postgres.start(data, port, fast=True)
-        assert client.get("/readyz").status_code == 200
+        local_postgres.start(data, port, fast=True)  # the pool reconnects by itself, after its back-off
+        wait_for(lambda: client.get("/readyz").status_code, lambda status: status == 200, timeout_s=60)
         found = client.post("/search", json={"text": "jacket", "collection": "shop"})
         assert found.status_code == 200 and found.json()["hits"]
         assert engine.store("shop").count() == 12  # nothing was lost or half-written

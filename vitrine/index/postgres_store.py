@@ -20,6 +20,7 @@ import re
 import struct
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,6 +58,7 @@ COLLECTION_VERSION = 1
 _SETUP_LOCK = 7_146_001  # pg_advisory_xact_lock key: one process sets the database up at a time
 _CONNECT_TIMEOUT_S = 5
 _STREAM_ROWS = 5000
+_TRUST_S = 1.0  # a pooled connection used this recently is lent without a ping
 _MIN_STEMMED_BYTES = 3  # as SQLite's FTS5 porter tokenizer
 
 # Stemmed as SQLite's porter tokenizer does, so a query word finds the same products on both backends:
@@ -101,11 +103,18 @@ CREATE TABLE products(
     content_hash text NOT NULL,
     text_vector vector NOT NULL,
     updated_at double precision NOT NULL,
-    variants text NOT NULL,
-    words tsvector NOT NULL,
-    strong_words tsvector NOT NULL
+    variants text NOT NULL
 );
-CREATE INDEX products_words ON products USING gin(words);
+-- The keyword index, inverted: each stemmed word of a product once, and whether a strong column holds
+-- it. A word's products are one index-only range scan (7 ms for 11k of 100k products, where a GIN
+-- index over tsvector columns took 75 ms: PostgreSQL rechecks every row it finds).
+CREATE TABLE product_words(
+    word text NOT NULL,
+    product_row bigint NOT NULL REFERENCES products(row_id) ON DELETE CASCADE,
+    strong boolean NOT NULL,
+    PRIMARY KEY(word, product_row) INCLUDE (strong)
+);
+CREATE INDEX words_by_row ON product_words(product_row);
 CREATE TABLE images(
     product_row bigint NOT NULL REFERENCES products(row_id) ON DELETE CASCADE,
     position integer NOT NULL,
@@ -152,8 +161,39 @@ def _vector(blob: bytes) -> Array:
     return np.frombuffer(blob, dtype=">f4", offset=4).astype(np.float32)
 
 
+def _posting(conn: psycopg.Connection[Any], stem: str) -> tuple[Array, Array]:
+    """(rows holding `stem`, whether each holds it in a strong column)."""
+    (rows, strong), = conn.execute(
+        "SELECT coalesce(string_agg(int8send(product_row), ''), ''), coalesce(string_agg(boolsend(strong), ''), '') "
+        "FROM product_words WHERE word = %s", (stem,), binary=True).fetchall()
+    return np.frombuffer(rows, dtype=">i8").astype(np.int64), np.frombuffer(strong, dtype=bool).copy()
+
+
+class _Session:
+    """What a pooled connection remembers between loans: when it last answered, and the collection
+    schema its search path is set to (saving a round trip per operation: a search makes a dozen)."""
+
+    def __init__(self) -> None:
+        self.answered = time.monotonic()
+        self.schema: str | None = None
+
+
+_sessions: weakref.WeakKeyDictionary[psycopg.Connection[Any], _Session] = weakref.WeakKeyDictionary()
+
+
 def _configure(conn: psycopg.Connection[Any]) -> None:
     conn.adapters.register_dumper(np.ndarray, _VectorDumper)
+    _sessions[conn] = _Session()
+
+
+def _check(conn: psycopg.Connection[Any]) -> None:
+    """Before a loan: a connection idle for a while, or lent since a request failed for want of the
+    database, is pinged (one gone with a restarted server is replaced instead of failing a request);
+    one that answered just now is trusted."""
+    session = _sessions.setdefault(conn, _Session())
+    if time.monotonic() - session.answered > _TRUST_S:
+        ConnectionPool.check_connection(conn)
+    session.answered = time.monotonic()
 
 
 def _words(text: str) -> tuple[str, list[str]]:
@@ -180,7 +220,7 @@ class PostgresCollections:
         self.collections_dir = collections_dir
         self._pool = ConnectionPool(
             url, min_size=1, max_size=pool_size, kwargs={"autocommit": True, "connect_timeout": _CONNECT_TIMEOUT_S},
-            configure=_configure, check=ConnectionPool.check_connection, timeout=_CONNECT_TIMEOUT_S,
+            configure=_configure, check=_check, timeout=_CONNECT_TIMEOUT_S,
             name="vitrine", open=False,
         )
         self._pool.open(wait=False)
@@ -197,6 +237,8 @@ class PostgresCollections:
                     self._setup(conn)
                 yield conn
         except (psycopg.OperationalError, PoolTimeout) as exc:
+            for session in list(_sessions.values()):  # the server may be gone or back: ping each before use
+                session.answered = 0.0
             raise _unavailable(exc) from exc
 
     def _setup(self, conn: psycopg.Connection[Any]) -> None:
@@ -252,7 +294,11 @@ class PostgresCollections:
             found = conn.execute("DELETE FROM vitrine_collections WHERE name=%s RETURNING id", (name,)).fetchone()
             if found is not None:
                 conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(_schema(found[0])))
-        remove_folder(self.collections_dir / name)
+        folder = self.collections_dir / name
+        if (folder / "store.sqlite").exists():  # an embedded collection of this name, from before the home moved
+            log.warning("collection folder kept: it holds an embedded store", extra={"collection": name})
+        else:
+            remove_folder(folder)
         return found is not None
 
     def ready(self) -> bool:
@@ -273,10 +319,22 @@ def _schema(collection_id: int) -> sql.Identifier:
 
 def _product_row(row: int, product: ProductWrite, now: float) -> tuple[Any, ...]:
     r = product.record
-    texts = SearchTexts.of(r)
     return (row, r.id, r.title, r.description, r.category, r.colour, r.price, attributes_json(r), r.content_hash,
-            np.asarray(product.text_vector, dtype=np.float32), now, variants_json(r),
-            *_words(f"{texts.strong} {texts.weak}"), *_words(texts.strong))
+            np.asarray(product.text_vector, dtype=np.float32), now, variants_json(r))
+
+
+def _words_row(row: int, product: ProductWrite) -> tuple[Any, ...]:
+    texts = SearchTexts.of(product.record)
+    return (row, *_words(f"{texts.strong} {texts.weak}"), *_words(texts.strong))
+
+
+# Every stemmed word of a product's texts once, strong when its strong columns hold it.
+_INSERT_WORDS = """
+INSERT INTO product_words(product_row, word, strong)
+SELECT %s, w.lexeme, w.lexeme = ANY(strong.words)
+FROM unnest(to_tsvector('vitrine', %s) || array_to_tsvector(%s::text[])) w,
+     (SELECT tsvector_to_array(to_tsvector('vitrine', %s) || array_to_tsvector(%s::text[])) AS words) strong
+"""
 
 
 class PostgresStore:
@@ -287,6 +345,7 @@ class PostgresStore:
         self.incarnation = collection_id
         self._backend = backend
         self._schema = _schema(collection_id)
+        self._schema_name = f"vc_{int(collection_id)}"
         self._posting_cache = PostingCache()
         self._closed = False
 
@@ -298,7 +357,10 @@ class PostgresStore:
             raise CollectionGone(f"collection {self.name!r} was deleted", field="collection")
         try:
             with self._backend.connection() as conn:
-                conn.execute(sql.SQL("SET search_path TO {}, public").format(self._schema))
+                session = _sessions.setdefault(conn, _Session())
+                if session.schema != self._schema_name:
+                    conn.execute(sql.SQL("SET search_path TO {}, public").format(self._schema))
+                    session.schema = self._schema_name
                 yield conn
         except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as exc:
             raise CollectionGone(f"collection {self.name!r} was deleted", field="collection") from exc
@@ -366,18 +428,17 @@ class PostgresStore:
                 rows.update(zip(new, (r for (r,) in made), strict=True))
             conn.execute("DELETE FROM images WHERE product_row = ANY(%s)", (list(rows.values()),))
             conn.execute("DELETE FROM product_values WHERE product_row = ANY(%s)", (list(rows.values()),))
+            conn.execute("DELETE FROM product_words WHERE product_row = ANY(%s)", (list(rows.values()),))
             with conn.cursor() as cur:
                 cur.executemany(
                     """INSERT INTO products(row_id, id, title, description, category, colour, price, attributes,
-                                            content_hash, text_vector, updated_at, variants, words, strong_words)
-                       VALUES(%s, %s, %s, %s, %s, %s, %s, %s, %s, %b, %s, %s,
-                              to_tsvector('vitrine', %s) || array_to_tsvector(%s::text[]),
-                              to_tsvector('vitrine', %s) || array_to_tsvector(%s::text[]))
+                                            content_hash, text_vector, updated_at, variants)
+                       VALUES(%s, %s, %s, %s, %s, %s, %s, %s, %s, %b, %s, %s)
                        ON CONFLICT(row_id) DO UPDATE SET title=excluded.title, description=excluded.description,
                          category=excluded.category, colour=excluded.colour, price=excluded.price,
                          attributes=excluded.attributes, content_hash=excluded.content_hash,
                          text_vector=excluded.text_vector, updated_at=excluded.updated_at,
-                         variants=excluded.variants, words=excluded.words, strong_words=excluded.strong_words""",
+                         variants=excluded.variants""",
                     [_product_row(rows[p.record.id], p, now) for p in latest],
                 )
                 cur.executemany(
@@ -391,6 +452,7 @@ class PostgresStore:
                     "VALUES(%s, %s, %s, %s, %s)",
                     [(rows[p.record.id], *v) for p in latest for v in filter_values(p.record)],
                 )
+                cur.executemany(_INSERT_WORDS, [_words_row(rows[p.record.id], p) for p in latest])
 
     def delete(self, ids: Iterable[str]) -> int:
         ids = list(ids)
@@ -487,14 +549,24 @@ class PostgresStore:
         return keyword_scores(keyword_words(query), self._postings)
 
     def _postings(self, word: str) -> Postings:
-        """(rows holding `word` anywhere, rows holding it in a strong column), stemmed; one query."""
+        """(rows holding `word` anywhere, rows holding it in a strong column), stemmed."""
         def fetch() -> Postings:
             config = "simple" if _unstemmed(word) else "vitrine"
-            found = self._all("SELECT row_id, strong_words @@ q FROM products, plainto_tsquery(%s::regconfig, %s) q "
-                              "WHERE words @@ q", (config, word))
-            rows = np.asarray([r for r, _ in found], dtype=np.int64)
-            strong = np.asarray([s for _, s in found], dtype=bool)
-            return rows, rows[strong]
+            with self._connection() as conn:
+                (stems,), = conn.execute("SELECT tsvector_to_array(to_tsvector(%s::regconfig, %s))",
+                                         (config, word)).fetchall()
+                # As two packed arrays, not a row per product: 5 ms instead of 10-28 for 25k products.
+                found = [_posting(conn, stem) for stem in stems]
+            if len(found) == 1:
+                rows, strong = found[0]
+                return rows, rows[strong]
+            if not found:
+                return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+            # A word PostgreSQL's parser splits in two ("a_b") is found where both parts are, as SQLite finds it.
+            held = [dict(zip(rows.tolist(), strong.tolist(), strict=True)) for rows, strong in found]
+            both = np.asarray(sorted(set.intersection(*(set(h) for h in held))), dtype=np.int64)
+            strong = np.asarray([all(h[r] for h in held) for r in both.tolist()], dtype=bool)
+            return both, both[strong]
 
         return self._posting_cache.get(word, self.generation(), fetch)
 
