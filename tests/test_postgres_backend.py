@@ -138,3 +138,15 @@ def test_a_database_from_a_newer_vitrine_is_refused(postgres_server: str, small_
     with Engine(make_settings(tmp_path / "c", models_dir, database_url=url)) as engine:
         with pytest.raises(Conflict, match="newer Vitrine"):
             engine.collection_names()
+
+
+def test_a_bad_or_unreachable_database_url_is_said_clearly(tmp_path: Path, models_dir: Path) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="must be a PostgreSQL URL"):
+        make_settings(tmp_path / "a", models_dir, database_url="mysql://shop@db/shop")
+    nobody = f"postgresql://shop:s3cret@127.0.0.1:{free_port()}/shop"
+    with Engine(make_settings(tmp_path / "b", models_dir, database_url=nobody)) as engine:
+        with pytest.raises(ServiceDown, match="127.0.0.1:[0-9]+/shop is unavailable") as caught:
+            engine.collection_names()
+        assert "s3cret" not in str(caught.value)

@@ -120,6 +120,13 @@ class Settings(BaseSettings):
         0.0, ge=0, le=1, description="Share of the cross-modal photo match in image-to-image scores."
     )
 
+    @field_validator("database_url", mode="after")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a PostgreSQL URL, postgresql://user:password@host:5432/database")
+        return value or None
+
     @field_validator("home", "data_dir", mode="after")
     @classmethod
     def _expand(cls, value: Path) -> Path:

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import psycopg
+import psycopg.conninfo
 from psycopg import sql
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
@@ -208,8 +209,13 @@ def _unstemmed(word: str) -> bool:
     return len(word.encode()) < _MIN_STEMMED_BYTES
 
 
-def _unavailable(exc: BaseException) -> ServiceDown:
-    return ServiceDown(f"the database is unavailable ({type(exc).__name__}); retry when it is back")
+def _place(url: str) -> str:
+    """host:port/database of a connection URL, for messages: never its user or password."""
+    try:
+        parts = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "at VITRINE_DATABASE_URL"
+    return f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
 
 
 class PostgresCollections:
@@ -218,6 +224,7 @@ class PostgresCollections:
 
     def __init__(self, url: str, collections_dir: Path, *, pool_size: int) -> None:
         self.collections_dir = collections_dir
+        self._place = _place(url)
         self._pool = ConnectionPool(
             url, min_size=1, max_size=pool_size, kwargs={"autocommit": True, "connect_timeout": _CONNECT_TIMEOUT_S},
             configure=_configure, check=_check, timeout=_CONNECT_TIMEOUT_S,
@@ -239,7 +246,8 @@ class PostgresCollections:
         except (psycopg.OperationalError, PoolTimeout) as exc:
             for session in list(_sessions.values()):  # the server may be gone or back: ping each before use
                 session.answered = 0.0
-            raise _unavailable(exc) from exc
+            raise ServiceDown(f"the database {self._place} is unavailable ({type(exc).__name__}); "
+                              "retry when it is back") from exc
 
     def _setup(self, conn: psycopg.Connection[Any]) -> None:
         with self._setup_lock, conn.transaction():
