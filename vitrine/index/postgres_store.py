@@ -52,8 +52,8 @@ from vitrine.index.store import (
 
 log = logging.getLogger(__name__)
 
-# Versions of the database's own tables and of one collection's schema; both are recorded, an older
-# one is migrated when opened, a newer one refused.
+# Versions of the database's own tables and of one collection's schema, both recorded in the database:
+# one written by a newer Vitrine is refused. The first change to either adds its migration beside these.
 DATABASE_VERSION = 1
 COLLECTION_VERSION = 1
 _SETUP_LOCK = 7_146_001  # pg_advisory_xact_lock key: one process sets the database up at a time
@@ -180,18 +180,30 @@ class _Session:
 
 
 _sessions: weakref.WeakKeyDictionary[psycopg.Connection[Any], _Session] = weakref.WeakKeyDictionary()
+_sessions_lock = threading.Lock()
+
+
+def _session(conn: psycopg.Connection[Any]) -> _Session:
+    with _sessions_lock:
+        return _sessions.setdefault(conn, _Session())
+
+
+def _distrust_all() -> None:
+    """After a failure for want of the database: it may be gone or back, so ping each connection first."""
+    with _sessions_lock:
+        for session in _sessions.values():
+            session.answered = 0.0
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
     conn.adapters.register_dumper(np.ndarray, _VectorDumper)
-    _sessions[conn] = _Session()
 
 
 def _check(conn: psycopg.Connection[Any]) -> None:
     """Before a loan: a connection idle for a while, or lent since a request failed for want of the
     database, is pinged (one gone with a restarted server is replaced instead of failing a request);
     one that answered just now is trusted."""
-    session = _sessions.setdefault(conn, _Session())
+    session = _session(conn)
     if time.monotonic() - session.answered > _TRUST_S:
         ConnectionPool.check_connection(conn)
     session.answered = time.monotonic()
@@ -244,8 +256,7 @@ class PostgresCollections:
                     self._setup(conn)
                 yield conn
         except (psycopg.OperationalError, PoolTimeout) as exc:
-            for session in list(_sessions.values()):  # the server may be gone or back: ping each before use
-                session.answered = 0.0
+            _distrust_all()
             raise ServiceDown(f"the database {self._place} is unavailable ({type(exc).__name__}); "
                               "retry when it is back") from exc
 
@@ -365,7 +376,7 @@ class PostgresStore:
             raise CollectionGone(f"collection {self.name!r} was deleted", field="collection")
         try:
             with self._backend.connection() as conn:
-                session = _sessions.setdefault(conn, _Session())
+                session = _session(conn)
                 if session.schema != self._schema_name:
                     conn.execute(sql.SQL("SET search_path TO {}, public").format(self._schema))
                     session.schema = self._schema_name
