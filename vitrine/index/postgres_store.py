@@ -14,7 +14,6 @@ so a replica still holding the old one is told (CollectionGone), never writes in
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import struct
@@ -35,10 +34,17 @@ from psycopg.pq import Format
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from vitrine.arrays import Array
-from vitrine.catalog.records import Variant
 from vitrine.errors import CollectionGone, Conflict, NotFound, ServiceDown
 from vitrine.index.keywords import PostingCache, Postings, keyword_scores, keyword_words
-from vitrine.index.rows import SearchTexts, attributes_json, filter_values, in_stock, variants_json
+from vitrine.index.rows import (
+    SearchTexts,
+    attributes_json,
+    filter_sql,
+    filter_values,
+    in_stock,
+    products_in_order,
+    variants_json,
+)
 from vitrine.index.sqlite_store import remove_folder
 from vitrine.index.store import (
     CollectionStore,
@@ -527,33 +533,13 @@ class PostgresStore:
                     "SELECT product_row, position, ref, path, sha256 FROM images WHERE product_row = ANY(%s) "
                     "ORDER BY product_row, position", ([r[0] for r in rows],)):
                 images.setdefault(prow, []).append(ProductImage(pos, ref, path, sha))
-        products = {
-            r[1]: Product(id=r[1], title=r[2], description=r[3], category=r[4], colour=r[5], price=r[6],
-                          attributes=json.loads(r[7]), images=tuple(images.get(r[0], ())),
-                          variants=tuple(Variant.from_dict(v) for v in json.loads(r[8])))
-            for r in rows
-        }
-        return [products[i] for i in ids if i in products]
+        return products_in_order(ids, rows, images)
 
     def filter_rows(self, filters: Filters) -> Array:
         """Store rows of the products matching every filter (sorted)."""
-        clauses: list[str] = []
-        params: list[Any] = []
-        for field, values in filters.equals.items():
-            clauses.append("SELECT product_row FROM product_values WHERE field=%s AND value_norm = ANY(%s)")
-            params += [normalise_field(field), [str(v).strip().lower() for v in values]]
-        for field, bounds in filters.ranges.items():
-            clause = "SELECT product_row FROM product_values WHERE field=%s AND num IS NOT NULL"
-            params.append(normalise_field(field))
-            if bounds.low is not None:
-                clause += " AND num >= %s"
-                params.append(bounds.low)
-            if bounds.high is not None:
-                clause += " AND num <= %s"
-                params.append(bounds.high)
-            clauses.append(clause)
-        query = " INTERSECT ".join(clauses) if clauses else "SELECT row_id FROM products"
-        found = [r for (r,) in self._all(query, params)]
+        query = filter_sql(filters, "%s")
+        sql, params = query if query else ("SELECT row_id FROM products", [])
+        found = [r for (r,) in self._all(sql, params)]
         return np.unique(np.asarray(found, dtype=np.int64))
 
     def stock_rows(self, available: bool) -> Array:

@@ -4,14 +4,14 @@ keyword index holds, and whether it is in stock. Kept here so both stores find t
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from vitrine.catalog.records import ProductRecord, Variant, category_segments, gender_of_paths, parse_availability
-from vitrine.index.store import normalise_field
+from vitrine.index.store import Filters, Product, ProductImage, normalise_field
 
 _MAX_VALUE_LEN = 120
 _OWN_AVAILABILITY = ("availability", "in_stock", "available", "stock_status")
@@ -104,3 +104,38 @@ def in_stock(attributes: str, variants: str) -> bool | None:
         own = next((attrs[k] for k in _OWN_AVAILABILITY if k in attrs), None)
         states = {parse_availability(own)} - {None}
     return (True in states) if states else None
+
+
+def filter_sql(filters: Filters, mark: str) -> tuple[str, list[Any]] | None:
+    """The query (over `product_values`) of the rows matching every filter, with `mark` as the
+    placeholder, and its parameters; None without filters."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for field, values in filters.equals.items():
+        marks = ",".join([mark] * len(values))
+        clauses.append(f"SELECT product_row FROM product_values WHERE field={mark} AND value_norm IN ({marks})")
+        params += [normalise_field(field), *[str(v).strip().lower() for v in values]]
+    for field, bounds in filters.ranges.items():
+        clause = f"SELECT product_row FROM product_values WHERE field={mark} AND num IS NOT NULL"
+        params.append(normalise_field(field))
+        if bounds.low is not None:
+            clause += f" AND num >= {mark}"
+            params.append(bounds.low)
+        if bounds.high is not None:
+            clause += f" AND num <= {mark}"
+            params.append(bounds.high)
+        clauses.append(clause)
+    return (" INTERSECT ".join(clauses), params) if clauses else None
+
+
+def products_in_order(ids: Sequence[str], rows: Sequence[Sequence[Any]],
+                      images: dict[int, list[ProductImage]]) -> list[Product]:
+    """Products from stored rows (row, id, title, description, category, colour, price, attributes,
+    variants) and their photos by row, in the order of `ids`; ids without a row are left out."""
+    products = {
+        r[1]: Product(id=r[1], title=r[2], description=r[3], category=r[4], colour=r[5], price=r[6],
+                      attributes=json.loads(r[7]), images=tuple(images.get(r[0], ())),
+                      variants=tuple(Variant.from_dict(v) for v in json.loads(r[8])))
+        for r in rows
+    }
+    return [products[i] for i in ids if i in products]

@@ -18,10 +18,18 @@ from typing import Any
 import numpy as np
 
 from vitrine.arrays import Array
-from vitrine.catalog.records import Variant, gender_of_paths
+from vitrine.catalog.records import gender_of_paths
 from vitrine.errors import CollectionGone, Conflict, NotFound
 from vitrine.index.keywords import PostingCache, Postings, keyword_scores, keyword_words
-from vitrine.index.rows import SearchTexts, attributes_json, filter_values, in_stock, variants_json
+from vitrine.index.rows import (
+    SearchTexts,
+    attributes_json,
+    filter_sql,
+    filter_values,
+    in_stock,
+    products_in_order,
+    variants_json,
+)
 from vitrine.index.store import (
     CollectionStore,
     Filters,
@@ -342,36 +350,12 @@ class SqliteStore:
                     f"({','.join('?' * len(by_row))}) ORDER BY product_row, position", list(by_row),
                 ):
                     images.setdefault(prow, []).append(ProductImage(pos, ref, path, sha))
-        products = {
-            r[1]: Product(id=r[1], title=r[2], description=r[3], category=r[4], colour=r[5], price=r[6],
-                          attributes=json.loads(r[7]), images=tuple(images.get(r[0], ())),
-                          variants=tuple(Variant.from_dict(v) for v in json.loads(r[8])))
-            for r in rows
-        }
-        return [products[i] for i in ids if i in products]
+        return products_in_order(ids, rows, images)
 
     def filter_rows(self, filters: Filters) -> Array:
         """Store rows of the products matching every filter (sorted)."""
-        clauses: list[str] = []
-        params: list[Any] = []
-        for field, values in filters.equals.items():
-            marks = ",".join("?" * len(values))
-            clauses.append(f"SELECT product_row FROM product_values WHERE field=? AND value_norm IN ({marks})")
-            params += [normalise_field(field), *[str(v).strip().lower() for v in values]]
-        for field, bounds in filters.ranges.items():
-            clause = "SELECT product_row FROM product_values WHERE field=? AND num IS NOT NULL"
-            params.append(normalise_field(field))
-            if bounds.low is not None:
-                clause += " AND num >= ?"
-                params.append(bounds.low)
-            if bounds.high is not None:
-                clause += " AND num <= ?"
-                params.append(bounds.high)
-            clauses.append(clause)
-        if not clauses:
-            sql, params = "SELECT row FROM products", []
-        else:
-            sql = " INTERSECT ".join(clauses)
+        query = filter_sql(filters, "?")
+        sql, params = query if query else ("SELECT row FROM products", [])
         with self._locked():
             found = [r[0] for r in self._db.execute(sql, params)]
         return np.unique(np.asarray(found, dtype=np.int64))
