@@ -1,9 +1,11 @@
-"""Writing files so that readers never see half of one."""
+"""Writing files so that readers never see half of one, and removing folders so that none is seen half-gone."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import threading
+import time
 from pathlib import Path
 
 
@@ -19,3 +21,13 @@ def write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_folder(folder: Path) -> None:
+    """Renamed first, so the folder disappears at once and completely even if removal is cut short."""
+    trash = folder.with_name(f".deleted-{folder.name}-{os.getpid()}-{time.time_ns()}")
+    try:
+        os.replace(folder, trash)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)

@@ -35,6 +35,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from vitrine.arrays import Array
 from vitrine.errors import CollectionGone, Conflict, NotFound, ServiceDown
+from vitrine.files import remove_folder
 from vitrine.index.keywords import PostingCache, Postings, keyword_scores, keyword_words
 from vitrine.index.rows import (
     SearchTexts,
@@ -45,7 +46,6 @@ from vitrine.index.rows import (
     products_in_order,
     variants_json,
 )
-from vitrine.index.sqlite_store import remove_folder
 from vitrine.index.store import (
     CollectionStore,
     Filters,

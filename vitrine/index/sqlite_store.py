@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sqlite3
 import threading
 import time
@@ -20,6 +19,7 @@ import numpy as np
 from vitrine.arrays import Array
 from vitrine.catalog.records import gender_of_paths
 from vitrine.errors import CollectionGone, Conflict, NotFound
+from vitrine.files import remove_folder
 from vitrine.index.keywords import PostingCache, Postings, keyword_scores, keyword_words
 from vitrine.index.rows import (
     SearchTexts,
@@ -476,13 +476,3 @@ class SqliteCollections:
 
     def close(self) -> None:
         pass
-
-
-def remove_folder(folder: Path) -> None:
-    """Renamed first, so the folder disappears at once and completely even if removal is cut short."""
-    trash = folder.with_name(f".deleted-{folder.name}-{os.getpid()}-{time.time_ns()}")
-    try:
-        os.replace(folder, trash)
-    except FileNotFoundError:
-        return
-    shutil.rmtree(trash, ignore_errors=True)
