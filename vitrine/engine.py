@@ -40,7 +40,6 @@ from vitrine.errors import (
     NotFound,
     ServiceDown,
 )
-from vitrine.files import write_atomic
 from vitrine.index import snapshot
 from vitrine.index.snapshot import snapshot_dir
 from vitrine.index.sqlite_store import SqliteCollections
@@ -67,6 +66,7 @@ from vitrine.search.suggest import MAX_SUGGESTIONS, Suggester
 from vitrine.search.synonyms import check_synonyms, parse_synonyms
 from vitrine.search.vocabulary import UNDERSTOOD_FIELDS, Vocabulary
 from vitrine.settings import Settings
+from vitrine.storage import Photos
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -95,6 +95,7 @@ class Engine:
         self.collections_dir = self.home / "collections"
         self.collections_dir.mkdir(parents=True, exist_ok=True)
         self.backend = open_backend(settings, self.collections_dir)
+        self.photos = Photos(self.home, url=settings.storage_url, endpoint=settings.storage_endpoint)
         model_dir = self.home / "models"
         self.image_encoder = ImageEncoder(image_model_spec(IMAGE_MODEL), model_dir=model_dir, threads=settings.threads)
         self.text_encoder = TextEncoder(text_model_spec(TEXT_MODEL), model_dir=model_dir, threads=settings.threads)
@@ -508,7 +509,8 @@ class Engine:
                                policy=self._fetch_policy(), extra_roots=roots)
         ingestor = Ingestor(store=store, fetcher=fetcher, embedder=self.embedder_for(collection),
                             text_encoder=self.text_encoder,
-                            batch_size=self.settings.ingest_batch, io_threads=self.settings.download_concurrency)
+                            batch_size=self.settings.ingest_batch, io_threads=self.settings.download_concurrency,
+                            photos=self.photos)
         # An uploaded or downloaded catalog is shown by its file name, never by where the server keeps it.
         uploaded = path.resolve().is_relative_to(self.uploads_dir.resolve())
         report = IngestReport(collection=collection, source=path.name if uploaded else str(path))
@@ -560,12 +562,7 @@ class Engine:
                          strict=True))
         cache.put_many(fresh)
         features = cached | fresh
-        paths = []
-        for data, sha in zip(photos, hashes, strict=True):
-            path = self.home / "media" / sha[:2] / f"{sha}.{sniff_image_type(data)}"
-            if not path.exists():
-                write_atomic(path, data)
-            paths.append(path)
+        paths = [self.photos.put(sha, data) for data, sha in zip(photos, hashes, strict=True)]
         refs = tuple(f"upload:{sha}" for sha in hashes)
         record = replace(record, image_refs=refs)
         write = ProductWrite(

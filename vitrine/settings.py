@@ -76,6 +76,14 @@ class Settings(BaseSettings):
         None, description="PostgreSQL with pgvector (postgresql://user@host:5432/db) for every collection, shared by "
         "any number of `vitrine serve` replicas and workers; none: SQLite files in the home.",
     )
+    storage_url: str | None = Field(
+        None, description="S3-compatible object storage for product photos (s3://bucket/prefix), so replicas on "
+        "any machine serve them; none: photos stay where the catalog has them, uploads in <home>/media.",
+    )
+    storage_endpoint: str | None = Field(
+        None, description="The object store's endpoint (MinIO, Ceph, R2...); none: AWS S3. Credentials come "
+        "from the AWS_* variables or ~/.aws, as boto3 finds them.",
+    )
     database_pool_size: int = Field(8, ge=1, le=256, description="PostgreSQL connections per process at most.")
     redis_url: str | None = Field(
         None, description="Redis for the job queue (redis://host:6379/0), so that `vitrine worker` processes run "
@@ -119,6 +127,13 @@ class Settings(BaseSettings):
     image_cross_modal_weight: float = Field(
         0.0, ge=0, le=1, description="Share of the cross-modal photo match in image-to-image scores."
     )
+
+    @field_validator("storage_url", mode="after")
+    @classmethod
+    def _s3_url(cls, value: str | None) -> str | None:
+        if value and (not value.startswith("s3://") or len(value) <= len("s3://")):
+            raise ValueError("must be an S3 URL, s3://bucket/prefix")
+        return value or None
 
     @field_validator("database_url", mode="after")
     @classmethod

@@ -28,6 +28,7 @@ from vitrine.errors import VitrineError
 from vitrine.index.store import CollectionStore, ImageWrite, ProductWrite
 from vitrine.models.embedder import ImageEmbedder
 from vitrine.models.text_encoder import TextEncoder
+from vitrine.storage import PhotoStorage
 
 log = logging.getLogger(__name__)
 
@@ -137,9 +138,10 @@ def plan_ingest(
 class Ingestor:
     def __init__(
         self, *, store: CollectionStore, fetcher: ImageFetcher, embedder: ImageEmbedder, text_encoder: TextEncoder,
-        batch_size: int = 64, io_threads: int = 8,
+        batch_size: int = 64, io_threads: int = 8, photos: PhotoStorage | None = None,
     ) -> None:
         self.store = store
+        self.photos = photos  # where photos are kept (storage.py); None: where the catalog has them
         self.fetcher = fetcher
         self.embedder = embedder
         self.text_encoder = text_encoder
@@ -228,6 +230,16 @@ class Ingestor:
                 prepared.images[record.id] = kept
         return prepared
 
+    def _keep_photos(self, images: list[LoadedImage]) -> dict[str, str]:
+        """Where each photo is kept (sha256 -> location), put in object storage at once and in parallel
+        before the batch is written: a stored product always has its photos."""
+        if self.photos is None:
+            return {}
+        unique = list({im.sha256: im for im in images}.values())
+        photos = self.photos
+        locations = self._io.map(lambda im: photos.put(im.sha256, im.data, local=im.path), unique)
+        return dict(zip((im.sha256 for im in unique), locations, strict=True))
+
     def _load(self, ref: str) -> LoadedImage | VitrineError:
         try:
             return self.fetcher.load(ref)
@@ -255,14 +267,15 @@ class Ingestor:
                 continue
             writable.append(record)
         text_vectors = self.text_encoder.encode([r.search_text for r in writable])
+        stored = self._keep_photos([im for r in writable for im in prepared.images.get(r.id, [])])
         writes = []
         for record, text_vector in zip(writable, text_vectors, strict=True):
             images = prepared.images.get(record.id, [])
             writes.append(ProductWrite(
                 record=record,
                 text_vector=text_vector,
-                images=tuple(ImageWrite(ref=im.ref, path=str(im.path), sha256=im.sha256, features=features[im.sha256])
-                             for im in images),
+                images=tuple(ImageWrite(ref=im.ref, path=stored.get(im.sha256, str(im.path)), sha256=im.sha256,
+                                        features=features[im.sha256]) for im in images),
             ))
             report.images += len(images)
             if record.id in stored_before:

@@ -271,7 +271,7 @@ def cmd_demo(engine: Engine, args: argparse.Namespace) -> int:
                                               filters=Filters(ranges={"price": RangeFilter(None, 50)}))),
     ]
     if first_image is not None:
-        examples.append((f"photo {first_image.ref}", Query(image=Path(first_image.path).read_bytes(),
+        examples.append((f"photo {first_image.ref}", Query(image=engine.photos.get(first_image.path),
                                                            collection="demo", top_k=5)))
     examples.append(("more like MH01", Query(product_id="MH01", collection="demo", top_k=5)))
     width = shutil.get_terminal_size((100, 20)).columns

@@ -17,6 +17,7 @@ from vitrine.engine import check_collection_name
 from vitrine.errors import NotFound
 from vitrine.index.store import Product
 from vitrine.models.imaging import sniff_image_type
+from vitrine.storage import S3
 
 router = APIRouter(prefix="/collections/{collection}/products", tags=["products"])
 
@@ -92,16 +93,26 @@ def delete_product(collection: str, product_id: str, engine: EngineDep) -> Respo
     response_class=FileResponse,
     responses={200: {"content": {"image/*": {}}}},
 )
-def get_image(collection: str, product_id: str, position: int, engine: EngineDep) -> FileResponse:
+def get_image(collection: str, product_id: str, position: int, engine: EngineDep) -> Response:
     product = engine.get_product(collection, product_id)
     image = next((im for im in product.images if im.position == position), None)
-    path = Path(image.path) if image else None
-    if image is None or path is None or not path.is_file():
+    if image is None:
+        raise NotFound(f"product {product_id!r} has no photo {position}", field="position")
+    headers = {"Cache-Control": "public, max-age=3600"}
+    if image.path.startswith(S3):  # in object storage (VITRINE_STORAGE_URL): any replica serves it
+        data = engine.photos.get(image.path)
+        return Response(data, media_type=_media_type(data[:16]), headers=headers)
+    path = Path(image.path)
+    if not path.is_file():
         raise NotFound(f"product {product_id!r} has no photo {position}", field="position")
     with path.open("rb") as fh:
-        kind = sniff_image_type(fh.read(16)) or "octet-stream"
-    media = "application/octet-stream" if kind == "octet-stream" else f"image/{kind}"
-    return FileResponse(path, media_type=media, headers={"Cache-Control": "public, max-age=3600"})
+        media = _media_type(fh.read(16))
+    return FileResponse(path, media_type=media, headers=headers)
+
+
+def _media_type(head: bytes) -> str:
+    kind = sniff_image_type(head)
+    return f"image/{kind}" if kind else "application/octet-stream"
 
 
 @router.post("/{product_id}/similar", dependencies=[Read], response_model=SearchOut, summary="More like this product")
