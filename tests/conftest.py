@@ -109,15 +109,20 @@ def backend_environment(home: Path) -> Iterator[None]:
         os.environ.update(saved)
 
 
-@pytest.fixture
-def collections(tmp_path: Path) -> Iterator[Any]:
-    """The test backend's `StoreBackend` over a private home."""
+def backend_for(home: Path) -> Any:
+    """The test backend's `StoreBackend` of `home`."""
     from vitrine.index.postgres_store import PostgresCollections
     from vitrine.index.sqlite_store import SqliteCollections
 
-    home = tmp_path / "home"
-    backend = (PostgresCollections(database_for(home), home / "collections", pool_size=4) if BACKEND == "postgres"
-               else SqliteCollections(home / "collections"))
+    if BACKEND == "postgres":
+        return PostgresCollections(database_for(home), home / "collections", pool_size=4)
+    return SqliteCollections(home / "collections")
+
+
+@pytest.fixture
+def collections(tmp_path: Path) -> Iterator[Any]:
+    """The test backend's `StoreBackend` over a private home."""
+    backend = backend_for(tmp_path / "home")
     try:
         yield backend
     finally:
@@ -145,14 +150,16 @@ def make_settings(home: Path, models_dir: Path, **overrides: object) -> Settings
 
 
 def admin_token(home: Path) -> str:
-    """A fresh admin API key for `home` (the way `vitrine keys create` makes one)."""
-    from vitrine.keys import KeyStore
+    """A fresh admin API key for `home` (the way `vitrine keys create` makes one), on the test backend."""
+    from vitrine.keys import SCHEMA, KeyStore
 
-    store = KeyStore(home / "keys.sqlite")
+    backend = backend_for(home)
+    store = KeyStore(backend.tables("keys", SCHEMA))
     try:
         return store.create("tests", "admin")[1]
     finally:
         store.close()
+        backend.close()
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import BACKEND, LUMA, admin_token, make_settings
+from conftest import BACKEND, LUMA, admin_token, backend_environment, make_settings
 from fastapi.testclient import TestClient
 from test_imaging import _png_header_only
 
@@ -161,8 +161,12 @@ def test_keys_and_scopes(settings: object, small_luma: Path, capsys: pytest.Capt
 
     home = settings.home  # type: ignore[attr-defined]
 
+    def cli(*args: str) -> int:  # on the backend of the test: keys live beside the collections
+        with backend_environment(home):
+            return main(["--home", str(home), *args])
+
     def token_for(scope: str) -> str:
-        assert main(["--home", str(home), "keys", "create", f"{scope} key", "--scope", scope]) == 0
+        assert cli("keys", "create", f"{scope} key", "--scope", scope) == 0
         return capsys.readouterr().out.strip().splitlines()[-1]
 
     read, write, admin = token_for("read"), token_for("write"), token_for("admin")
@@ -182,10 +186,10 @@ def test_keys_and_scopes(settings: object, small_luma: Path, capsys: pytest.Capt
             assert_error(client.delete("/collections/x", headers=as_(write)), 403, "forbidden")
             assert client.delete("/collections/x", headers={"X-API-Key": admin}).status_code == 204
             _, key_id, write_secret = write.split("_", 2)  # the secret itself may hold "_"
-            assert main(["--home", str(home), "keys", "revoke", key_id]) == 0
+            assert cli("keys", "revoke", key_id) == 0
             assert_error(client.post("/collections", json={"name": "y"}, headers=as_(write)), 401, "unauthorized")
             capsys.readouterr()
-            assert main(["--home", str(home), "keys", "list", "--json"]) == 0
+            assert cli("keys", "list", "--json") == 0
             listed = capsys.readouterr().out
             assert "revoked_at" in listed and write_secret not in listed  # secrets are never listed
     private = settings.model_copy(update={"public_reads": False})  # type: ignore[attr-defined]

@@ -336,7 +336,7 @@ def test_a_write_into_a_collection_another_process_deleted_is_refused(settings: 
 def test_deleting_a_collection_cancels_its_ingest(settings: Settings, small_luma: Path, tmp_path: Path) -> None:
     """F9: deleting a collection during its ingest ended the job FAILED with "ProgrammingError"."""
     engine = Engine(settings.model_copy(update={"ingest_batch": 4}))  # several batches: delete after the first
-    runner = JobRunner(engine, jobs=JobStore(tmp_path / "jobs.sqlite"), queue_path=tmp_path / "queue.sqlite")
+    runner = JobRunner(engine, jobs=JobStore.at(tmp_path / "jobs.sqlite"), queue_path=tmp_path / "queue.sqlite")
     job = runner.jobs.create(kind="ingest", collection="doomed", params={})
 
     def work(_job: object, check: object) -> dict[str, object]:

@@ -71,7 +71,7 @@ def test_refused_uploads_store_nothing(settings: Settings, small_luma: Path) -> 
 
 def test_cancel_a_queued_job(settings: Settings, small_luma: Path) -> None:
     with Engine(settings) as engine:
-        jobs = JobStore(settings.home / "jobs.sqlite")
+        jobs = JobStore.at(settings.home / "jobs.sqlite")
         runner = JobRunner(engine, jobs=jobs, queue_path=settings.home / "queue.sqlite")  # not started
         job = runner.submit_ingest("shop", small_luma)
         assert job.state == QUEUED
@@ -189,14 +189,14 @@ def test_a_collection_deleted_or_made_again_by_another_process(settings: Setting
 
 def test_leases_put_back_the_jobs_of_dead_workers_and_those_the_queue_lost(settings: Settings) -> None:
     with Engine(settings) as engine:
-        jobs = JobStore(settings.home / "jobs.sqlite")
+        jobs = JobStore.at(settings.home / "jobs.sqlite")
         runner = JobRunner(engine, jobs=jobs, queue_path=settings.home / "queue.sqlite", lease_s=1)
         try:
             lost = jobs.create(kind="train", collection="x", params={})  # in the store, never queued
             running = jobs.create(kind="train", collection="x", params={})
             assert jobs.claim(running.id) and not jobs.claim(running.id)  # one worker at a time
             assert runner.requeue_stale() == []  # nothing is older than a lease yet
-            jobs._execute("UPDATE jobs SET updated_at=updated_at-5", ())  # a worker went silent 5 s ago
+            jobs._db.change("UPDATE jobs SET updated_at=updated_at-5")  # a worker went silent 5 s ago
             assert sorted(runner.requeue_stale()) == sorted([lost.id, running.id])
             assert jobs.get(running.id).state == QUEUED and jobs.claim(running.id)
             assert sorted(t.args[0] for t in runner.huey.pending()) == sorted([lost.id, running.id])

@@ -80,6 +80,30 @@ def test_replicas_of_one_database_see_each_others_writes_and_deletes(small_luma:
         assert a.store("shop").count() == 12 and a.store("shop").incarnation == b.store("shop").incarnation
 
 
+def test_replicas_share_api_keys_and_jobs_through_the_database(postgres_server: str, models_dir: Path,
+                                                                 tmp_path: Path) -> None:
+    from vitrine.jobs.store import SCHEMA as JOBS
+    from vitrine.jobs.store import JobStore
+    from vitrine.keys import SCHEMA as KEYS
+    from vitrine.keys import KeyStore
+
+    url = create_database("shared_tables")
+    with Engine(make_settings(tmp_path / "a", models_dir, database_url=url)) as a, \
+            Engine(make_settings(tmp_path / "b", models_dir, database_url=url)) as b:
+        key, token = KeyStore(a.backend.tables("keys", KEYS)).create("shop admin", "admin")
+        elsewhere = KeyStore(b.backend.tables("keys", KEYS))
+        assert elsewhere.verify(token) == key  # a key made on one machine opens every replica
+        elsewhere.revoke(key.id)
+        assert KeyStore(a.backend.tables("keys", KEYS)).verify(token) is None
+        job = JobStore(a.backend.tables("jobs", JOBS)).create(kind="ingest", collection="shop", params={"n": 1})
+        worker = JobStore(b.backend.tables("jobs", JOBS))
+        assert worker.claim(job.id) and not JobStore(a.backend.tables("jobs", JOBS)).claim(job.id)
+        worker.progress(job.id, done=3, total=12)
+        seen = JobStore(a.backend.tables("jobs", JOBS)).get(job.id)
+        assert (seen.state, seen.done, seen.total, seen.attempts) == ("RUNNING", 3, 12, 1)
+        assert not (tmp_path / "a" / "keys.sqlite").exists() and not (tmp_path / "b" / "jobs.sqlite").exists()
+
+
 @pytest.fixture
 def own_server() -> Iterator[tuple[Path, int, str]]:
     """A PostgreSQL server of this test's own, which it may stop and start."""

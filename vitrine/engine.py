@@ -248,14 +248,12 @@ class Engine:
 
     def delete_collection(self, name: str) -> None:
         check_collection_name(name)
-        with self._writing(name):
-            with self._lock:
-                store = self._stores.pop(name, None)
-                if store is not None:
-                    store.close()
-                self._forget(name)
-                self.results_cache.clear()  # a collection made again under this name restarts its generations
-            # Outside the engine's lock: removing a large collection's files takes a while, searches go on.
+        with self._writing(name), self._lock:
+            store = self._stores.pop(name, None)
+            if store is not None:
+                store.close()
+            self._forget(name)
+            self.results_cache.clear()  # a collection made again under this name restarts its generations
             if not self.backend.delete(name):
                 raise NotFound(f"no collection named {name!r}", field="collection")
 

@@ -24,10 +24,12 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def remove_folder(folder: Path) -> None:
-    """Renamed first, so the folder disappears at once and completely even if removal is cut short."""
+    """Renamed at once, so the folder disappears completely even if removal is cut short; its files are
+    then removed by a thread of their own (a large collection's take a while: nobody waits for them)."""
     trash = folder.with_name(f".deleted-{folder.name}-{os.getpid()}-{time.time_ns()}")
     try:
         os.replace(folder, trash)
     except FileNotFoundError:
         return
-    shutil.rmtree(trash, ignore_errors=True)
+    threading.Thread(target=shutil.rmtree, args=(trash,), kwargs={"ignore_errors": True},
+                     name="remove-folder").start()

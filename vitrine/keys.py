@@ -6,25 +6,24 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from vitrine.errors import InvalidInput, NotFound
+from vitrine.tables import SqliteTables, Tables
 
 SCOPES = ("read", "write", "admin")  # each includes the ones before it
 PREFIX = "vtr"
 
-_SCHEMA = """
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_keys(
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
     scope TEXT NOT NULL,
     secret_sha256 TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    revoked_at REAL
+    created_at DOUBLE PRECISION NOT NULL,
+    revoked_at DOUBLE PRECISION
 );
 """
 
@@ -46,16 +45,18 @@ def _digest(secret: str) -> str:
 
 
 class KeyStore:
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+    """Keys in the home's `keys.sqlite`, or in the PostgreSQL database where every replica checks the
+    same keys (vitrine/tables.py)."""
+
+    def __init__(self, tables: Tables) -> None:
+        self._db = tables
+
+    @classmethod
+    def at(cls, path: Path) -> KeyStore:
+        return cls(SqliteTables(path, SCHEMA))
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._db.close()
 
     def create(self, name: str, scope: str) -> tuple[ApiKey, str]:
         """A new key and its token (`vtr_<id>_<secret>`), which is not stored and cannot be shown again."""
@@ -64,28 +65,23 @@ class KeyStore:
         if not name.strip() or len(name) > 100:
             raise InvalidInput("a key needs a name of 1-100 characters", field="name")
         key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
-        with self._lock:
-            self._db.execute("INSERT INTO api_keys VALUES(?, ?, ?, ?, ?, NULL)",
-                             (key_id, name.strip(), scope, _digest(secret), time.time()))
+        self._db.change("INSERT INTO api_keys VALUES(?, ?, ?, ?, ?, NULL)",
+                        (key_id, name.strip(), scope, _digest(secret), time.time()))
         return self.get(key_id), f"{PREFIX}_{key_id}_{secret}"
 
     def get(self, key_id: str) -> ApiKey:
-        with self._lock:
-            row = self._db.execute("SELECT id, name, scope, created_at, revoked_at FROM api_keys WHERE id=?",
-                                   (key_id,)).fetchone()
-        if row is None:
+        rows = self._db.rows("SELECT id, name, scope, created_at, revoked_at FROM api_keys WHERE id=?", (key_id,))
+        if not rows:
             raise NotFound(f"no API key {key_id!r}", field="key_id")
-        return ApiKey(*row)
+        return ApiKey(*rows[0])
 
     def all(self) -> list[ApiKey]:
-        with self._lock:
-            rows = self._db.execute("SELECT id, name, scope, created_at, revoked_at FROM api_keys ORDER BY created_at")
-            return [ApiKey(*r) for r in rows]
+        rows = self._db.rows("SELECT id, name, scope, created_at, revoked_at FROM api_keys ORDER BY created_at")
+        return [ApiKey(*r) for r in rows]
 
     def revoke(self, key_id: str) -> ApiKey:
         self.get(key_id)
-        with self._lock:
-            self._db.execute("UPDATE api_keys SET revoked_at=COALESCE(revoked_at, ?) WHERE id=?", (time.time(), key_id))
+        self._db.change("UPDATE api_keys SET revoked_at=COALESCE(revoked_at, ?) WHERE id=?", (time.time(), key_id))
         return self.get(key_id)
 
     def verify(self, token: str) -> ApiKey | None:
@@ -94,9 +90,7 @@ class KeyStore:
         key_id, _, secret = rest.partition("_")
         if prefix != PREFIX or not key_id or not secret:
             return None
-        with self._lock:
-            row = self._db.execute("SELECT secret_sha256 FROM api_keys WHERE id=? AND revoked_at IS NULL",
-                                   (key_id,)).fetchone()
-        if row is None or not hmac.compare_digest(row[0], _digest(secret)):
+        rows = self._db.rows("SELECT secret_sha256 FROM api_keys WHERE id=? AND revoked_at IS NULL", (key_id,))
+        if not rows or not hmac.compare_digest(rows[0][0], _digest(secret)):
             return None
         return self.get(key_id)

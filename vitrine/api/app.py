@@ -34,7 +34,9 @@ from vitrine.api.routes import (
 )
 from vitrine.engine import Engine
 from vitrine.jobs.runner import JobRunner
+from vitrine.jobs.store import SCHEMA as JOBS
 from vitrine.jobs.store import JobStore
+from vitrine.keys import SCHEMA as KEYS
 from vitrine.keys import KeyStore
 from vitrine.settings import Settings
 from vitrine.web import mount_ui
@@ -59,7 +61,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         app.state.engine.warm()
         app.state.engine.preload()
         home = app.state.engine.home
-        job_store = JobStore(home / "jobs.sqlite")
+        job_store = JobStore(app.state.engine.backend.tables("jobs", JOBS))
         # This lifespan stops the runner it started, even if the app is entered again meanwhile (a test
         # client opened twice) and app.state holds another one.
         runner = JobRunner(app.state.engine, jobs=job_store, queue_path=home / "queue.sqlite",
@@ -67,7 +69,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         app.state.jobs = runner
         if settings.run_jobs:
             runner.start()
-        app.state.keys = KeyStore(home / "keys.sqlite")
+        app.state.keys = KeyStore(app.state.engine.backend.tables("keys", KEYS))
         collector = JobStateCollector(job_store.counts)
         app.state.metrics.add_collector(collector)
         app.state.analytics = Analytics(home / "analytics.sqlite", retention_days=settings.analytics_retention_days,

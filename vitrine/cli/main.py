@@ -23,6 +23,7 @@ from vitrine.cli.format import format_collections, format_report, format_respons
 from vitrine.engine import Engine, open_engine
 from vitrine.errors import Conflict, InvalidInput, ModelUnavailable, NotFound, VitrineError
 from vitrine.index.store import Filters, RangeFilter
+from vitrine.keys import SCHEMA as KEYS
 from vitrine.keys import KeyStore
 from vitrine.logs import configure_logging
 from vitrine.search.query import SORTS, Query
@@ -285,7 +286,7 @@ def cmd_demo(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_keys(engine: Engine, args: argparse.Namespace) -> int:
-    store = KeyStore(engine.home / "keys.sqlite")
+    store = KeyStore(engine.backend.tables("keys", KEYS))
     try:
         if args.action == "create":
             key, token = store.create(args.name, args.scope)

@@ -20,13 +20,14 @@ def add_parsers(sub: Any) -> None:
 
 def cmd_worker(engine: Engine, args: argparse.Namespace) -> int:
     from vitrine.jobs.runner import JobRunner
+    from vitrine.jobs.store import SCHEMA as JOBS
     from vitrine.jobs.store import JobStore
 
     settings = engine.settings
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    jobs = JobStore(engine.home / "jobs.sqlite")
+    jobs = JobStore(engine.backend.tables("jobs", JOBS))
     runner = JobRunner(engine, jobs=jobs, queue_path=engine.home / "queue.sqlite",
                        workers=args.threads or settings.job_workers, redis_url=settings.redis_url,
                        lease_s=settings.job_lease_s)

@@ -65,6 +65,7 @@ COLLECTION_VERSION = 1
 _SETUP_LOCK = 7_146_001  # pg_advisory_xact_lock key: one process sets the database up at a time
 _CONNECT_TIMEOUT_S = 5
 _STREAM_ROWS = 5000
+_APP_SCHEMA = "vitrine_app"  # the service's own tables: API keys, jobs
 _TRUST_S = 1.0  # a pooled connection used this recently is lent without a ping
 _MIN_STEMMED_BYTES = 3  # as SQLite's FTS5 porter tokenizer
 
@@ -326,6 +327,9 @@ class PostgresCollections:
             remove_folder(folder)
         return found is not None
 
+    def tables(self, name: str, schema: str) -> PostgresTables:
+        return PostgresTables(self, schema)
+
     def ready(self) -> bool:
         try:
             with self.connection() as conn:
@@ -336,6 +340,43 @@ class PostgresCollections:
 
     def close(self) -> None:
         self._pool.close()
+
+
+class PostgresTables:
+    """`Tables` in the database's `vitrine_app` schema, shared by every replica and worker. Each
+    statement is a transaction of its own, as in the SQLite file it replaces."""
+
+    def __init__(self, backend: PostgresCollections, schema: str) -> None:
+        self._backend = backend
+        self._schema_sql = schema
+        self._created = False
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        with self._backend.connection() as conn:
+            session = _session(conn)
+            if not self._created:
+                with conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK,))
+                    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_APP_SCHEMA}")
+                    conn.execute(f"SET LOCAL search_path TO {_APP_SCHEMA}")
+                    conn.execute(self._schema_sql.encode())
+                self._created = True
+            if session.schema != _APP_SCHEMA:
+                conn.execute(f"SET search_path TO {_APP_SCHEMA}, public")
+                session.schema = _APP_SCHEMA
+            yield conn
+
+    def rows(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._connection() as conn:
+            return conn.execute(query.replace("?", "%s").encode(), params).fetchall()
+
+    def change(self, query: str, params: Sequence[Any] = ()) -> int:
+        with self._connection() as conn:
+            return conn.execute(query.replace("?", "%s").encode(), params).rowcount
+
+    def close(self) -> None:
+        pass  # the connections are the backend's
 
 
 def _schema(collection_id: int) -> sql.Identifier:

@@ -39,6 +39,7 @@ from vitrine.index.store import (
     VectorData,
     normalise_field,
 )
+from vitrine.tables import SqliteTables
 
 # 2: image feature rows end with the colour descriptor; 3: products have variants; 4: `sizes` is
 # filtered as `size`, and category paths give a gender ("Men/Tops") to products without one
@@ -470,6 +471,9 @@ class SqliteCollections:
             return False
         remove_folder(self.collections_dir / name)
         return True
+
+    def tables(self, name: str, schema: str) -> SqliteTables:
+        return SqliteTables(self.collections_dir.parent / f"{name}.sqlite", schema)
 
     def ready(self) -> bool:
         return os.access(self.collections_dir, os.W_OK)

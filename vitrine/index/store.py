@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from vitrine.arrays import Array
 from vitrine.catalog.records import ProductRecord, Variant
+from vitrine.tables import Tables
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,9 @@ class StoreBackend(Protocol):
         ...
     def delete(self, name: str) -> bool:
         """Removes the collection and its folder at once and completely; false when there was none."""
+        ...
+    def tables(self, name: str, schema: str) -> Tables:
+        """The service's own small tables `name` (keys, jobs), created by `schema` where this backend keeps them."""
         ...
     def ready(self) -> bool: ...
     def close(self) -> None: ...

@@ -1,0 +1,47 @@
+"""The service's own small tables (API keys, jobs): in a SQLite file of the home by default, or in
+the collections' PostgreSQL database (`VITRINE_DATABASE_URL`), where every replica and worker on
+every machine sees the same keys and the same jobs. Queries are written once, with `?` placeholders."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class Tables(Protocol):
+    def rows(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The rows a query returns."""
+        ...
+
+    def change(self, query: str, params: Sequence[Any] = ()) -> int:
+        """Runs a write (one statement, atomic on its own) and returns how many rows it changed."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class SqliteTables:
+    """`Tables` in one SQLite file (WAL), one connection behind a lock."""
+
+    def __init__(self, path: Path, schema: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA busy_timeout=10000")
+        self._db.executescript(schema)
+
+    def rows(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(query, params).fetchall()
+
+    def change(self, query: str, params: Sequence[Any] = ()) -> int:
+        with self._lock:
+            return self._db.execute(query, params).rowcount
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
