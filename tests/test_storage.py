@@ -101,3 +101,50 @@ def test_an_uploaded_photo_goes_to_storage_and_a_store_that_is_down_answers_503(
 def test_a_storage_url_that_is_not_s3_is_refused(tmp_path: Path, models_dir: Path) -> None:
     with pytest.raises(ValidationError, match="must be an S3 URL"):
         make_settings(tmp_path, models_dir, storage_url="ftp://photos")
+
+
+def test_a_worker_on_another_machine_ingests_a_catalog_uploaded_to_a_replica(
+        s3: str, small_luma: Path, models_dir: Path, postgres_server: str, tmp_path: Path) -> None:
+    """Two homes that share nothing on disk: one replica takes the upload, a worker elsewhere runs the job,
+    through one database, one Redis and one object store."""
+    from conftest import create_database, wait_for
+    from test_jobs import zip_catalog
+    from test_redis_jobs import start_redis, stop
+
+    from vitrine.jobs.runner import JobRunner
+    from vitrine.jobs.store import SCHEMA as JOBS
+    from vitrine.jobs.store import JobStore
+    from vitrine.keys import SCHEMA as KEYS
+    from vitrine.keys import KeyStore
+
+    port = free_port()
+    redis = start_redis(port, tmp_path)
+    shared = {"database_url": create_database("two_machines"), "redis_url": f"redis://127.0.0.1:{port}/0",
+              "storage_url": f"s3://{BUCKET}/shop", "storage_endpoint": s3}
+    replica_home, worker_home = tmp_path / "replica", tmp_path / "worker"
+    try:
+        with Engine(make_settings(replica_home, models_dir, run_jobs=False, **shared)) as replica, \
+                Engine(make_settings(worker_home, models_dir, **shared)) as worker_engine:
+            token = KeyStore(replica.backend.tables("keys", KEYS)).create("shop", "admin")[1]
+            with TestClient(create_app(engine=replica), headers={"Authorization": f"Bearer {token}"}) as client:
+                accepted = client.post("/collections/shop/ingest",
+                                       files={"file": ("shop.zip", zip_catalog(small_luma), "application/zip")})
+                assert accepted.status_code == 202, accepted.text
+                shutil.rmtree(replica_home / "uploads")  # the worker cannot have read it from this disk
+                worker = JobRunner(worker_engine, jobs=JobStore(worker_engine.backend.tables("jobs", JOBS)),
+                                   queue_path=worker_home / "queue.sqlite", redis_url=shared["redis_url"])
+                assert worker.start()
+                try:
+                    job = wait_for(lambda: client.get(f"/jobs/{accepted.json()['id']}").json(),
+                                   lambda j: j["state"] not in ("QUEUED", "RUNNING"))
+                finally:
+                    worker.stop()
+                assert job["state"] == "COMPLETE" and job["result"]["valid"] == 12, job
+                found = client.post("/search", json={"text": "hoodie", "collection": "shop", "top_k": 1})
+                hit = found.json()["hits"][0]
+                photo = client.get(hit["main_image_url"])
+                assert photo.status_code == 200 and photo.content[:3] == b"\xff\xd8\xff"
+        assert any(k.startswith("shop/uploads/") for k in stored_keys(s3))
+        assert not (replica_home / "collections" / "shop" / "store.sqlite").exists()
+    finally:
+        stop(redis)

@@ -13,6 +13,7 @@ import os
 import re
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -586,6 +587,28 @@ class Engine:
             discard_upload(catalog, self.uploads_dir)
             raise
         return catalog
+
+    def share_upload(self, catalog: Path) -> str | None:
+        """The uploaded file behind `catalog` put in object storage, for a worker on another machine
+        (`fetch_shared_upload`); None without object storage."""
+        if self.photos.remote is None:
+            return None
+        folder = self.uploads_dir / catalog.resolve().relative_to(self.uploads_dir.resolve()).parts[0]
+        unpacked = folder / "catalog"
+        if not unpacked.is_dir():  # a catalog file, as uploaded
+            return self.photos.share(f"uploads/{folder.name}/{catalog.name}", catalog.read_bytes())
+        buffer = io.BytesIO()  # a zip, unpacked here: packed again (stored, photos are compressed already)
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+            for path in sorted(unpacked.rglob("*")):
+                if path.is_file():
+                    archive.write(path, path.relative_to(unpacked).as_posix())
+        return self.photos.share(f"uploads/{folder.name}/catalog.zip", buffer.getvalue())
+
+    def fetch_shared_upload(self, location: str) -> Path:
+        """An upload another machine shared, stored and unpacked here as it was there; its catalog file."""
+        return save_upload(io.BytesIO(self.photos.get(location)), location.rsplit("/", 1)[-1],
+                           uploads_dir=self.uploads_dir, max_bytes=self.settings.max_catalog_upload_bytes,
+                           max_archive_bytes=self.settings.max_archive_bytes)
 
     @property
     def uploads_dir(self) -> Path:

@@ -82,12 +82,16 @@ class S3Storage:
         return client
 
     def _key(self, name: str) -> str:
-        return f"{self.prefix}/photos/{name}" if self.prefix else f"photos/{name}"
+        return f"{self.prefix}/{name}" if self.prefix else name
 
     def put(self, sha256: str, data: bytes, *, local: Path | None = None) -> str:
+        return self.put_object(f"photos/{_name(sha256, data)}", data)
+
+    def put_object(self, name: str, data: bytes) -> str:
+        """`data` as `prefix/name`, unless an object is there already (names are content-addressed, or unique)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        key = self._key(_name(sha256, data))
+        key = self._key(name)
         try:
             try:
                 self._client.head_object(Bucket=self.bucket, Key=key)
@@ -127,6 +131,11 @@ class Photos:
 
     def put(self, sha256: str, data: bytes, *, local: Path | None = None) -> str:
         return (self.remote or self.local).put(sha256, data, local=local)
+
+    def share(self, name: str, data: bytes) -> str | None:
+        """Puts a file other machines must read (an uploaded catalog a worker ingests) in object storage;
+        None without one (then workers share the home)."""
+        return self.remote.put_object(name, data) if self.remote else None
 
     def get(self, location: str) -> bytes:
         if location.startswith(S3):

@@ -188,9 +188,11 @@ class JobRunner:
     # -- jobs -------------------------------------------------------------------------------------
 
     def submit_ingest(self, collection: str, catalog: Path, *, mapping: dict[str, str] | None = None,
-                      fmt: str | None = None, prune: bool = False, media_root: str | None = None) -> Job:
+                      fmt: str | None = None, prune: bool = False, media_root: str | None = None,
+                      shared: str | None = None) -> Job:
+        """`shared`: where object storage holds the uploaded catalog, for a worker on another machine."""
         params: dict[str, Any] = {"catalog": str(catalog), "mapping": mapping or {}, "format": fmt, "prune": prune,
-                                  "media_root": media_root}
+                                  "media_root": media_root, "shared": shared}
         return self._submit("ingest", collection, params)
 
     def submit_train(self, collection: str, *, seed: int = 0, epochs: int | None = None) -> Job:
@@ -222,7 +224,10 @@ class JobRunner:
     def run_ingest(self, job_id: str) -> None:
         def work(job: Job, check: Callable[[int, int], None]) -> dict[str, Any]:
             p = job.params
-            report = self.engine.ingest(job.collection or "", Path(p["catalog"]), mapping=p["mapping"] or None,
+            catalog = Path(p["catalog"])
+            if p.get("shared") and not catalog.is_file():  # uploaded to a replica on another machine
+                catalog = self.engine.fetch_shared_upload(p["shared"])
+            report = self.engine.ingest(job.collection or "", catalog, mapping=p["mapping"] or None,
                                         fmt=p["format"], prune=p["prune"], media_root=p.get("media_root"),
                                         progress=lambda done, total, images: check(done, total))
             return report.as_dict()

@@ -91,7 +91,7 @@ def ingest_upload(
     catalog = engine.save_catalog_upload(file.file, file.filename or "catalog", mapping=columns or None, fmt=format)
     request.app.state.metrics.ingest_submitted.inc()
     return _runner(request).submit_ingest(name, catalog, mapping=columns, fmt=format, prune=prune,
-                                          media_root=media_root).as_dict()
+                                          media_root=media_root, shared=engine.share_upload(catalog)).as_dict()
 
 
 @router.post(
