@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from vitrine.catalog.records import ProductRecord
-from vitrine.index.sqlite_store import SqliteStore, keyword_terms
+from vitrine.index.keywords import keyword_words
+from vitrine.index.sqlite_store import SqliteStore
 from vitrine.index.store import Filters, ImageWrite, ProductWrite, RangeFilter, StoreBackend
 from vitrine.search.scoring import best_per_product, facet_counts, fuse, top_indices
 
@@ -37,6 +38,30 @@ def test_a_failing_batch_writes_nothing(collections: StoreBackend) -> None:
     assert (store.generation(), store.product_hashes()) == (generation, hashes)
     assert store.get_products(["A"])[0].colour == "Red"
     assert store.info()["images"] == 1
+    store.close()
+
+
+def test_keywords_are_split_and_stemmed_alike_on_every_backend(collections: StoreBackend) -> None:
+    """PostgreSQL's parser and stemmer differ from SQLite's FTS5: texts and queries are split into the
+    same words, and words under 3 bytes are not stemmed, so a query finds the same products on both."""
+    store = collections.open("s", create=True)
+    sized = {"A": "XS", "B": "X", "C": "S"}
+    store.upsert([ProductWrite(record=ProductRecord(
+        id=pid, title=title, description="", category="Men/Tops/Hoodies", colour="Blue", price=1.0,
+        image_refs=("a.jpg",), attributes={"size": sized[pid]}), text_vector=np.ones(3, dtype=np.float32),
+        images=(ImageWrite(ref="a.jpg", path="/x/a.jpg", sha256=pid, features=np.ones(4, dtype=np.float32)),))
+        for pid, title in (("A", "navy_blue dress"), ("B", "navy blue dress"), ("C", "dresses"))])
+    rows = dict(zip(["A", "B", "C"], store.filter_rows(Filters()).tolist(), strict=True))
+
+    def found(query: str) -> dict[str, float]:
+        hits, scores = store.keyword_scores(query)
+        named = {row: pid for pid, row in rows.items()}
+        return {named[r]: round(s, 3) for r, s in zip(hits.tolist(), scores.tolist(), strict=True)}
+
+    assert found("navy_blue") == found("blue_navy") == found("navy blue") == {"A": 1.0, "B": 1.0, "C": 0.5}
+    assert found("xs") == {"A": 0.5} and found("x") == {"B": 0.5}  # "xs" is not stemmed to "x"
+    assert found("hoodies") == {"A": 1.0, "B": 1.0, "C": 1.0}  # a category path is words, not one path token
+    assert found("dress") == {"A": 1.0, "B": 1.0, "C": 1.0}  # "dresses" stems to "dress"
     store.close()
 
 
@@ -69,7 +94,7 @@ def test_filters_and_keywords(collections: StoreBackend) -> None:
     assert found.size == 0
     found, scores = store.keyword_scores("S")
     assert scores.tolist() == [0.5, 0.5, 0.5]
-    assert keyword_terms("the of a") == []
+    assert keyword_words("the of a") == []
     store.delete(["B"])
     assert store.count() == 2 and not store.filter_rows(Filters(ranges={"price": RangeFilter(20, None)})).size
     before, _ = store.keyword_scores("blue")

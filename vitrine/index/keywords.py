@@ -26,9 +26,12 @@ _CACHE_TERMS = 4096
 Postings = tuple[Array, Array]  # (rows holding the word anywhere, rows holding it in a strong column)
 
 
+WORD = re.compile(r"[^\W_]+")  # letters and digits: "navy_blue" is two words, as SQLite's tokenizer has it
+
+
 def keyword_words(query: str) -> list[str]:
     """The query's distinct words, lower case, stop words dropped."""
-    words = [w for w in re.findall(r"\w+", query.lower()) if w not in STOPWORDS]
+    words = [w for w in WORD.findall(query.lower()) if w not in STOPWORDS]
     return list(dict.fromkeys(words))[:_MAX_WORDS]
 
 

@@ -15,7 +15,6 @@ so a replica still holding the old one is told (CollectionGone), never writes in
 from __future__ import annotations
 
 import logging
-import re
 import struct
 import threading
 import time
@@ -36,7 +35,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from vitrine.arrays import Array
 from vitrine.errors import CollectionGone, Conflict, NotFound, ServiceDown
 from vitrine.files import remove_folder
-from vitrine.index.keywords import PostingCache, Postings, keyword_scores, keyword_words
+from vitrine.index.keywords import WORD, PostingCache, Postings, keyword_scores, keyword_words
 from vitrine.index.rows import (
     SearchTexts,
     attributes_json,
@@ -220,7 +219,7 @@ def _words(text: str) -> tuple[str, list[str]]:
     """Text as SQLite's porter tokenizer sees it: (words to stem, words kept as they are). Words split at
     every other character (PostgreSQL's parser keeps "Men/Tops/Hoodies" whole as a file path, and would
     not find "hoodies" in it); words under 3 bytes are not stemmed ("xs" stays "xs", not "x")."""
-    words = re.findall(r"\w+", text.lower())
+    words = WORD.findall(text.lower())
     return " ".join(w for w in words if not _unstemmed(w)), sorted({w for w in words if _unstemmed(w)})
 
 

@@ -95,11 +95,6 @@ CREATE VIRTUAL TABLE IF NOT EXISTS products_fts USING fts5(
 """
 
 
-def keyword_terms(query: str) -> list[str]:
-    """The query's words (keywords.keyword_words), each quoted so no FTS syntax reaches SQLite."""
-    return [f'"{w}"' for w in keyword_words(query)]
-
-
 class SqliteStore:
     """`CollectionStore` on SQLite. Thread-safe: one connection behind a lock."""
 
