@@ -174,3 +174,6 @@ def test_a_bad_or_unreachable_database_url_is_said_clearly(tmp_path: Path, model
         with pytest.raises(ServiceDown, match="127.0.0.1:[0-9]+/shop is unavailable") as caught:
             engine.collection_names()
         assert "s3cret" not in str(caught.value)
+        with TestClient(create_app(engine=engine)) as client:  # a server starts before its database is up
+            ready = client.get("/readyz")
+            assert ready.status_code == 503 and ready.json()["checks"]["database"] is False

@@ -67,6 +67,7 @@ class JobRunner:
         self._lock_path = queue_path.with_name("jobs.lock")
         self._lock_file: IO[str] | None = None
         self._threads: list[threading.Thread] = []
+        self._recovered = False  # start() recovered the jobs a restart cut short
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._running: set[str] = set()  # jobs this process runs now (their leases are renewed)
@@ -82,7 +83,7 @@ class JobRunner:
         if self.redis_url is None and not self._take_lock():
             log.info("another server process runs the jobs; this one only queues them")
             return False
-        self.recover()
+        self._recovered = self._try_recover()
         for i in range(self._workers):
             thread = threading.Thread(target=self._work, name=f"jobs-{i}", daemon=True)
             thread.start()
@@ -113,6 +114,16 @@ class JobRunner:
         if self._lock_file is not None:
             self._lock_file.close()  # releases the job lock
             self._lock_file = None
+
+    def _try_recover(self) -> bool:
+        """`recover()`, unless the job store does not answer yet (a database still starting): then the
+        lease keeper tries again, and the server starts meanwhile."""
+        try:
+            self.recover()
+        except ServiceDown as exc:
+            log.warning("jobs not recovered yet", extra={"error": str(exc)})
+            return False
+        return True
 
     def recover(self) -> list[str]:
         """Queues again the unfinished jobs that the queue no longer holds (a restart cut them short). On
@@ -168,6 +179,8 @@ class JobRunner:
                     running = sorted(self._running)
                 self.jobs.heartbeat(running)
                 self.requeue_stale()
+                if not self._recovered:
+                    self._recovered = self._try_recover()
             except Exception:  # Redis or the disk gone for a moment: try again next round
                 log.warning("cannot renew job leases", exc_info=True)
 
