@@ -58,9 +58,10 @@ from vitrine.index.store import (
 log = logging.getLogger(__name__)
 
 # Versions of the database's own tables and of one collection's schema, both recorded in the database:
-# one written by a newer Vitrine is refused. The first change to either adds its migration beside these.
+# one written by a newer Vitrine is refused, an older one migrated. Collection 2: a change log (the
+# generation that last wrote each product, and the rows removed), so indexes update incrementally.
 DATABASE_VERSION = 1
-COLLECTION_VERSION = 1
+COLLECTION_VERSION = 2
 _SETUP_LOCK = 7_146_001  # pg_advisory_xact_lock key: one process sets the database up at a time
 _CONNECT_TIMEOUT_S = 5
 _STREAM_ROWS = 5000
@@ -110,7 +111,8 @@ CREATE TABLE products(
     content_hash text NOT NULL,
     text_vector vector NOT NULL,
     updated_at double precision NOT NULL,
-    variants text NOT NULL
+    variants text NOT NULL,
+    changed bigint NOT NULL DEFAULT 0
 );
 -- The keyword index, inverted: each stemmed word of a product once, and whether a strong column holds
 -- it. A word's products are one index-only range scan (7 ms for 11k of 100k products, where a GIN
@@ -149,6 +151,19 @@ CREATE TABLE training_pairs(
     created_at double precision NOT NULL,
     PRIMARY KEY(product_id, text)
 );
+"""
+# What a reader holding the collection as of generation g needs to catch up: products written since
+# (`changed` > g) and rows removed since.
+_CHANGE_LOG = """
+CREATE INDEX products_by_change ON products(changed);
+CREATE TABLE removed(row_id bigint PRIMARY KEY, generation bigint NOT NULL);
+CREATE INDEX removed_by_generation ON removed(generation);
+"""
+# Collection version 1 -> 2. Changes before this generation were not logged: older in-memory indexes cannot catch up.
+_MIGRATE_TO_2 = """
+ALTER TABLE products ADD COLUMN changed bigint NOT NULL DEFAULT 0;
+""" + _CHANGE_LOG + """
+INSERT INTO meta SELECT 'changes_from', value FROM meta WHERE key = 'generation' ON CONFLICT (key) DO NOTHING;
 """
 
 
@@ -297,7 +312,7 @@ class PostgresCollections:
                 if made is not None:
                     conn.execute(sql.SQL("CREATE SCHEMA {}").format(_schema(made[0])))
                     conn.execute(sql.SQL("SET LOCAL search_path TO {}, public").format(_schema(made[0])))
-                    conn.execute(_COLLECTION_TABLES)
+                    conn.execute(_COLLECTION_TABLES + _CHANGE_LOG)
                     found = made
                 else:  # made by another process meanwhile
                     found = conn.execute("SELECT id, version FROM vitrine_collections WHERE name=%s",
@@ -307,7 +322,21 @@ class PostgresCollections:
         collection_id, version = found
         if version > COLLECTION_VERSION:
             raise Conflict(f"collection {name!r} was written by a newer Vitrine (version {version})")
+        if version < COLLECTION_VERSION:
+            self._migrate(collection_id)
         return PostgresStore(self, name=name, collection_id=collection_id)
+
+    def _migrate(self, collection_id: int) -> None:
+        """A collection written by an older Vitrine brought to this version, once, in one transaction."""
+        with self.connection() as conn, conn.transaction():
+            found = conn.execute("SELECT version FROM vitrine_collections WHERE id=%s FOR UPDATE",
+                                 (collection_id,)).fetchone()
+            if found is None or found[0] >= COLLECTION_VERSION:  # deleted, or migrated by another process meanwhile
+                return
+            conn.execute(sql.SQL("SET LOCAL search_path TO {}, public").format(_schema(collection_id)))
+            conn.execute(_MIGRATE_TO_2)
+            conn.execute("UPDATE vitrine_collections SET version=%s WHERE id=%s", (COLLECTION_VERSION, collection_id))
+        log.info("collection migrated", extra={"collection_id": collection_id, "version": COLLECTION_VERSION})
 
     def current(self, store: CollectionStore) -> bool:
         with self.connection() as conn:
@@ -413,6 +442,7 @@ class PostgresStore:
         self._schema_name = f"vc_{int(collection_id)}"
         self._posting_cache = PostingCache()
         self._closed = False
+        self._local = threading.local()  # per thread: the generation of its write in progress
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
@@ -436,8 +466,10 @@ class PostgresStore:
         one collection take turns, as SQLite's IMMEDIATE transactions do, so two replicas writing one
         product never race, and every replica sees each write's generation once."""
         with self._connection() as conn, conn.transaction():
-            if bump:
-                conn.execute("UPDATE meta SET value = (value::bigint + 1)::text WHERE key = 'generation'")
+            if bump:  # the generation this write makes, which the change log records
+                (self._local.generation,), = conn.execute(
+                    "UPDATE meta SET value = (value::bigint + 1)::text WHERE key = 'generation' RETURNING value::bigint"
+                ).fetchall()
             yield conn
 
     def _all(self, query: str | sql.Composed, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -497,14 +529,14 @@ class PostgresStore:
             with conn.cursor() as cur:
                 cur.executemany(
                     """INSERT INTO products(row_id, id, title, description, category, colour, price, attributes,
-                                            content_hash, text_vector, updated_at, variants)
-                       VALUES(%s, %s, %s, %s, %s, %s, %s, %s, %s, %b, %s, %s)
+                                            content_hash, text_vector, updated_at, variants, changed)
+                       VALUES(%s, %s, %s, %s, %s, %s, %s, %s, %s, %b, %s, %s, %s)
                        ON CONFLICT(row_id) DO UPDATE SET title=excluded.title, description=excluded.description,
                          category=excluded.category, colour=excluded.colour, price=excluded.price,
                          attributes=excluded.attributes, content_hash=excluded.content_hash,
                          text_vector=excluded.text_vector, updated_at=excluded.updated_at,
-                         variants=excluded.variants""",
-                    [_product_row(rows[p.record.id], p, now) for p in latest],
+                         variants=excluded.variants, changed=excluded.changed""",
+                    [(*_product_row(rows[p.record.id], p, now), self._local.generation) for p in latest],
                 )
                 cur.executemany(
                     "INSERT INTO images(product_row, position, ref, path, sha256, features) "
@@ -524,7 +556,10 @@ class PostgresStore:
         if not ids:
             return 0
         with self._write() as conn:  # images and filter values go with their product (ON DELETE CASCADE)
-            return len(conn.execute("DELETE FROM products WHERE id = ANY(%s) RETURNING row_id", (ids,)).fetchall())
+            return len(conn.execute(
+                "WITH gone AS (DELETE FROM products WHERE id = ANY(%s) RETURNING row_id) "
+                "INSERT INTO removed SELECT row_id, %s FROM gone RETURNING row_id", (ids, self._local.generation),
+            ).fetchall())
 
     def add_training_pair(self, product_id: str, text: str, source: str) -> None:
         """A text that describes a product's photos (a label correction, a query that led to a click)."""
@@ -615,12 +650,23 @@ class PostgresStore:
 
         return self._posting_cache.get(word, self.generation(), fetch)
 
-    def load_vectors(self, facet_fields: Sequence[str]) -> VectorData:
+    def load_vectors(self, facet_fields: Sequence[str], *, changed_since: int | None = None) -> VectorData:
         """Everything search holds in memory, read in one snapshot (a repeatable-read transaction),
-        streamed through server-side cursors into arrays sized up front."""
+        streamed through server-side cursors into arrays sized up front. `changed_since`: only the
+        products written after that generation."""
         with self._connection() as conn, conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            return self._read_vectors(conn, facet_fields)
+            return self._read_vectors(conn, facet_fields, changed_since)
+
+    def removed_since(self, generation: int) -> Array | None:
+        """Rows of the products deleted after `generation`; None when the log does not reach that far back."""
+        with self._connection() as conn:
+            found = conn.execute("SELECT value::bigint FROM meta WHERE key='changes_from'").fetchone()
+            if found is not None and generation < found[0]:
+                return None
+            rows = conn.execute("SELECT row_id FROM removed WHERE generation > %s ORDER BY row_id",
+                                (generation,)).fetchall()
+        return np.asarray([r for (r,) in rows], dtype=np.int64)
 
     @staticmethod
     def _stream(conn: psycopg.Connection[Any], query: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
@@ -629,33 +675,38 @@ class PostgresStore:
             cur.execute(query, params)
             yield from cur
 
-    def _read_vectors(self, conn: psycopg.Connection[Any], facet_fields: Sequence[str]) -> VectorData:
+    def _read_vectors(self, conn: psycopg.Connection[Any], facet_fields: Sequence[str],
+                      since: int | None) -> VectorData:
+        scope, args = ("WHERE changed > %s", (since,)) if since is not None else ("", ())
+        of_scope = f"product_row IN (SELECT row_id FROM products {scope})" if scope else "true"
         (n_products, text_dim), = conn.execute(
-            "SELECT count(*), coalesce(max(vector_dims(text_vector)), 0) FROM products").fetchall()
+            f"SELECT count(*), coalesce(max(vector_dims(text_vector)), 0) FROM products {scope}", args).fetchall()
         rows = np.empty(n_products, dtype=np.int64)
         prices = np.empty(n_products, dtype=np.float32)
         text = np.zeros((n_products, text_dim), dtype=np.float32)
         ids: list[str] = []
         for i, (row, product_id, vector, price) in enumerate(self._stream(
-                conn, "SELECT row_id, id, vector_send(text_vector), price FROM products ORDER BY row_id")):
+                conn, f"SELECT row_id, id, vector_send(text_vector), price FROM products {scope} ORDER BY row_id",
+                args)):
             rows[i] = row
             ids.append(product_id)
             text[i] = _vector(vector)
             prices[i] = np.nan if price is None else price
         (n_images, feature_dim), = conn.execute(
-            "SELECT count(*), coalesce(max(vector_dims(features)), 0) FROM images").fetchall()
+            f"SELECT count(*), coalesce(max(vector_dims(features)), 0) FROM images WHERE {of_scope}", args).fetchall()
         owners = np.empty(n_images, dtype=np.int64)
         positions = np.empty(n_images, dtype=np.int16)
         features = np.zeros((n_images, feature_dim), dtype=np.float32)
-        image_rows = "SELECT product_row, position, vector_send(features) FROM images ORDER BY product_row, position"
-        for i, (owner, position, blob) in enumerate(self._stream(conn, image_rows)):
+        image_rows = (f"SELECT product_row, position, vector_send(features) FROM images WHERE {of_scope} "
+                      "ORDER BY product_row, position")
+        for i, (owner, position, blob) in enumerate(self._stream(conn, image_rows, args)):
             owners[i] = owner
             positions[i] = position
             features[i] = _vector(blob)
         facets: dict[str, tuple[Array, Array, list[str]]] = {}
         for field in facet_fields:
-            found = conn.execute("SELECT product_row, value FROM product_values WHERE field=%s ORDER BY product_row",
-                                 (field,)).fetchall()
+            found = conn.execute(f"SELECT product_row, value FROM product_values WHERE field=%s AND {of_scope} "
+                                 "ORDER BY product_row", (field, *args)).fetchall()
             values = sorted({value for _, value in found})  # codes in sorted order, as the facet counts expect
             code = {value: rank for rank, value in enumerate(values)}
             facets[field] = (

@@ -42,8 +42,9 @@ from vitrine.index.store import (
 from vitrine.tables import SqliteTables
 
 # 2: image feature rows end with the colour descriptor; 3: products have variants; 4: `sizes` is
-# filtered as `size`, and category paths give a gender ("Men/Tops") to products without one
-SCHEMA_VERSION = 4
+# filtered as `size`, and category paths give a gender ("Men/Tops") to products without one; 5: a change
+# log (the generation that last wrote each product, and the rows removed), so indexes update incrementally
+SCHEMA_VERSION = 5
 _STRONG_COLUMNS = "{id title category colour}"  # rows.SearchTexts
 
 _SCHEMA = """
@@ -60,7 +61,8 @@ CREATE TABLE IF NOT EXISTS products(
     content_hash TEXT NOT NULL,
     text_vector BLOB NOT NULL,
     updated_at REAL NOT NULL,
-    variants TEXT NOT NULL DEFAULT '[]'
+    variants TEXT NOT NULL DEFAULT '[]',
+    changed INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS images(
     product_row INTEGER NOT NULL REFERENCES products(row) ON DELETE CASCADE,
@@ -93,6 +95,13 @@ CREATE VIRTUAL TABLE IF NOT EXISTS products_fts USING fts5(
     id, title, category, colour, description, attributes, tokenize='porter unicode61 remove_diacritics 2'
 );
 """
+# What a reader holding the collection as of generation g needs to catch up: products written since
+# (`changed` > g) and rows removed since. Schema 5; a store migrated to it knows changes from then on.
+_CHANGE_LOG = """
+CREATE INDEX IF NOT EXISTS products_by_change ON products(changed);
+CREATE TABLE IF NOT EXISTS removed(row INTEGER PRIMARY KEY, generation INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS removed_by_generation ON removed(generation);
+"""
 
 
 class SqliteStore:
@@ -104,6 +113,7 @@ class SqliteStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._closed = False
+        self._writing = 0  # the generation of the write in progress (under the lock)
         self._posting_cache = PostingCache()
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self.incarnation = path.stat().st_ino
@@ -123,15 +133,24 @@ class SqliteStore:
                     f"collection {self.name!r} was built by an older Vitrine whose image features lack colour; "
                     "delete it and ingest its catalog again"
                 )
-            if version in (2, 3):
+            if version in (2, 3, 4):
                 self._db.execute("BEGIN")
                 if version == 2:  # products gained variants: old rows have none
                     self._db.execute("ALTER TABLE products ADD COLUMN variants TEXT NOT NULL DEFAULT '[]'")
-                self._migrate_values()
+                if version in (2, 3):
+                    self._migrate_values()
+                columns = {c[1] for c in self._db.execute("PRAGMA table_info(products)")}
+                if "changed" not in columns:
+                    self._db.execute("ALTER TABLE products ADD COLUMN changed INTEGER NOT NULL DEFAULT 0")
+                for statement in filter(str.strip, _CHANGE_LOG.split(";")):
+                    self._db.execute(statement)
+                # Changes before this generation were not logged: older in-memory indexes cannot catch up.
+                self._db.execute("INSERT OR REPLACE INTO meta(key, value) SELECT 'changes_from', "
+                                 "coalesce((SELECT value FROM meta WHERE key='generation'), '0')")
                 self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 self._db.execute("COMMIT")
             elif version < SCHEMA_VERSION:
-                self._db.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+                self._db.executescript(f"BEGIN; {_SCHEMA} {_CHANGE_LOG} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
 
     def _migrate_values(self) -> None:
         """Schema 4's filter values, in the open transaction: `sizes` rows become `size` ones, and
@@ -168,12 +187,12 @@ class SqliteStore:
                 raise CollectionGone(f"collection {self.name!r} was deleted", field="collection")
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
-                if bump:
-                    self._db.execute(
+                if bump:  # the generation this write makes, which the change log records
+                    self._writing = int(self._db.execute(
                         "INSERT INTO meta(key, value) VALUES('generation', '1') ON CONFLICT(key) "
-                        "DO UPDATE SET value = CAST(value AS INTEGER) + 1"
-                    )
+                        "DO UPDATE SET value = CAST(value AS INTEGER) + 1 RETURNING value"
+                    ).fetchone()[0])
+                yield self._db
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -238,17 +257,18 @@ class SqliteStore:
                 r = product.record
                 row = db.execute(
                     """INSERT INTO products(id, title, description, category, colour, price, attributes,
-                                            content_hash, text_vector, updated_at, variants)
-                       VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                            content_hash, text_vector, updated_at, variants, changed)
+                       VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                        ON CONFLICT(id) DO UPDATE SET title=excluded.title, description=excluded.description,
                          category=excluded.category, colour=excluded.colour, price=excluded.price,
                          attributes=excluded.attributes, content_hash=excluded.content_hash,
                          text_vector=excluded.text_vector, updated_at=excluded.updated_at,
-                         variants=excluded.variants
+                         variants=excluded.variants, changed=excluded.changed
                        RETURNING row""",
                     (r.id, r.title, r.description, r.category, r.colour, r.price,
                      attributes_json(r), r.content_hash,
-                     np.asarray(product.text_vector, dtype=np.float32).tobytes(), now, variants_json(r)),
+                     np.asarray(product.text_vector, dtype=np.float32).tobytes(), now, variants_json(r),
+                     self._writing),
                 ).fetchone()[0]
                 self._clear_children(db, row)
                 db.executemany(
@@ -284,6 +304,8 @@ class SqliteStore:
                 if found:
                     self._clear_children(db, found[0])
                     db.execute("DELETE FROM products WHERE row=?", (found[0],))
+                    db.execute("INSERT OR REPLACE INTO removed(row, generation) VALUES(?, ?)",
+                               (found[0], self._writing))
                     deleted += 1
         return deleted
 
@@ -379,36 +401,51 @@ class SqliteStore:
         return self._posting_cache.get(word, self.generation(),
                                        lambda: (rows(term), rows(f"{_STRONG_COLUMNS}: {term}")))
 
-    def load_vectors(self, facet_fields: Sequence[str]) -> VectorData:
+    def load_vectors(self, facet_fields: Sequence[str], *, changed_since: int | None = None) -> VectorData:
         """Everything search holds in memory, read in one snapshot (a read transaction) row by row into
         arrays sized up front: loading peaks at the arrays themselves, where holding every row's blob as
-        a Python object, then joining and copying them, took twice as much again (27 KB a product)."""
+        a Python object, then joining and copying them, took twice as much again (27 KB a product).
+        `changed_since`: only the products written after that generation."""
         with self._locked():
             self._db.execute("BEGIN")
             try:
-                return self._read_vectors(facet_fields)
+                return self._read_vectors(facet_fields, changed_since)
             finally:
                 self._db.execute("COMMIT")
 
-    def _read_vectors(self, facet_fields: Sequence[str]) -> VectorData:
+    def removed_since(self, generation: int) -> Array | None:
+        """Rows of the products deleted after `generation`; None when the log does not reach that far back."""
+        with self._locked():
+            found = self._db.execute("SELECT value FROM meta WHERE key='changes_from'").fetchone()
+            if found is not None and generation < int(found[0]):
+                return None
+            rows = self._db.execute("SELECT row FROM removed WHERE generation > ? ORDER BY row", (generation,))
+            return np.asarray([r for (r,) in rows], dtype=np.int64)
+
+    def _read_vectors(self, facet_fields: Sequence[str], since: int | None) -> VectorData:
         db = self._db
-        n_products, text_bytes = db.execute("SELECT count(*), max(length(text_vector)) FROM products").fetchone()
+        scope, args = ("WHERE changed > ?", (since,)) if since is not None else ("", ())
+        of_scope = f"product_row IN (SELECT row FROM products {scope})" if scope else ""
+        owned = f"WHERE {of_scope}" if scope else ""
+        n_products, text_bytes = db.execute(
+            f"SELECT count(*), max(length(text_vector)) FROM products {scope}", args).fetchone()
         rows = np.empty(n_products, dtype=np.int64)
         prices = np.empty(n_products, dtype=np.float32)
         text = np.zeros((n_products, (text_bytes or 0) // 4), dtype=np.float32)
         ids: list[str] = []
         for i, (row, product_id, vector, price) in enumerate(
-                db.execute("SELECT row, id, text_vector, price FROM products ORDER BY row")):
+                db.execute(f"SELECT row, id, text_vector, price FROM products {scope} ORDER BY row", args)):
             rows[i] = row
             ids.append(product_id)
             text[i] = np.frombuffer(vector, dtype=np.float32)
             prices[i] = np.nan if price is None else price
-        n_images, feature_bytes = db.execute("SELECT count(*), max(length(features)) FROM images").fetchone()
+        n_images, feature_bytes = db.execute(
+            f"SELECT count(*), max(length(features)) FROM images {owned}", args).fetchone()
         owners = np.empty(n_images, dtype=np.int64)
         positions = np.empty(n_images, dtype=np.int16)
         features = np.zeros((n_images, (feature_bytes or 0) // 4), dtype=np.float32)
-        for i, (owner, position, blob) in enumerate(
-                db.execute("SELECT product_row, position, features FROM images ORDER BY product_row, position")):
+        for i, (owner, position, blob) in enumerate(db.execute(
+                f"SELECT product_row, position, features FROM images {owned} ORDER BY product_row, position", args)):
             owners[i] = owner
             positions[i] = position
             features[i] = np.frombuffer(blob, dtype=np.float32)
@@ -417,7 +454,8 @@ class SqliteStore:
             owner_rows: list[int] = []
             codes: list[int] = []
             code: dict[str, int] = {}
-            for row, value in db.execute("SELECT product_row, value FROM product_values WHERE field=?", (field,)):
+            for row, value in db.execute(f"SELECT product_row, value FROM product_values WHERE field=? "
+                                         f"{'AND ' + of_scope if scope else ''}", (field, *args)):
                 owner_rows.append(row)
                 codes.append(code.setdefault(value, len(code)))
             values = sorted(code)  # codes in sorted order of the values, as the facet counts expect
