@@ -45,12 +45,13 @@ from vitrine.index import snapshot
 from vitrine.index.snapshot import snapshot_dir
 from vitrine.index.sqlite_store import SqliteCollections
 from vitrine.index.store import CollectionStore, Filters, ImageWrite, Product, ProductWrite, StoreBackend
+from vitrine.index.updates import TAIL_MERGE, catch_up
 from vitrine.index.vectors import CollectionVectors
 from vitrine.models.clip_encoder import PREFIX as CLIP_PREFIX
 from vitrine.models.clip_encoder import ClipCheckpoint, ClipCrossModal, checkpoint_path
 from vitrine.models.embedder import ImageEmbedder
 from vitrine.models.feature_cache import FeatureCache
-from vitrine.models.heads import CrossModal, FashionHeads, load_base_heads
+from vitrine.models.heads import CrossModal, load_base_heads
 from vitrine.models.hub import pulled_path
 from vitrine.models.image_encoder import ImageEncoder
 from vitrine.models.imaging import sniff_image_type
@@ -77,6 +78,10 @@ IMAGE_MODEL = "efficientnet-lite0"
 TEXT_MODEL = "all-minilm-l6-v2"
 # Fields whose value counts a search can ask for: held in memory per collection (a few bytes a value).
 FACET_FIELDS = ("category", "colour", "size", "brand", "gender")
+# From this many products on, what is derived from a collection once per generation (its vocabulary, its
+# suggestions) is rebuilt in the background after a write, searches meanwhile using the previous one:
+# the vocabulary takes 2 s to build at 100k products, and a write is searchable well before.
+REFRESH_BEHIND_PRODUCTS = 20_000
 MAX_PHOTOS_PER_PRODUCT = 20
 
 
@@ -119,9 +124,13 @@ class Engine:
         self._decode_slots = threading.BoundedSemaphore(settings.decode_slots or max(1, settings.threads // 2))
         self._stores: dict[str, CollectionStore] = {}
         self._vectors: dict[str, CollectionVectors] = {}
-        # What is built from a collection once per generation: (kind, name) -> (generation, object)
-        self._derived: dict[tuple[str, str], tuple[int, Any]] = {}
-        self._heads: dict[tuple[str, str], FashionHeads | None] = {}
+        # Each collection's last whole build, which its current vectors extend with a tail (index/updates.py)
+        self._bases: dict[str, CollectionVectors] = {}
+        self._closed = False
+        # What is built from a collection once per generation: (kind, name) -> (generation, object, inputs)
+        self._derived: dict[tuple[str, str], tuple[int, Any, object]] = {}
+        self._background: dict[str, threading.Thread] = {}  # rebuilds under way, by what they rebuild
+        self._heads: dict[tuple[str, str], CrossModal | None] = {}
         self._clip: dict[str, tuple[ClipCheckpoint, ImageEmbedder]] = {}
         self._labellers: dict[str, tuple[tuple[str, int], ZeroShotLabeller]] = {}
         self._lock = threading.RLock()
@@ -151,10 +160,12 @@ class Engine:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             for store in self._stores.values():
                 store.close()
             self._stores.clear()
             self._vectors.clear()
+            self._bases.clear()
         self.backend.close()
         self.embedder.close()
         self.feature_cache.close()
@@ -219,6 +230,7 @@ class Engine:
     def _forget(self, name: str) -> None:
         """Drops what is held in memory for a collection that is gone (call with the lock held)."""
         self._vectors.pop(name, None)
+        self._bases.pop(name, None)
         self._derived = {k: v for k, v in self._derived.items() if k[1] != name}
         self._labellers.pop(name, None)
         self._heads = {k: v for k, v in self._heads.items() if k[0] != name}
@@ -272,7 +284,7 @@ class Engine:
             return store
 
     def vectors(self, name: str) -> CollectionVectors:
-        """The collection's in-memory vectors, reloaded when a write has changed the store."""
+        """The collection's in-memory vectors, brought up to date when a write has changed the store."""
         store = self.store(name)
         generation = store.generation()
         with self._lock:
@@ -283,22 +295,47 @@ class Engine:
             return current
 
     def _load_vectors(self, name: str, store: CollectionStore, generation: int) -> CollectionVectors:
-        """From the collection's snapshot of this generation if there is one, else built from the store
-        (and saved as a snapshot for the next process: index/snapshot.py)."""
-        settings = self.settings
+        """The collection as of `generation`: its last whole build, or the latest snapshot, with a tail of
+        the products written since (index/updates.py); built whole when that tail would be too large."""
         heads = self.heads(name)
-        folder = snapshot_dir(self.collections_dir / name, store.incarnation, generation,
-                              exact_limit=settings.exact_search_limit, quantize=settings.quantized_scan)
-        if settings.vector_snapshots:
-            loaded = snapshot.load(folder, generation=generation, heads=heads, exact_limit=settings.exact_search_limit,
-                                   quantize=settings.quantized_scan)
-            if loaded is not None:
-                return loaded
+        base = self._bases.get(name)
+        if base is None or base.heads is not heads:
+            base = self._latest_snapshot(name, store, generation, heads)
+        if base is not None:
+            updated = catch_up(base, store, generation, heads=heads, facet_fields=FACET_FIELDS)
+            if updated is not None:
+                self._bases[name] = base
+                if updated.tail is not None and updated.size - updated.tail.start > TAIL_MERGE:
+                    self._rebuild_later(name, store)
+                return updated
+        built = self._build_vectors(name, store, generation, heads)
+        self._bases[name] = built
+        return built
+
+    def _latest_snapshot(self, name: str, store: CollectionStore, generation: int,
+                         heads: CrossModal | None) -> CollectionVectors | None:
+        settings = self.settings
+        if not settings.vector_snapshots:
+            return None
+        found = snapshot.latest(self.collections_dir / name, store.incarnation, generation,
+                                exact_limit=settings.exact_search_limit, quantize=settings.quantized_scan)
+        if found is None:
+            return None
+        return snapshot.load(found[0], generation=found[1], heads=heads, exact_limit=settings.exact_search_limit,
+                             quantize=settings.quantized_scan)
+
+    def _build_vectors(self, name: str, store: CollectionStore, generation: int,
+                       heads: CrossModal | None) -> CollectionVectors:
+        """Built whole from the store, and saved as a snapshot for the next process (index/snapshot.py).
+        Read at `generation` or later: a later write is caught up with as a tail."""
+        settings = self.settings
         data = store.load_vectors(FACET_FIELDS)
         first_raw = data.image_features[0].copy() if len(data.image_features) else None
         built = CollectionVectors.build(data, generation=generation, exact_limit=settings.exact_search_limit,
                                         heads=heads, quantize=settings.quantized_scan)
         if settings.vector_snapshots and built.size >= settings.snapshot_min_products:
+            folder = snapshot_dir(self.collections_dir / name, store.incarnation, generation,
+                                  exact_limit=settings.exact_search_limit, quantize=settings.quantized_scan)
             try:
                 snapshot.save(built, folder, first_raw=first_raw, exact_limit=settings.exact_search_limit,
                               quantize=settings.quantized_scan)
@@ -306,17 +343,68 @@ class Engine:
                 log.warning("cannot save a vector snapshot", extra={"collection": name, "error": str(exc)})
         return built
 
-    def _per_generation(self, kind: str, name: str, generation: int, build: Callable[[], T]) -> T:
-        """`build()`, kept until the collection's generation changes."""
+    def _rebuild_later(self, name: str, store: CollectionStore) -> None:
+        """Rebuilds the collection's base in a background thread, searches meanwhile reading the old base
+        and its tail; the next search after it catches up from the new one."""
+        def rebuild() -> None:
+            generation = store.generation()
+            built = self._build_vectors(name, store, generation, self.heads(name))
+            with self._lock:
+                if self._stores.get(name) is store:
+                    self._bases[name] = built
+            log.info("collection rebuilt", extra={"collection": name, "products": built.size,
+                                                  "generation": generation})
+
+        self._in_background(f"vectors:{name}", rebuild)
+
+    def _per_generation(self, kind: str, name: str, generation: int, build: Callable[[], T], *,
+                        behind: object = None) -> T:
+        """`build()`, kept until the collection's generation changes. With `behind` (what the object
+        depends on besides the products), a previous generation's object built from the same `behind`
+        is served while a background thread builds this generation's."""
+        key = (kind, name)
         with self._lock:
-            cached = self._derived.get((kind, name))
-            if cached is not None and cached[0] == generation:
-                built: T = cached[1]
-                return built
+            cached = self._derived.get(key)
+            if cached is not None and (cached[0] == generation or behind is not None and cached[2] == behind):
+                if cached[0] != generation:
+                    self._in_background(f"{kind}:{name}", lambda: self._keep(key, generation, build(), behind))
+                held: T = cached[1]
+                return held
         built = build()
-        with self._lock:
-            self._derived[(kind, name)] = (generation, built)
+        self._keep(key, generation, built, behind)
         return built
+
+    def _keep(self, key: tuple[str, str], generation: int, built: object, behind: object) -> None:
+        with self._lock:
+            cached = self._derived.get(key)
+            if cached is None or cached[0] <= generation:
+                self._derived[key] = (generation, built, behind)
+
+    def _in_background(self, what: str, work: Callable[[], object]) -> None:
+        """Runs `work` in a thread unless one for `what` is under way; a failure is logged, and the next
+        caller tries again."""
+        def run() -> None:
+            try:
+                work()
+            except Exception:
+                if not self._closed:  # else a store closed under it: nothing to rebuild for
+                    log.exception("background rebuild failed", extra={"what": what})
+            finally:
+                with self._lock:
+                    self._background.pop(what, None)
+
+        with self._lock:
+            if what in self._background:
+                return
+            thread = self._background[what] = threading.Thread(target=run, name=f"rebuild-{what}", daemon=True)
+        thread.start()
+
+    def settle(self, timeout: float | None = None) -> None:
+        """Waits for the background rebuilds under way (tests, benchmarks, a clean shutdown)."""
+        with self._lock:
+            threads = list(self._background.values())
+        for thread in threads:
+            thread.join(timeout)
 
     def vocabulary(self, name: str) -> Vocabulary:
         """The collection's words, facet phrases, prices and synonyms for query understanding; rebuilt
@@ -326,9 +414,11 @@ class Engine:
         def build() -> Vocabulary:
             facets = {f: vectors.data.facets[f][2] for f in UNDERSTOOD_FIELDS if f in vectors.data.facets}
             return Vocabulary.build(self.store(name).vocabulary_texts(), facets, vectors.data.prices,
-                                    synonyms=self.synonyms(name))
+                                    synonyms=synonyms)
 
-        return self._per_generation("vocabulary", name, vectors.generation, build)
+        synonyms = self.synonyms(name)  # changed synonyms apply at once: the vocabulary is rebuilt first
+        behind = json.dumps(synonyms) if vectors.live_size >= REFRESH_BEHIND_PRODUCTS else None
+        return self._per_generation("vocabulary", name, vectors.generation, build, behind=behind)
 
     def suggest(self, text: str, *, collection: str | None = None, limit: int = 8) -> list[dict[str, Any]]:
         """Completions of a partly typed query, from one collection or all (categories, words, titles)."""
@@ -382,12 +472,11 @@ class Engine:
         def build() -> Suggester:
             categories: list[tuple[str, int]] = []
             if "category" in vectors.data.facets:
-                _, codes, values = vectors.data.facets["category"]
-                counts = np.bincount(codes, minlength=len(values))
-                categories = [(v, int(counts[i])) for i, v in enumerate(values)]
+                categories = list(vectors.facet_counts("category", vectors.live_positions()).items())
             return Suggester.build(self.store(name).product_titles(), categories)
 
-        return self._per_generation("suggester", name, vectors.generation, build)
+        behind = "titles" if vectors.live_size >= REFRESH_BEHIND_PRODUCTS else None
+        return self._per_generation("suggester", name, vectors.generation, build, behind=behind)
 
     def synonyms(self, name: str) -> list[list[str]]:
         """The collection's own synonym groups (the built-in ones always apply too)."""
@@ -440,13 +529,12 @@ class Engine:
         """The shared space a collection searches with: its CLIP checkpoint, or its active heads version
         (else the packaged base)."""
         encoder = self.store(name).meta().get("image_model", IMAGE_MODEL)
-        if encoder.startswith(CLIP_PREFIX):
-            return ClipCrossModal(self._clip_model(encoder)[0])
-        version = self.active_model(name)
-        key = (name, version)
+        clip = encoder.startswith(CLIP_PREFIX)
+        key = (name, encoder if clip else self.active_model(name))  # one object per model: vectors compare it
         with self._lock:
             if key not in self._heads:
-                self._heads[key] = self.model_versions(name).load(version)
+                self._heads[key] = ClipCrossModal(self._clip_model(encoder)[0]) if clip else \
+                    self.model_versions(name).load(key[1])
             return self._heads[key]
 
     def use_model(self, name: str, version: str) -> str:

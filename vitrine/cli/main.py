@@ -265,7 +265,7 @@ def cmd_demo(engine: Engine, args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     _print(format_report(report, path=None, max_problems=5))
-    first_image = engine.get_product("demo", engine.vectors("demo").data.ids[0]).main_image
+    first_image = engine.get_product("demo", engine.vectors("demo").product_ids()[0]).main_image
     examples: list[tuple[str, Query]] = [
         ('text "black hoodie"', Query(text="black hoodie", collection="demo", top_k=5)),
         ('text "yoga pants" under 50', Query(text="yoga pants", collection="demo", top_k=5,

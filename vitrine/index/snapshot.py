@@ -44,6 +44,28 @@ def snapshot_dir(collection_dir: Path, incarnation: int, generation: int, *, exa
     return collection_dir / "snapshots" / f"i{incarnation}-g{generation}-l{exact_limit}-q{int(quantize)}"
 
 
+def latest(collection_dir: Path, incarnation: int, generation: int, *, exact_limit: int,
+           quantize: bool) -> tuple[Path, int] | None:
+    """The newest snapshot of this incarnation no newer than `generation` (what was written since is
+    caught up with as a tail), and its generation."""
+    found: list[tuple[int, Path]] = []
+    suffix = f"-l{exact_limit}-q{int(quantize)}"
+    try:
+        for folder in (collection_dir / "snapshots").iterdir():
+            head, _, rest = folder.name.partition("-g")
+            if head != f"i{incarnation}" or not rest.endswith(suffix):
+                continue
+            taken = rest[: -len(suffix)]
+            if taken.isdigit() and int(taken) <= generation:
+                found.append((int(taken), folder))
+    except OSError:  # no snapshots yet
+        return None
+    if not found:
+        return None
+    taken_at, folder = max(found)
+    return folder, taken_at
+
+
 def _settings_key(exact_limit: int, quantize: bool) -> dict[str, Any]:
     return {"format": FORMAT, "exact_limit": exact_limit, "quantize": quantize}
 

@@ -51,6 +51,18 @@ def _in_chunks(compute: Callable[[Array], Array], rows: Array, chunk: int = 20_0
 
 
 @dataclass
+class Tail:
+    """What a collection updated in place of a rebuild holds beside its tables (index.updates)."""
+
+    base: CollectionVectors  # the whole build (or snapshot) the tail follows
+    start: int  # position of the tail's first product
+    dead: Array  # (n_products,) bool: the base's products rewritten by the tail, or deleted
+    sorted_rows: Array  # store rows of the live products, ascending ...
+    sorted_positions: Array  # ... and their positions
+    positions: dict[str, int]  # the tail's products' positions by id
+
+
+@dataclass
 class CollectionVectors:
     generation: int
     data: VectorData
@@ -64,6 +76,7 @@ class CollectionVectors:
     xmodal_ann: Any = None
     quantized: dict[str, QuantizedTable] | None = None  # "text", "image", "xmodal": for full scans
     one_image_each: bool = False  # then a photo's score is its product's: no per-product max
+    tail: Tail | None = None  # products written since the tables were built (index.updates)
     _positions: dict[str, int] | None = None
     _facets_of_all: dict[str, dict[str, int]] = field(default_factory=dict)
 
@@ -105,7 +118,32 @@ class CollectionVectors:
     def exact(self) -> bool:
         return self.text_ann is None
 
+    @property
+    def dead(self) -> Array | None:
+        """(n_products,) bool: positions that hold no product any more (rewritten by the tail, or
+        deleted); None when there are none. Full scans score them, and the searcher drops them."""
+        return self.tail.dead if self.tail is not None else None
+
+    def live_positions(self) -> Array:
+        """Every product's position, ascending."""
+        return np.arange(self.size) if self.tail is None else np.flatnonzero(~self.tail.dead)
+
+    def product_ids(self) -> list[str]:
+        """The ids of the products it holds (dead positions left out), in position order."""
+        ids = self.data.ids
+        return ids if self.tail is None else [ids[i] for i in self.live_positions().tolist()]
+
+    @property
+    def live_size(self) -> int:
+        return self.size if self.tail is None else len(self.tail.sorted_rows)
+
     def position_of(self, product_id: str) -> int | None:
+        if self.tail is not None:
+            at = self.tail.positions.get(product_id)
+            if at is not None:
+                return at
+            at = self.tail.base.position_of(product_id)
+            return None if at is None or self.tail.dead[at] else at
         if self._positions is None:
             self._positions = {pid: i for i, pid in enumerate(self.data.ids)}
         return self._positions.get(product_id)
@@ -123,19 +161,24 @@ class CollectionVectors:
         microseconds, where intersecting with all rows sorted both arrays on every search.
         """
         rows = np.asarray(rows, dtype=np.int64)
-        at = np.searchsorted(self.data.rows, rows)
-        found = at < self.size
-        found[found] = self.data.rows[at[found]] == rows[found]
+        ordered = self.data.rows if self.tail is None else self.tail.sorted_rows
+        at = np.searchsorted(ordered, rows)
+        found = at < len(ordered)
+        found[found] = ordered[at[found]] == rows[found]
+        if self.tail is not None:
+            at[found] = self.tail.sorted_positions[at[found]]
         return found, at
 
     def facet_counts(self, name: str, positions: Array) -> dict[str, int]:
         """Counts of a facet's values over the products at `positions` (unique); those of every product,
         which each unfiltered search asks for, are counted once per snapshot."""
-        every = len(positions) == self.size
+        if self.tail is not None and len(positions):
+            positions = positions[~self.tail.dead[positions]]
+        every = len(positions) == self.live_size
         if every and name in self._facets_of_all:
             return self._facets_of_all[name]
         mask = None
-        if not every:
+        if not every or (self.tail is not None and self.tail.dead.any()):
             mask = np.zeros(self.size, dtype=bool)
             mask[positions] = True
         counts = facet_counts(*self.data.facets[name], mask)
@@ -204,4 +247,6 @@ class CollectionVectors:
         if image_query is not None:
             _, ids = self.image_ann.search(image_query[None, :].astype(np.float32), n, params=params)
             found.append(self.data.image_product[ids[0][ids[0] >= 0]])
+        if self.tail is not None:  # the tail is not in the graphs: all of it is scored
+            found = [f[~self.tail.dead[f]] for f in found] + [np.arange(self.tail.start, self.size)]
         return np.unique(np.concatenate(found)) if found else np.zeros(0, dtype=np.int64)

@@ -82,7 +82,7 @@ def complete_the_look(vectors: CollectionVectors, position: int, limit: int,
     prices = data.prices if data.prices is not None else np.full(vectors.size, np.nan, dtype=np.float32)
     own_price = float(prices[position])
     by_group: dict[str, list[Match]] = {g: [] for g in wanted}
-    for p in range(vectors.size):
+    for p in vectors.live_positions().tolist():
         if p == position:
             continue
         group = next((g for c in categories.get(p, ()) if (g := garment_group(c))), None)

@@ -58,7 +58,7 @@ def evaluate_queries(
     progress: Progress | None = None, label: str = "text",
 ) -> dict[str, Any]:
     """Runs each query in each mode; relevant ids absent from the collection are dropped first."""
-    known = set(engine.vectors(collection).data.ids)
+    known = set(engine.vectors(collection).product_ids())
     usable = [(q, rel & known) for q, rel in queries if rel & known]
     out: dict[str, Any] = {}
     for mode in modes:
@@ -78,7 +78,7 @@ def evaluate_queries(
 
 def title_queries(engine: Engine, collection: str, limit: int, seed: int = 0) -> list[tuple[str, set[str]]]:
     """Each product's own title as a query whose one relevant answer is that product (a sample)."""
-    ids = engine.vectors(collection).data.ids
+    ids = engine.vectors(collection).product_ids()
     chosen = sorted(random.Random(seed).sample(range(len(ids)), min(limit, len(ids))))
     products = engine.store(collection).get_products([ids[i] for i in chosen])
     return [(p.title, {p.id}) for p in products if p.title.strip()]
@@ -91,7 +91,8 @@ def evaluate_image_to_image(
     without, the query photo's own product is (found through its other photos)."""
     vectors = engine.vectors(collection)
     data = vectors.data
-    position = {pid: i for i, pid in enumerate(data.ids)}
+    live = vectors.live_positions()
+    position = {data.ids[i]: int(i) for i in live}
     relevant_of: dict[int, set[str]] = {}
     if groups:
         for members in groups.values():
@@ -103,7 +104,7 @@ def evaluate_image_to_image(
         queries = [int(vectors.image_start[p]) for p in sorted(relevant_of) if vectors.image_count[p]]
         kind = "variant_groups"
     else:
-        several = np.flatnonzero(vectors.image_count > 1)
+        several = live[vectors.image_count[live] > 1]
         queries = [int(vectors.image_start[p] + k) for p in several for k in range(int(vectors.image_count[p]))]
         relevant_of = {int(p): {data.ids[int(p)]} for p in several}
         kind = "same_product"
@@ -118,6 +119,8 @@ def evaluate_image_to_image(
         best, _ = best_per_product(scores, data.image_product, vectors.size)
         if groups:
             best[owner] = -np.inf
+        if vectors.dead is not None:
+            best[vectors.dead] = -np.inf
         ranked = [data.ids[i] for i in top_indices(best, max(CURVE_KS))]
         runs.append((ranked, relevant_of[owner]))
     return {"kind": kind, **_round(summarise(runs)), "recall_curve": _round(_curve(runs))}
@@ -130,7 +133,7 @@ def evaluate_labels(
     vectors = engine.vectors(collection)
     data = vectors.data
     labeller = engine.labeller(collection)
-    with_photo = [i for i in range(vectors.size) if vectors.image_count[i]]
+    with_photo = [i for i in vectors.live_positions().tolist() if vectors.image_count[i]]
     chosen = sorted(random.Random(seed).sample(with_photo, min(limit, len(with_photo))))
     products = engine.store(collection).get_products([data.ids[i] for i in chosen])
     raw = engine.store(collection).load_vectors(()).image_features  # search keeps no raw features in memory

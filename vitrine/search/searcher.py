@@ -212,7 +212,7 @@ class Searcher:
                 rules: tuple[Rule, ...]) -> _Scored:
         """Every product that passes the filters, unscored (but for rules): the collection as a shop lists it."""
         positions = vectors.positions_of_rows(target.store.filter_rows(query.filters)) if query.filters \
-            else np.arange(vectors.size)
+            else vectors.live_positions()
         total = bonus[positions].copy() if bonus is not None else np.zeros(len(positions), dtype=np.float32)
         return _Scored(target, vectors, positions, total, {}, None, bonus, rules)
 
@@ -404,6 +404,8 @@ class Searcher:
         if exclude is not None and exclude[0] == target.name:
             own = vectors.position_of(exclude[1])
             total[final_positions == own] = -np.inf
+        if vectors.dead is not None:  # a full scan also scored the products that a later write replaced
+            total[vectors.dead[final_positions]] = -np.inf
         return _Scored(target, vectors, final_positions, total, signals, matched, bonus)
 
     @staticmethod

@@ -1,0 +1,155 @@
+"""Writes to a loaded collection are caught up with, not rebuilt (vitrine/index/updates.py): the products
+written since the last whole build become a tail, and those they replace, or that were deleted, are dead.
+A changed product is found by its new words and not its old ones, a deleted one by nothing, and every
+result (hits, scores, totals, facets) equals what a whole rebuild of the same store gives. On both backends."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import BACKEND, LUMA, make_settings
+
+from vitrine import engine as engine_module
+from vitrine.catalog.records import record_from_fields
+from vitrine.engine import Engine
+from vitrine.errors import NotFound
+from vitrine.index import updates
+from vitrine.index.sqlite_store import SqliteStore
+from vitrine.index.store import Filters, RangeFilter
+from vitrine.search.query import Query
+
+PHOTO = LUMA / "images" / "mj01-orange_main.jpg"
+QUERIES = [
+    Query(text="black hoodie", collection="luma", top_k=10, facets=("colour", "category")),
+    Query(text="jacket", collection="luma", top_k=10, filters=Filters(equals={"colour": ("Orange",)}),
+          facets=("colour",)),
+    Query(text="scarlet raincoat", collection="luma", top_k=10),
+    Query(image=PHOTO.read_bytes(), collection="luma", top_k=10),
+    Query(text="jacket", image=PHOTO.read_bytes(), collection="luma", top_k=10, alpha=0.5),
+    Query(collection="luma", top_k=20, facets=("colour", "size")),  # browsing: every product
+    Query(text="jacket", collection="luma", top_k=10, sort="price_asc",
+          filters=Filters(ranges={"price": RangeFilter(None, 80.0)})),
+    Query(product_id="MJ02", collection="luma", top_k=10),
+]
+
+
+def results(engine: Engine) -> list[tuple[list[str], list[float], int, dict[str, dict[str, int]]]]:
+    out = []
+    for query in QUERIES:
+        r = engine.search(query)
+        out.append(([h.id for h in r.hits], [round(h.score, 5) for h in r.hits], r.total, r.facets))
+    return out
+
+
+def open_engine(home: Path, models_dir: Path, **overrides: object) -> Engine:
+    return Engine(make_settings(home, models_dir, search_cache_size=0, snapshot_min_products=0, **overrides))
+
+
+def rebuilt(home: Path, models_dir: Path) -> list[tuple[list[str], list[float], int, dict[str, dict[str, int]]]]:
+    """The results of a process that builds the collection whole from the store, with no snapshot."""
+    with open_engine(home, models_dir, vector_snapshots=False) as engine:
+        assert engine.vectors("luma").tail is None
+        return results(engine)
+
+
+def test_changes_are_caught_up_as_a_tail_with_the_results_of_a_rebuild(luma_copy: Path, models_dir: Path) -> None:
+    with open_engine(luma_copy, models_dir) as engine:
+        base = engine.vectors("luma")
+        assert base.tail is None
+        jacket = engine.get_product("luma", "MJ01")
+        engine.put_product("luma", record_from_fields("MJ01", {
+            "title": "Scarlet raincoat", "description": jacket.description, "category": jacket.category,
+            "colour": "Red", "price": 12.0}), [PHOTO.read_bytes()])
+        engine.put_product("luma", record_from_fields("NEW-1", {
+            "title": "Orange storm jacket", "category": "Jackets", "colour": "Orange", "price": 20.0}),
+            [(LUMA / "images" / "mh01-orange_main.jpg").read_bytes()])
+        gone = engine.search(QUERIES[0]).hits[0].id
+        engine.store("luma").delete([gone])
+
+        vectors = engine.vectors("luma")
+        assert vectors.tail is not None and vectors.tail.base is base  # nothing was rebuilt
+        assert vectors.size - vectors.tail.start == 2 and vectors.live_size == 191
+        assert vectors.position_of(gone) is None and gone not in vectors.product_ids()
+        assert vectors.position_of("MJ01") == vectors.tail.start  # the new version, not the base's
+
+        found = results(engine)
+        assert found == rebuilt(luma_copy, models_dir)
+        assert found[2][0][0] == "MJ01"  # found by its new words ...
+        orange = found[1]
+        assert "MJ01" not in orange[0] and "NEW-1" in orange[0]  # ... and no longer as orange
+        assert all(gone not in ids for ids, *_ in found)
+        assert found[5][2] == 191  # browsing counts every product once
+        with pytest.raises(NotFound):
+            engine.search(Query(product_id=gone, collection="luma"))
+        assert gone not in [p.id for p, _ in engine.complete_the_look("luma", "MJ02")]
+
+        # A second process maps the base's snapshot and catches up with the same tail.
+        with open_engine(luma_copy, models_dir) as second:
+            again = second.vectors("luma")
+            assert again.tail is not None and again.tail.base.generation == base.generation
+            assert results(second) == found
+
+
+def test_a_large_tail_is_rebuilt_whole(luma_copy: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(updates, "TAIL_MAX", 1)
+    with open_engine(luma_copy, models_dir) as engine:
+        engine.vectors("luma")
+        photo = [PHOTO.read_bytes()]
+        engine.put_product("luma", record_from_fields("NEW-1", {"title": "Storm jacket"}), photo)
+        assert engine.vectors("luma").tail is not None
+        engine.put_product("luma", record_from_fields("NEW-2", {"title": "Rain jacket"}), photo)
+        whole = engine.vectors("luma")
+        assert whole.tail is None and whole.size == 193
+        assert results(engine) == rebuilt(luma_copy, models_dir)
+
+
+def test_other_heads_are_never_caught_up_with_from_the_old_base(luma_copy: Path, models_dir: Path) -> None:
+    """The photos' cross-modal vectors depend on the heads: a tail cannot carry a model change."""
+    with open_engine(luma_copy, models_dir) as engine:
+        before = engine.vectors("luma")
+        engine.put_product("luma", record_from_fields("NEW-1", {"title": "Storm jacket"}), [PHOTO.read_bytes()])
+        engine._heads.clear()  # as switching the active version does: another heads object
+        after = engine.vectors("luma")
+        assert after.tail is not None and after.tail.base is not before
+
+
+@pytest.mark.skipif(BACKEND != "sqlite", reason="an older SQLite file")
+def test_a_store_from_before_the_change_log_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite"
+    store = SqliteStore(path, name="old")
+    store.set_meta("x", "1", bump=True)
+    store.set_meta("x", "2", bump=True)
+    store.close()
+    with sqlite3.connect(path) as db:  # back to schema 4: no change log
+        db.executescript("DROP INDEX products_by_change; ALTER TABLE products DROP COLUMN changed; "
+                         "DROP TABLE removed; PRAGMA user_version=4;")
+    store = SqliteStore(path, name="old")
+    try:
+        assert store.removed_since(1) is None  # an index this old cannot catch up: rebuilt
+        assert store.removed_since(2) is not None and len(store.removed_since(2)) == 0  # type: ignore[arg-type]
+        assert np.asarray(store.load_vectors((), changed_since=2).ids).size == 0
+    finally:
+        store.close()
+
+
+def test_a_large_collections_vocabulary_is_rebuilt_behind_its_searches(
+        luma_copy: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above REFRESH_BEHIND_PRODUCTS a write does not wait for the vocabulary (2 s at 100k products):
+    searches use the previous one until a background thread has built the new one. Synonyms, which the
+    vocabulary carries, still apply at once."""
+    monkeypatch.setattr(engine_module, "REFRESH_BEHIND_PRODUCTS", 0)
+    with open_engine(luma_copy, models_dir) as engine:
+        before = engine.vocabulary("luma")
+        assert not before.knows("zephyrine")
+        engine.put_product("luma", record_from_fields("NEW-1", {"title": "Zephyrine storm jacket"}),
+                           [PHOTO.read_bytes()])
+        assert engine.vocabulary("luma") is before  # the write is searchable at once ...
+        assert engine.search(Query(text="zephyrine", collection="luma", top_k=3)).hits[0].id == "NEW-1"
+        engine.settle()
+        assert engine.vocabulary("luma").knows("zephyrine")  # ... and its words understood soon after
+
+        engine.set_synonyms("luma", [["anorak", "raincoat"]])
+        assert engine.vocabulary("luma").synonyms == [["anorak", "raincoat"]]
