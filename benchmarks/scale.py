@@ -18,6 +18,7 @@ services` starts one and writes it to .services.env); the sources stay in the ho
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import subprocess
@@ -28,13 +29,15 @@ from typing import Any
 
 import numpy as np
 from common import BENCH_HOME, DATA, REPO, bench_settings, percentile, save
+from PIL import Image
 
-from vitrine.catalog.records import ProductRecord
+from vitrine.catalog.records import ProductRecord, record_from_fields
 from vitrine.engine import Engine
 from vitrine.index.store import Filters, ImageWrite, ProductWrite
 from vitrine.search.query import Query
 
 BATCH = 1000
+WRITES = 20  # single-product writes timed until searchable
 NOISE = 0.02  # relative perturbation of each copy's vectors: near-duplicates, harsher than a real catalog
 
 
@@ -112,6 +115,61 @@ def recall(found: list[np.ndarray], exact: list[np.ndarray]) -> float:
                           for f, e in zip(found, exact, strict=True)]))
 
 
+def fresh_photo(path: Path) -> bytes:
+    """The photo saved again (other bytes, so not in the feature cache): a write encodes it, as a new one would."""
+    out = io.BytesIO()
+    with Image.open(path) as image:
+        image.convert("RGB").save(out, format="JPEG", quality=93)
+    return out.getvalue()
+
+
+def updates(engine: Engine, name: str, texts: list[str]) -> dict[str, Any]:
+    """Single-product writes through `put_product` (the HTTP API's PUT: its photo encoded), each followed
+    by the first search that must find it by a new word: the time until a write is searchable, which
+    the collection catches up with as a tail (vitrine/index/updates.py). Then text search latency with
+    that tail, and a delete followed by the search that must no longer find it. The written products
+    are copies under new ids, deleted at the end: the collection is left as it was."""
+    store = engine.store(name)
+    ids = engine.vectors(name).product_ids()
+    picked = [ids[int(i)] for i in np.random.default_rng(2).choice(len(ids), WRITES, replace=False)]
+    write_ms, searchable_ms = [], []
+    for i, product in enumerate(store.get_products(picked)):
+        word, copy = f"zqx{i:03d}", f"update-{i}"
+        record = record_from_fields(copy, {"title": f"{product.title} {word}", "category": product.category,
+                                                 "colour": product.colour, "price": product.price})
+        photo = fresh_photo(Path(product.images[0].path))
+        started = time.perf_counter()
+        engine.put_product(name, record, [photo])
+        written = time.perf_counter()
+        hits = engine.search(Query(text=word, collection=name, top_k=5)).hits
+        searchable_ms.append((time.perf_counter() - written) * 1000)
+        write_ms.append((written - started) * 1000)
+        if not hits or hits[0].id != copy:
+            raise AssertionError(f"{copy} is not found by its word {word!r}")
+    vectors = engine.vectors(name)
+    tail = vectors.size - vectors.tail.start if vectors.tail is not None else 0
+    tail_ms = []
+    for text in texts:
+        t = time.perf_counter()
+        engine.search(Query(text=text, collection=name, top_k=10))
+        tail_ms.append((time.perf_counter() - t) * 1000)
+    started = time.perf_counter()
+    store.delete(["update-0"])
+    hits = engine.search(Query(text="zqx000", collection=name, top_k=5)).hits
+    delete_ms = (time.perf_counter() - started) * 1000
+    if "update-0" in [h.id for h in hits]:
+        raise AssertionError("update-0 is found after its delete")
+    store.delete([f"update-{i}" for i in range(WRITES)])
+    engine.settle()  # suggestions, rebuilt behind the writes
+    return {
+        "write_p50_ms": round(percentile(write_ms, 50), 1),
+        "write_to_searchable_p50_ms": round(percentile(searchable_ms, 50), 1),
+        "write_to_searchable_max_ms": round(max(searchable_ms), 1),
+        "tail_products": tail, "text_p50_ms_with_tail": round(percentile(tail_ms, 50), 1),
+        "delete_to_gone_ms": round(delete_ms, 1),
+    }
+
+
 def measure(home: Path, name: str, queries: int, database_url: str | None) -> dict[str, Any]:
     """In this (fresh) process: cold start, memory, latency and index recall."""
     started = time.perf_counter()
@@ -170,6 +228,7 @@ def measure(home: Path, name: str, queries: int, database_url: str | None) -> di
         t = time.perf_counter()
         flat.search(q[None, :], 10)
         flat_ms.append((time.perf_counter() - t) * 1000)
+    changes = updates(engine, name, texts)  # last: it changes the collection
     return {
         "products": vectors.size, "images": len(vectors.image_vectors), "exact_scan": vectors.exact, **memory,
         "cold_start_s": round(cold_start_s, 1),
@@ -181,7 +240,7 @@ def measure(home: Path, name: str, queries: int, database_url: str | None) -> di
         "recall_at_10": round(recall(found, exact), 4),
         "filtered_recall_at_10": round(recall(found_filtered, exact_filtered), 4),
         "faiss_flat_text_p50_ms": round(percentile(flat_ms, 50), 2),
-        "queries": len(texts),
+        "queries": len(texts), "updates": changes,
         **({"database_gb": database_gb(database_url)} if database_url else {}),
     }
 

@@ -135,21 +135,30 @@ def test_a_store_from_before_the_change_log_is_migrated(tmp_path: Path) -> None:
         store.close()
 
 
-def test_a_large_collections_vocabulary_is_rebuilt_behind_its_searches(
+def test_the_vocabulary_is_extended_and_large_suggestions_rebuilt_behind(
         luma_copy: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Above REFRESH_BEHIND_PRODUCTS a write does not wait for the vocabulary (2 s at 100k products):
-    searches use the previous one until a background thread has built the new one. Synonyms, which the
-    vocabulary carries, still apply at once."""
+    """Query understanding knows a written product's words at once (its vocabulary is the base's extended
+    with the tail's); synonyms apply at once. Suggestions of a collection above REFRESH_BEHIND_PRODUCTS
+    (every title: seconds at 1M products) are served from the previous generation while a background
+    thread builds the new ones."""
     monkeypatch.setattr(engine_module, "REFRESH_BEHIND_PRODUCTS", 0)
     with open_engine(luma_copy, models_dir) as engine:
-        before = engine.vocabulary("luma")
-        assert not before.knows("zephyrine")
-        engine.put_product("luma", record_from_fields("NEW-1", {"title": "Zephyrine storm jacket"}),
+        whole = engine.vocabulary("luma")
+        assert not whole.knows("zephyrine") and whole.correction("jackte") == "jacket"
+        suggestions = engine.suggester("luma")
+        engine.put_product("luma", record_from_fields("NEW-1", {"title": "Zephyrine storm jacket",
+                                                                "colour": "Turquoise", "price": 9999.0}),
                            [PHOTO.read_bytes()])
-        assert engine.vocabulary("luma") is before  # the write is searchable at once ...
-        assert engine.search(Query(text="zephyrine", collection="luma", top_k=3)).hits[0].id == "NEW-1"
+        extended = engine.vocabulary("luma")
+        assert extended.knows("zephyrine") and extended.correction("zephyrin") == "zephyrine"
+        assert extended.correction("jackte") == "jacket"
+        assert ("turquoise",) in extended.phrases["colour"] and extended.prices[-1] == 9999.0
+        assert engine.vocabulary("luma") is extended  # once per generation
+        assert engine.search(Query(text="zephyrin", collection="luma", top_k=3)).hits[0].id == "NEW-1"
+
+        assert engine.suggester("luma") is suggestions  # built behind the write ...
         engine.settle()
-        assert engine.vocabulary("luma").knows("zephyrine")  # ... and its words understood soon after
+        assert any(s.get("id") == "NEW-1" for s in engine.suggest("zephyr", collection="luma"))  # ... then new
 
         engine.set_synonyms("luma", [["anorak", "raincoat"]])
         assert engine.vocabulary("luma").synonyms == [["anorak", "raincoat"]]

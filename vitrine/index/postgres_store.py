@@ -576,9 +576,12 @@ class PostgresStore:
                           "ORDER BY count(*) DESC, value_norm LIMIT %s", (normalise_field(field), limit))
         return [v for (v,) in found]
 
-    def vocabulary_texts(self) -> list[str]:
-        """Each product's title, category and colour: the words its shoppers are understood against."""
-        found = self._all("SELECT title || ' ' || category || ' ' || colour FROM products ORDER BY row_id")
+    def vocabulary_texts(self, *, changed_since: int | None = None) -> list[str]:
+        """Each product's title, category and colour: the words its shoppers are understood against.
+        `changed_since`: only the products written after that generation."""
+        scope, args = ("WHERE changed > %s", (changed_since,)) if changed_since is not None else ("", ())
+        found = self._all(f"SELECT title || ' ' || category || ' ' || colour FROM products {scope} ORDER BY row_id",
+                          args)
         return [t for (t,) in found]
 
     def product_titles(self) -> list[tuple[str, str]]:

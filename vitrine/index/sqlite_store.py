@@ -324,10 +324,14 @@ class SqliteStore:
             ).fetchall()
         return [v for (v,) in found]
 
-    def vocabulary_texts(self) -> list[str]:
-        """Each product's title, category and colour: the words its shoppers are understood against."""
+    def vocabulary_texts(self, *, changed_since: int | None = None) -> list[str]:
+        """Each product's title, category and colour: the words its shoppers are understood against.
+        `changed_since`: only the products written after that generation."""
+        scope, args = ("INDEXED BY products_by_change WHERE changed > ?", (changed_since,)) \
+            if changed_since is not None else ("", ())
         with self._locked():
-            found = self._db.execute("SELECT title || ' ' || category || ' ' || colour FROM products").fetchall()
+            found = self._db.execute(f"SELECT title || ' ' || category || ' ' || colour FROM products {scope}",
+                                     args).fetchall()
         return [t for (t,) in found]
 
     def product_titles(self) -> list[tuple[str, str]]:
@@ -424,7 +428,8 @@ class SqliteStore:
 
     def _read_vectors(self, facet_fields: Sequence[str], since: int | None) -> VectorData:
         db = self._db
-        scope, args = ("WHERE changed > ?", (since,)) if since is not None else ("", ())
+        # Of a few changed products: through their index (the planner would scan every row in `row` order)
+        scope, args = ("INDEXED BY products_by_change WHERE changed > ?", (since,)) if since is not None else ("", ())
         of_scope = f"product_row IN (SELECT row FROM products {scope})" if scope else ""
         owned = f"WHERE {of_scope}" if scope else ""
         n_products, text_bytes = db.execute(
@@ -454,8 +459,10 @@ class SqliteStore:
             owner_rows: list[int] = []
             codes: list[int] = []
             code: dict[str, int] = {}
-            for row, value in db.execute(f"SELECT product_row, value FROM product_values WHERE field=? "
-                                         f"{'AND ' + of_scope if scope else ''}", (field, *args)):
+            # Of a few changed products, their rows' values (`+field`: not the index of every product's)
+            where = f"+field=? AND {of_scope}" if scope else "field=?"
+            for row, value in db.execute(f"SELECT product_row, value FROM product_values WHERE {where}",
+                                         (field, *args)):
                 owner_rows.append(row)
                 codes.append(code.setdefault(value, len(code)))
             values = sorted(code)  # codes in sorted order of the values, as the facet counts expect
