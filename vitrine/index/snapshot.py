@@ -2,13 +2,15 @@
 
 Loading a collection computes its photos' search and cross-modal vectors, int8 copies and, above the
 exact limit, HNSW graphs: 19 s per 100k products on 2 cores, each time a server process starts or
-the collection changes. A snapshot keeps the result under the collection's folder, one per
-generation. Opening one maps the files instead of computing (a second or two), and every process
-that maps them shares one copy in the page cache: `vitrine serve --workers N` holds the tables once,
-and pages a search never touches (the float32 rows outside its candidates) need not be in memory.
+the collection is built whole again. A snapshot keeps the latest whole build under the collection's
+folder; a process that opens the collection later maps it and catches up with the writes since as a
+tail (index/updates.py). Opening one maps the files instead of computing (a second or two), and
+every process that maps them shares one copy in the page cache: `vitrine serve --workers N` holds the
+tables once, and pages a search never touches (the float32 rows outside its candidates) need not be
+in memory.
 
 A snapshot is written to a temporary folder and renamed into place, so a reader sees a whole one or
-none; a snapshot that does not match (another generation, other settings, another model: the first
+none; a snapshot that does not match (a later generation, other settings, another model: the first
 photo's cross-modal vector is recomputed and compared) is not used.
 """
 
