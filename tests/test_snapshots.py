@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 from conftest import LUMA, make_settings
@@ -100,6 +101,8 @@ def test_other_settings_do_not_use_the_snapshot_and_hnsw_graphs_are_saved_too(
         approximate_results = results(approximate)
     with open_engine(home, models_dir, exact_search_limit=10) as again:
         vectors = again.vectors("luma")
-        assert not vectors.exact and isinstance(vectors.image_vectors, np.memmap)  # graphs read, not rebuilt
+        assert not vectors.exact and isinstance(vectors.image_vectors, np.memmap)  # graphs read, not rebuilt ...
+        graph = vectors.text_ann
+        assert not faiss.downcast_index(graph.storage).codes.is_owned and not graph.hnsw.neighbors.is_owned  # mapped
         assert results(again) == approximate_results
     assert [r[0][:3] for r in approximate_results] == [r[0][:3] for r in exact]  # 191 products: HNSW finds all
