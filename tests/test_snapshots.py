@@ -50,11 +50,20 @@ def snapshots(home: Path) -> list[Path]:
     return sorted((home / "collections" / "luma" / "snapshots").glob("i*-g*"))
 
 
-def test_the_next_process_maps_the_snapshot_and_searches_alike(first: Engine, home: Path, models_dir: Path) -> None:
+def test_the_next_process_maps_the_snapshot_and_searches_alike(first: Engine, home: Path, models_dir: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     built = results(first)
     assert not isinstance(first.vectors("luma").image_vectors, np.memmap)
     assert len(snapshots(home)) == 1
+    assert (snapshots(home)[0] / "extra-words.json").is_file()  # the vocabulary's counted words, kept beside it
     with open_engine(home, models_dir) as second:
+        store = second.store("luma")
+        monkeypatch.setattr(store, "vocabulary_texts", lambda **_: pytest.fail("the words were counted again"))
+        mapped, built_words = second.vocabulary("luma"), first.vocabulary("luma")
+        assert (mapped.words, mapped.surface, mapped.phrases) == (built_words.words, built_words.surface,
+                                                                 built_words.phrases)
+        assert np.array_equal(mapped.prices, built_words.prices)
+        monkeypatch.undo()
         vectors = second.vectors("luma")
         assert isinstance(vectors.image_vectors, np.memmap) and isinstance(vectors.data.text_vectors, np.memmap)
         assert vectors.quantized is not None and isinstance(vectors.quantized["text"].codes, np.memmap)

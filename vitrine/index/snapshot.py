@@ -179,3 +179,27 @@ def load(folder: Path, *, generation: int, heads: CrossModal | None, exact_limit
         text_ann=anns.get("text"), image_ann=anns.get("image"), xmodal_ann=anns.get("xmodal"),
         quantized=quantized or None, one_image_each=bool(meta["one_image_each"]),
     )
+
+
+def save_extra(folder: Path, name: str, content: dict[str, Any]) -> None:
+    """Something derived from the snapshot's products, kept beside it (`extra-<name>.json`) so that the
+    next process reads it instead of computing it; nothing when the snapshot is gone (a newer one
+    replaced it) or cannot be written."""
+    if not folder.is_dir():
+        return
+    tmp = folder / f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}.json"
+    try:
+        tmp.write_text(json.dumps(content))
+        tmp.replace(folder / f"extra-{name}.json")
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        log.warning("cannot save beside a vector snapshot", extra={"path": str(folder), "error": str(exc)})
+
+
+def load_extra(folder: Path, name: str) -> dict[str, Any] | None:
+    """What `save_extra` kept, or None (not saved, or unreadable)."""
+    try:
+        content = json.loads((folder / f"extra-{name}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return content if isinstance(content, dict) else None

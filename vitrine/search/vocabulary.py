@@ -30,6 +30,27 @@ class Phrase:
 
 
 @dataclass
+class CountedWords:
+    """The products' words: how many products use each (folded, singular), and its most common spelling."""
+
+    words: dict[str, int]
+    surface: dict[str, str]
+
+
+def count_words(texts: Iterable[str]) -> CountedWords:
+    words: Counter[str] = Counter()
+    spellings: dict[str, Counter[str]] = {}
+    for text in texts:
+        seen = set()
+        for word in _SPELLED.findall(text.lower()):  # "t-shirt" is one word, spelt with its hyphen
+            key = singular(fold(word))
+            spellings.setdefault(key, Counter())[word] += 1
+            seen.add(key)
+        words.update(seen)
+    return CountedWords(words=dict(words), surface={w: c.most_common(1)[0][0] for w, c in spellings.items()})
+
+
+@dataclass
 class Vocabulary:
     words: Counter[str]  # folded singular word -> products using it
     surface: dict[str, str]  # folded singular word -> how the catalog most often spells it
@@ -41,24 +62,22 @@ class Vocabulary:
     @classmethod
     def build(cls, texts: Iterable[str], facets: Mapping[str, Sequence[str]], prices: Array | None,
               synonyms: Sequence[Sequence[str]] = ()) -> Vocabulary:
-        words: Counter[str] = Counter()
-        spellings: dict[str, Counter[str]] = {}
-        for text in texts:
-            seen = set()
-            for word in _SPELLED.findall(text.lower()):  # "t-shirt" is one word, spelt with its hyphen
-                key = singular(fold(word))
-                spellings.setdefault(key, Counter())[word] += 1
-                seen.add(key)
-            words.update(seen)
+        return cls.from_words(count_words(texts), facets, prices, synonyms)
+
+    @classmethod
+    def from_words(cls, counted: CountedWords, facets: Mapping[str, Sequence[str]], prices: Array | None,
+                   synonyms: Sequence[Sequence[str]] = ()) -> Vocabulary:
+        """From the products' words as `count_words` counts them (the slow part, which a snapshot keeps)."""
+        words = Counter(counted.words)
+        surface = dict(counted.surface)
         phrases: dict[str, dict[tuple[str, ...], Phrase]] = {}
         for name in UNDERSTOOD_FIELDS:
             for value in facets.get(name, ()):
                 _add_value(phrases.setdefault(name, {}), name, value)
                 for word in tokens(value):
                     words[word] += 0  # known, so never "corrected"
-                    spellings.setdefault(word, Counter())[word] += 0
+                    surface.setdefault(word, word)
         finite = np.sort(prices[np.isfinite(prices)]) if prices is not None else np.zeros(0, dtype=np.float32)
-        surface = {w: c.most_common(1)[0][0] for w, c in spellings.items() if c}
         return cls(words=words, surface=surface, phrases=phrases, prices=finite,
                    synonyms=[list(g) for g in synonyms])
 
