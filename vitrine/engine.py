@@ -421,7 +421,12 @@ class Engine:
         def extend() -> Vocabulary:
             whole = self._per_generation("base-vocabulary", name, since,
                                          lambda: self._whole_vocabulary(name, base, synonyms))
-            facets = {f: vectors.data.facets[f][2] for f in UNDERSTOOD_FIELDS if f in vectors.data.facets}
+            facets = {}  # the values the tail's products hold: the base's phrases are already made
+            for field in UNDERSTOOD_FIELDS:
+                if field in vectors.data.facets:
+                    positions, codes, values = vectors.data.facets[field]
+                    held = np.unique(np.asarray(codes)[np.asarray(positions) >= start])
+                    facets[field] = [values[c] for c in held.tolist()]
             prices = vectors.data.prices[start:] if vectors.data.prices is not None else None
             tail = Vocabulary.build(self.store(name).vocabulary_texts(changed_since=since), facets, prices)
             return whole.extended(tail, synonyms)
