@@ -123,11 +123,15 @@ def test_a_store_from_before_the_change_log_is_migrated(tmp_path: Path) -> None:
     store.set_meta("x", "1", bump=True)
     store.set_meta("x", "2", bump=True)
     store.close()
-    with sqlite3.connect(path) as db:  # back to schema 4: no change log
+    with sqlite3.connect(path) as db:  # back to schema 4: no change log, filter indexes without the row
         db.executescript("DROP INDEX products_by_change; ALTER TABLE products DROP COLUMN changed; "
-                         "DROP TABLE removed; PRAGMA user_version=4;")
+                         "DROP TABLE removed; DROP INDEX values_by_field_row; "
+                         "CREATE INDEX values_by_field ON product_values(field, value_norm); PRAGMA user_version=4;")
     store = SqliteStore(path, name="old")
     try:
+        plan = store._db.execute("EXPLAIN QUERY PLAN SELECT product_row FROM product_values "
+                                 "WHERE field='colour' AND value_norm='red'").fetchall()
+        assert "COVERING INDEX values_by_field_row" in str(plan)  # schema 6: a filter reads the index alone
         assert store.removed_since(1) is None  # an index this old cannot catch up: rebuilt
         assert store.removed_since(2) is not None and len(store.removed_since(2)) == 0  # type: ignore[arg-type]
         assert np.asarray(store.load_vectors((), changed_since=2).ids).size == 0
