@@ -106,6 +106,27 @@ def test_a_large_tail_is_rebuilt_whole(luma_copy: Path, models_dir: Path, monkey
         assert results(engine) == rebuilt(luma_copy, models_dir)
 
 
+def test_a_tail_past_the_merge_size_is_rebuilt_whole_in_the_background(
+        luma_copy: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past TAIL_MERGE the tail still serves at once, while a background thread builds the collection
+    whole and saves its snapshot; the next search reads that build, with no tail."""
+    monkeypatch.setattr(updates, "TAIL_MERGE", 1)
+    with open_engine(luma_copy, models_dir) as engine:
+        before = engine.vectors("luma")
+        photo = [PHOTO.read_bytes()]
+        engine.put_product("luma", record_from_fields("NEW-1", {"title": "Storm jacket"}), photo)
+        engine.put_product("luma", record_from_fields("NEW-2", {"title": "Rain jacket"}), photo)
+        served = engine.vectors("luma")
+        assert served.tail is not None and served.tail.base is before  # the tail serves meanwhile
+        engine.settle()
+        merged = engine.vectors("luma")
+        assert merged.tail is None and merged.size == 193 and merged.generation == served.generation
+        store = engine.store("luma")
+        assert [p.name.split("-")[1] for p in (luma_copy / "collections" / "luma" / "snapshots").glob("i*")] == \
+            [f"g{store.generation()}"]  # the new build's snapshot replaced the old one
+        assert results(engine) == rebuilt(luma_copy, models_dir)
+
+
 def test_other_heads_are_never_caught_up_with_from_the_old_base(luma_copy: Path, models_dir: Path) -> None:
     """The photos' cross-modal vectors depend on the heads: a tail cannot carry a model change."""
     with open_engine(luma_copy, models_dir) as engine:

@@ -41,11 +41,11 @@ from vitrine.errors import (
     NotFound,
     ServiceDown,
 )
-from vitrine.index import snapshot
+from vitrine.index import snapshot, updates
 from vitrine.index.snapshot import snapshot_dir
 from vitrine.index.sqlite_store import SqliteCollections
 from vitrine.index.store import CollectionStore, Filters, ImageWrite, Product, ProductWrite, StoreBackend
-from vitrine.index.updates import TAIL_MERGE, catch_up
+from vitrine.index.updates import catch_up
 from vitrine.index.vectors import CollectionVectors
 from vitrine.models.clip_encoder import PREFIX as CLIP_PREFIX
 from vitrine.models.clip_encoder import ClipCheckpoint, ClipCrossModal, checkpoint_path
@@ -304,7 +304,7 @@ class Engine:
             updated = catch_up(base, store, generation, heads=heads, facet_fields=FACET_FIELDS)
             if updated is not None:
                 self._bases[name] = base
-                if updated.tail is not None and updated.size - updated.tail.start > TAIL_MERGE:
+                if updated.tail is not None and updated.size - updated.tail.start > updates.TAIL_MERGE:
                     self._rebuild_later(name, store)
                 return updated
         built = self._build_vectors(name, store, generation, heads)
