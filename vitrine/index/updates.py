@@ -155,7 +155,8 @@ def combine(base: CollectionVectors, tail: CollectionVectors, removed: Array, ge
         heads=base.heads, xmodal_vectors=_stack(base.xmodal_vectors, tail.xmodal_vectors),
         text_ann=base.text_ann, image_ann=base.image_ann, xmodal_ann=base.xmodal_ann, quantized=quantized,
         one_image_each=base.one_image_each and (tail.one_image_each or tail.size == 0),
-        tail=Tail(base=base, start=n0, dead=dead, sorted_rows=rows[live][order], sorted_positions=live[order],
+        tail=Tail(base=base, start=n0, dead=dead, live=live, sorted_rows=rows[live][order],
+                  sorted_positions=live[order],
                   positions={pid: n0 + i for i, pid in enumerate(t.ids)}),
     )
 

@@ -25,15 +25,13 @@ log = logging.getLogger(__name__)
 
 HNSW_NEIGHBOURS = 32
 HNSW_EF_SEARCH = 128
-
-
 HNSW_TRAIN_SAMPLE = 100_000  # rows that set the 8-bit codes' range per dimension
 
 
 def build_hnsw(vectors: Array) -> Any:
     """HNSW over 8-bit copies of the vectors: a quarter of float32's size (1.3 GB instead of 5.1 GB for a
-    million photos), built in half the time, and as good at proposing candidates, which are scored
-    exactly from the float32 tables anyway (benchmarks: recall@10 1.0 either way at 100k)."""
+    million photos), built faster, and about as good at proposing candidates, which are scored exactly
+    from the float32 tables anyway (scale.py at 1M: recall@10 0.985, against 0.987 over float32)."""
     import faiss
 
     data = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -68,6 +66,7 @@ class Tail:
     base: CollectionVectors  # the whole build (or snapshot) the tail follows
     start: int  # position of the tail's first product
     dead: Array  # (n_products,) bool: the base's products rewritten by the tail, or deleted
+    live: Array  # positions of the others, ascending
     sorted_rows: Array  # store rows of the live products, ascending ...
     sorted_positions: Array  # ... and their positions
     positions: dict[str, int]  # the tail's products' positions by id
@@ -137,16 +136,16 @@ class CollectionVectors:
 
     def live_positions(self) -> Array:
         """Every product's position, ascending."""
-        return np.arange(self.size) if self.tail is None else np.flatnonzero(~self.tail.dead)
+        return np.arange(self.size) if self.tail is None else self.tail.live
 
     def product_ids(self) -> list[str]:
         """The ids of the products it holds (dead positions left out), in position order."""
         ids = self.data.ids
-        return ids if self.tail is None else [ids[i] for i in self.live_positions().tolist()]
+        return ids if self.tail is None else [ids[i] for i in self.tail.live.tolist()]
 
     @property
     def live_size(self) -> int:
-        return self.size if self.tail is None else len(self.tail.sorted_rows)
+        return self.size if self.tail is None else len(self.tail.live)
 
     def position_of(self, product_id: str) -> int | None:
         if self.tail is not None:
