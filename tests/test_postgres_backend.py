@@ -166,8 +166,8 @@ def test_a_database_from_a_newer_vitrine_is_refused(postgres_server: str, small_
 
 def test_a_collection_from_before_the_change_log_is_migrated(postgres_server: str, small_luma: Path,
                                                             models_dir: Path, tmp_path: Path) -> None:
-    """Collection version 1 had no change log: opened by this Vitrine it gains one, and an index loaded
-    before the migration is rebuilt rather than caught up with."""
+    """Collection version 1 had no change log (nor version 2 a models table): opened by this Vitrine it
+    gains both, and an index loaded before the migration is rebuilt rather than caught up with."""
     url = create_database("older")
     with Engine(make_settings(tmp_path / "a", models_dir, database_url=url)) as engine:
         engine.ingest("shop", small_luma)
@@ -175,7 +175,7 @@ def test_a_collection_from_before_the_change_log_is_migrated(postgres_server: st
     with psycopg.connect(url, autocommit=True) as conn:
         (collection_id,), = conn.execute("SELECT id FROM vitrine_collections WHERE name = 'shop'").fetchall()
         conn.execute(f"SET search_path TO vc_{collection_id}, public")
-        conn.execute("DROP TABLE removed; ALTER TABLE products DROP COLUMN changed")
+        conn.execute("DROP TABLE removed; DROP TABLE models; ALTER TABLE products DROP COLUMN changed")
         conn.execute("UPDATE vitrine_collections SET version = 1 WHERE name = 'shop'")
     with Engine(make_settings(tmp_path / "b", models_dir, database_url=url)) as engine:
         store = engine.store("shop")
@@ -186,8 +186,9 @@ def test_a_collection_from_before_the_change_log_is_migrated(postgres_server: st
         assert engine.vectors("shop").tail is not None  # caught up with from here on
         assert "MH01" not in [h.id for h in engine.search(Query(text="hoodie", collection="shop", top_k=20)).hits]
         assert engine.store("shop").count() == 11
+        assert engine.store("shop").save_model(b"weights", "{}") == 1  # version 3 keeps model versions
     with psycopg.connect(url, autocommit=True) as conn:
-        assert conn.execute("SELECT version FROM vitrine_collections WHERE name = 'shop'").fetchone() == (2,)
+        assert conn.execute("SELECT version FROM vitrine_collections WHERE name = 'shop'").fetchone() == (3,)
 
 
 def test_a_bad_or_unreachable_database_url_is_said_clearly(tmp_path: Path, models_dir: Path) -> None:

@@ -551,7 +551,7 @@ class Engine:
             self.rules(name), rows_of=partial(_rows_with, store)))
 
     def model_versions(self, name: str) -> ModelVersions:
-        return ModelVersions(self.collections_dir / check_collection_name(name) / "models")
+        return ModelVersions(self.store(name), self.collections_dir / name / "models")
 
     def active_model(self, name: str) -> str:
         return self.store(name).meta().get("model_version", BASE)

@@ -61,8 +61,9 @@ log = logging.getLogger(__name__)
 # one written by a newer Vitrine is refused, an older one migrated. Collection 2: a change log (the
 # generation that last wrote each product, and the rows removed), so indexes update incrementally; and
 # filter indexes that hold the product row (an index-only scan instead of a table visit per row).
+# Collection 3: trained model versions, which were files on the machine that trained them.
 DATABASE_VERSION = 1
-COLLECTION_VERSION = 2
+COLLECTION_VERSION = 3
 _SETUP_LOCK = 7_146_001  # pg_advisory_xact_lock key: one process sets the database up at a time
 _CONNECT_TIMEOUT_S = 5
 _STREAM_ROWS = 5000
@@ -159,6 +160,15 @@ _CHANGE_LOG = """
 CREATE INDEX products_by_change ON products(changed);
 CREATE TABLE removed(row_id bigint PRIMARY KEY, generation bigint NOT NULL);
 CREATE INDEX removed_by_generation ON removed(generation);
+"""
+# Trained model versions: every replica and worker finds the version a collection searches with.
+_MODELS = """
+CREATE TABLE models(
+    version integer PRIMARY KEY,
+    weights bytea NOT NULL,
+    card text NOT NULL,
+    created_at double precision NOT NULL
+);
 """
 # Collection version 1 -> 2. Changes before this generation were not logged: older in-memory indexes cannot catch up.
 _MIGRATE_TO_2 = """
@@ -317,7 +327,7 @@ class PostgresCollections:
                 if made is not None:
                     conn.execute(sql.SQL("CREATE SCHEMA {}").format(_schema(made[0])))
                     conn.execute(sql.SQL("SET LOCAL search_path TO {}, public").format(_schema(made[0])))
-                    conn.execute(_COLLECTION_TABLES + _CHANGE_LOG)
+                    conn.execute(_COLLECTION_TABLES + _CHANGE_LOG + _MODELS)
                     found = made
                 else:  # made by another process meanwhile
                     found = conn.execute("SELECT id, version FROM vitrine_collections WHERE name=%s",
@@ -339,7 +349,9 @@ class PostgresCollections:
             if found is None or found[0] >= COLLECTION_VERSION:  # deleted, or migrated by another process meanwhile
                 return
             conn.execute(sql.SQL("SET LOCAL search_path TO {}, public").format(_schema(collection_id)))
-            conn.execute(_MIGRATE_TO_2)
+            if found[0] < 2:
+                conn.execute(_MIGRATE_TO_2)
+            conn.execute(_MODELS)
             conn.execute("UPDATE vitrine_collections SET version=%s WHERE id=%s", (COLLECTION_VERSION, collection_id))
         log.info("collection migrated", extra={"collection_id": collection_id, "version": COLLECTION_VERSION})
 
@@ -572,6 +584,23 @@ class PostgresStore:
             conn.execute("INSERT INTO training_pairs VALUES(%s, %s, %s, %s) ON CONFLICT(product_id, text) "
                          "DO UPDATE SET source=excluded.source, created_at=excluded.created_at",
                          (product_id, text, source, time.time()))
+
+    def save_model(self, weights: bytes, card: str, *, version: int | None = None) -> int:
+        with self._write(bump=False) as conn:
+            # Replicas training at once take turns for the next number.
+            conn.execute("LOCK TABLE models IN SHARE ROW EXCLUSIVE MODE")
+            if version is None:
+                (version,), = conn.execute("SELECT coalesce(max(version), 0) + 1 FROM models").fetchall()
+            conn.execute("INSERT INTO models VALUES(%s, %s, %s, %s) ON CONFLICT(version) DO NOTHING",
+                         (version, weights, card, time.time()))
+        return int(version)
+
+    def model(self, version: int) -> tuple[bytes, str] | None:
+        found = self._all("SELECT weights, card FROM models WHERE version=%s", (version,))
+        return (bytes(found[0][0]), str(found[0][1])) if found else None
+
+    def model_cards(self) -> list[tuple[int, str]]:
+        return [(int(v), str(c)) for v, c in self._all("SELECT version, card FROM models ORDER BY version")]
 
     # -- reads ------------------------------------------------------------------------------------
 

@@ -45,7 +45,7 @@ from vitrine.tables import SqliteTables
 # filtered as `size`, and category paths give a gender ("Men/Tops") to products without one; 5: a change
 # log (the generation that last wrote each product, and the rows removed), so indexes update incrementally;
 # 6: the filter indexes hold the product row, so a filter's rows are read from the index alone
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 _STRONG_COLUMNS = "{id title category colour}"  # rows.SearchTexts
 
 _SCHEMA = """
@@ -103,6 +103,16 @@ CREATE INDEX IF NOT EXISTS products_by_change ON products(changed);
 CREATE TABLE IF NOT EXISTS removed(row INTEGER PRIMARY KEY, generation INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS removed_by_generation ON removed(generation);
 """
+# Schema 7: trained model versions live in the store, so that a replica or worker on another machine
+# finds the version a collection searches with (they were files in the collection's folder before).
+_MODELS = """
+CREATE TABLE IF NOT EXISTS models(
+    version INTEGER PRIMARY KEY,
+    weights BLOB NOT NULL,
+    card TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+"""
 # Schema 6. A filter on a colour held by 56k of 1M products read each row through the table: 80-110 ms,
 # against 11-13 ms from an index that holds the row.
 _COVERING_FILTERS = """
@@ -142,7 +152,7 @@ class SqliteStore:
                     f"collection {self.name!r} was built by an older Vitrine whose image features lack colour; "
                     "delete it and ingest its catalog again"
                 )
-            if version in (2, 3, 4, 5):
+            if version in (2, 3, 4, 5, 6):
                 self._db.execute("BEGIN")
                 if version == 2:  # products gained variants: old rows have none
                     self._db.execute("ALTER TABLE products ADD COLUMN variants TEXT NOT NULL DEFAULT '[]'")
@@ -151,7 +161,7 @@ class SqliteStore:
                 columns = {c[1] for c in self._db.execute("PRAGMA table_info(products)")}
                 if "changed" not in columns:
                     self._db.execute("ALTER TABLE products ADD COLUMN changed INTEGER NOT NULL DEFAULT 0")
-                for statement in filter(str.strip, (_CHANGE_LOG + _COVERING_FILTERS).split(";")):
+                for statement in filter(str.strip, (_CHANGE_LOG + _COVERING_FILTERS + _MODELS).split(";")):
                     self._db.execute(statement)
                 if version < 5:  # changes before this generation were not logged: older indexes cannot catch up
                     self._db.execute("INSERT OR REPLACE INTO meta(key, value) SELECT 'changes_from', "
@@ -159,7 +169,8 @@ class SqliteStore:
                 self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 self._db.execute("COMMIT")
             elif version < SCHEMA_VERSION:
-                self._db.executescript(f"BEGIN; {_SCHEMA} {_CHANGE_LOG} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+                self._db.executescript(f"BEGIN; {_SCHEMA} {_CHANGE_LOG} {_MODELS} "
+                                       f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
 
     def _migrate_values(self) -> None:
         """Schema 4's filter values, in the open transaction: `sizes` rows become `size` ones, and
@@ -323,6 +334,22 @@ class SqliteStore:
         with self._write(bump=False) as db:
             db.execute("INSERT OR REPLACE INTO training_pairs VALUES(?, ?, ?, ?)",
                        (product_id, text, source, time.time()))
+
+    def save_model(self, weights: bytes, card: str, *, version: int | None = None) -> int:
+        with self._write(bump=False) as db:
+            if version is None:
+                version = int(db.execute("SELECT coalesce(max(version), 0) + 1 FROM models").fetchone()[0])
+            db.execute("INSERT OR IGNORE INTO models VALUES(?, ?, ?, ?)", (version, weights, card, time.time()))
+        return version
+
+    def model(self, version: int) -> tuple[bytes, str] | None:
+        with self._locked():
+            found = self._db.execute("SELECT weights, card FROM models WHERE version=?", (version,)).fetchone()
+        return (bytes(found[0]), str(found[1])) if found else None
+
+    def model_cards(self) -> list[tuple[int, str]]:
+        with self._locked():
+            return [(int(v), str(c)) for v, c in self._db.execute("SELECT version, card FROM models ORDER BY version")]
 
     def distinct_values(self, field: str, limit: int = 500) -> list[str]:
         """The most common values of an attribute (for vocabularies), most common first."""

@@ -8,6 +8,7 @@ A model is a `.npz` of weights with a JSON model card beside it.
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,24 +88,39 @@ class FashionHeads:
         """Queries into the space; the heads read the MiniLM vectors, not the strings."""
         return self.text_vectors(sentence_vectors)
 
+    def to_bytes(self) -> bytes:
+        """The weights as a compressed .npz, float16 to halve the size (scores move < 1e-3)."""
+        out = io.BytesIO()
+        np.savez_compressed(out, **{k: v.astype(np.float16) for k, v in self.weights.items()})
+        return out.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, card: dict[str, Any], *, source: str) -> FashionHeads:
+        """Weights written by `to_bytes`; ModelUnavailable names `source` when they cannot be read."""
+        try:
+            with np.load(io.BytesIO(data)) as npz:
+                weights = {k: npz[k].astype(np.float32) for k in WEIGHT_NAMES}
+        except (OSError, KeyError, ValueError, EOFError) as exc:
+            raise ModelUnavailable(f"cannot load fashion heads from {source}: {exc}") from exc
+        return cls(weights=weights, card=card)
+
     def save(self, path: Path) -> None:
-        """Writes `path` (.npz, float16 to halve the size; scores move < 1e-3) and `path`.json (the card)."""
+        """Writes `path` (.npz) and `path`.json (the card)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, **{k: v.astype(np.float16) for k, v in self.weights.items()})
+        tmp.write_bytes(self.to_bytes())
         tmp.replace(path)
         path.with_suffix(".json").write_text(json.dumps(self.card, indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> FashionHeads:
         try:
-            with np.load(path) as npz:
-                weights = {k: npz[k].astype(np.float32) for k in WEIGHT_NAMES}
+            data = path.read_bytes()
             card_path = path.with_suffix(".json")
             card = json.loads(card_path.read_text()) if card_path.exists() else {}
-        except (OSError, KeyError, ValueError) as exc:
+        except (OSError, ValueError) as exc:
             raise ModelUnavailable(f"cannot load fashion heads from {path}: {exc}") from exc
-        return cls(weights=weights, card=card)
+        return cls.from_bytes(data, card, source=str(path))
 
 
 def base_heads_path() -> Path:

@@ -1,41 +1,45 @@
-"""A collection's own trained heads: numbered versions in its folder, one of them active (or the base).
+"""A collection's own trained heads: numbered versions kept in its store, one of them active (or the base).
 
-Versions are files (`v1.npz` + `v1.json` card) beside the collection's store, so deleting a
-collection deletes its models. Which one is active is the store's `model_version` meta value.
+The store is where every replica and worker looks (a SQLite file beside the collection, or its
+PostgreSQL schema), so a version trained by a worker on one machine is searched with on every other,
+and deleting a collection deletes its models. Which one is active is the store's `model_version` meta
+value. Versions that older Vitrines wrote as files (`v1.npz` + `v1.json` card in the collection's
+folder) are moved into the store the first time its versions are read.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any
 
 from vitrine.errors import NotFound
+from vitrine.index.store import CollectionStore
 from vitrine.models.heads import FashionHeads, base_heads_path, load_base_heads
 
 BASE = "base"
 _VERSION_FILE = re.compile(r"^v(\d+)\.npz$")
 
+log = logging.getLogger(__name__)
+
 
 class ModelVersions:
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    def __init__(self, store: CollectionStore, legacy_folder: Path) -> None:
+        self.store = store
+        self.legacy_folder = legacy_folder
 
     def numbers(self) -> list[int]:
-        if not self.folder.is_dir():
-            return []
-        found = (_VERSION_FILE.match(p.name) for p in self.folder.iterdir())
-        return sorted(int(m.group(1)) for m in found if m)
-
-    def path(self, version: int) -> Path:
-        return self.folder / f"v{version}.npz"
+        self._move_files()
+        return [number for number, _ in self.store.model_cards()]
 
     def save(self, heads: FashionHeads) -> int:
-        """Stores `heads` as the next version and returns its number."""
-        version = max(self.numbers(), default=0) + 1
+        """Stores `heads` as the next version and returns its number (also written into its card)."""
+        self._move_files()
+        card = {k: v for k, v in heads.card.items() if k != "version"}
+        version = self.store.save_model(heads.to_bytes(), json.dumps(card, sort_keys=True))
         heads.card["version"] = f"v{version}"
-        heads.save(self.path(version))
         return version
 
     def load(self, version: str) -> FashionHeads | None:
@@ -43,23 +47,41 @@ class ModelVersions:
         if version == BASE:
             return load_base_heads()
         number = parse_version(version)
-        path = self.path(number)
-        if not path.is_file():
+        self._move_files()
+        found = self.store.model(number)
+        if found is None:
             raise NotFound(f"no model version {version!r}; known: {', '.join(self.names())}", field="version")
-        return FashionHeads.load(path)
+        weights, card = found
+        return FashionHeads.from_bytes(weights, {**json.loads(card), "version": f"v{number}"},
+                                       source=f"collection {self.store.name!r} version v{number}")
 
     def names(self) -> list[str]:
         return [BASE] + [f"v{n}" for n in self.numbers()]
 
     def cards(self) -> list[dict[str, Any]]:
-        """Each version's model card (the JSON beside its weights; the weights are not read)."""
-        out: list[dict[str, Any]] = []
-        for name in self.names():
-            weights = base_heads_path() if name == BASE else self.path(parse_version(name))
-            card_path = weights.with_suffix(".json")
-            card = json.loads(card_path.read_text()) if card_path.is_file() else {}
-            out.append({"version": name, **_summary(card)})
+        """Each version's model card (the weights are not read)."""
+        base_card = base_heads_path().with_suffix(".json")
+        out = [{"version": BASE, **_summary(json.loads(base_card.read_text()) if base_card.is_file() else {})}]
+        self._move_files()
+        for number, card in self.store.model_cards():
+            out.append({"version": f"v{number}", **_summary(json.loads(card))})
         return out
+
+    def _move_files(self) -> None:
+        """Versions an older Vitrine kept as files: into the store (same numbers), then the files removed."""
+        if not self.legacy_folder.is_dir():
+            return
+        for path in sorted(self.legacy_folder.iterdir()):
+            match = _VERSION_FILE.match(path.name)
+            if not match:
+                continue
+            heads = FashionHeads.load(path)
+            card = {k: v for k, v in heads.card.items() if k != "version"}
+            self.store.save_model(heads.to_bytes(), json.dumps(card, sort_keys=True), version=int(match.group(1)))
+            path.with_suffix(".json").unlink(missing_ok=True)
+            path.unlink()
+            log.info("model version moved into the store", extra={"collection": self.store.name,
+                                                                   "version": f"v{match.group(1)}"})
 
 
 def parse_version(version: str) -> int:

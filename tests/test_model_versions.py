@@ -1,0 +1,104 @@
+"""Trained model versions are kept in the collection's store: a version trained through one replica (or a
+worker on another machine) is what every replica searches with; versions older Vitrines kept as files
+are moved into the store; deleting the collection deletes them. Runs on both backends."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import BACKEND, make_settings
+
+from vitrine.engine import Engine
+from vitrine.errors import NotFound
+from vitrine.models.heads import FashionHeads, load_base_heads
+from vitrine.search.query import Query
+from vitrine.settings import Settings
+
+
+def _shifted(scale: float) -> FashionHeads:
+    base = load_base_heads()
+    assert base is not None
+    return FashionHeads(weights={k: v * scale for k, v in base.weights.items()},
+                        card={**base.card, "recipe": "test", "train_seconds": scale})
+
+
+def _other_replica(settings: Settings, tmp_path: Path, models_dir: Path) -> Settings:
+    """Another process over the same collections: on PostgreSQL a replica with a home of its own (another
+    machine); embedded, a process on the same home (the store is a file there)."""
+    if BACKEND == "postgres":
+        return make_settings(tmp_path / "replica", models_dir, database_url=settings.database_url)
+    return settings
+
+
+def test_a_version_trained_on_one_replica_is_searched_with_on_another(
+        settings: Settings, small_luma: Path, tmp_path: Path, models_dir: Path) -> None:
+    with Engine(settings) as a:
+        a.ingest("shop", small_luma)
+        trained = _shifted(1.05)
+        assert a.model_versions("shop").save(trained) == 1 and trained.card["version"] == "v1"
+        assert a.model_versions("shop").save(_shifted(0.95)) == 2
+        a.use_model("shop", "v1")
+        assert not (settings.home / "collections" / "shop" / "models").exists()  # nothing kept beside the store
+        query = Query(text="hoodie", collection="shop", cross_modal_weight=1.0)
+        want = [(h.id, h.score) for h in a.search(query).hits]
+        with Engine(_other_replica(settings, tmp_path, models_dir)) as b:
+            assert b.model_versions("shop").names() == ["base", "v1", "v2"]
+            heads = b.heads("shop")
+            assert isinstance(heads, FashionHeads) and heads.version == "v1"
+            for name, weights in trained.weights.items():  # kept as float16
+                np.testing.assert_allclose(heads.weights[name], weights, rtol=1e-3, atol=1e-3)
+            got = [(h.id, h.score) for h in b.search(query).hits]
+            assert [i for i, _ in got] == [i for i, _ in want]
+            assert [s for _, s in got] == pytest.approx([s for _, s in want], abs=1e-5)
+            cards = b.model_versions("shop").cards()
+            assert [c["version"] for c in cards] == ["base", "v1", "v2"]
+            assert cards[2]["recipe"] == "test" and cards[2]["train_seconds"] == pytest.approx(0.95)
+            b.use_model("shop", "v2")
+            assert a.heads("shop").version == "v2"  # the switch made on b is seen by a
+            with pytest.raises(NotFound, match="no model version 'v3'"):
+                b.use_model("shop", "v3")
+
+
+def test_versions_kept_as_files_by_an_older_vitrine_move_into_the_store(engine: Engine, small_luma: Path) -> None:
+    engine.ingest("shop", small_luma)
+    folder = engine.collections_dir / "shop" / "models"
+    old = _shifted(1.1)
+    old.card["version"] = "v3"
+    old.save(folder / "v3.npz")
+    (folder / "notes.txt").write_text("not a model")
+    assert engine.model_versions("shop").names() == ["base", "v3"]
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+    engine.use_model("shop", "v3")
+    heads = engine.heads("shop")
+    assert isinstance(heads, FashionHeads) and heads.version == "v3"
+    np.testing.assert_allclose(heads.weights["image_w1"], old.weights["image_w1"], rtol=1e-3, atol=1e-3)
+    assert engine.model_versions("shop").save(_shifted(1.2)) == 4  # numbering goes on from the moved ones
+
+
+def test_deleting_a_collection_deletes_its_versions(engine: Engine, small_luma: Path) -> None:
+    engine.ingest("shop", small_luma)
+    engine.model_versions("shop").save(_shifted(1.05))
+    engine.delete_collection("shop")
+    engine.ingest("shop", small_luma)
+    assert engine.model_versions("shop").names() == ["base"]
+
+
+@pytest.mark.skipif(BACKEND != "sqlite", reason="a SQLite file written by schema 6")
+def test_a_schema_6_store_gains_the_models_table(engine: Engine, small_luma: Path) -> None:
+    engine.ingest("shop", small_luma)
+    path = engine.collections_dir / "shop" / "store.sqlite"
+    engine.close()
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE models")
+        db.execute("PRAGMA user_version=6")
+    with Engine(engine.settings) as again:
+        assert again.model_versions("shop").save(_shifted(1.05)) == 1
+        assert again.store("shop").count() == 12
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (7,)
+        (card,), = db.execute("SELECT card FROM models").fetchall()
+    assert json.loads(card)["recipe"] == "test" and "version" not in json.loads(card)
