@@ -492,9 +492,9 @@ def test_anonymous_looks_have_a_quota_and_expire(settings: Settings) -> None:
         looks = client.app.state.jobs.looks  # type: ignore[attr-defined]
         remaining = looks.sweep(time.time() + 120)
         assert remaining == 0
-        kept = [p.parent.name for p in (engine.home / "looks").glob("*/look.json")]
-        assert len(kept) == 1  # the keyed look does not expire
-        assert [p.suffix for p in (engine.home / "looks" / "photos").rglob("*.*")] == [".jpeg"]  # its photo stays
+        assert len(looks.store.ids()) == 1  # the keyed look does not expire
+        assert looks.store.photo_count() == 1  # its photo stays
+        assert looks.photo(looks.store.ids()[0])[1] == "jpeg"
 
 
 def test_anonymous_looks_kept_at_once_are_capped(settings: Settings) -> None:

@@ -1,15 +1,17 @@
 """Looks as stored things: the original photo (content-addressed), the result with its crops, human
 corrections, and indexing a look's garments into a collection as products.
 
-Layout under the home: `looks/photos/<sha[:2]>/<sha>.<ext>` and `looks/<look id>/look.json` with
-`crops/<index>.png`. Corrections are kept in the look (shown in later reads) and become training
-pairs of the products the garments were indexed as.
+They are kept in the service's tables (`vitrine.vision.store`), where every replica and worker finds
+them. Corrections are kept in the look (shown in later reads) and become training pairs of the
+products the garments were indexed as. Looks that older Vitrines kept as files under the home
+(`looks/<look id>/look.json`) are moved into the tables when the service starts.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import shutil
 import threading
@@ -21,24 +23,27 @@ from typing import Any
 from vitrine.catalog.records import ProductRecord
 from vitrine.engine import Engine
 from vitrine.errors import Busy, ImageError, InvalidInput, NotFound
-from vitrine.files import write_atomic
 from vitrine.index.store import Filters
 from vitrine.models.imaging import decode_image, sniff_image_type
 from vitrine.vision.look import LookFinder, Stage, look_as_dict
+from vitrine.vision.store import SCHEMA, LookStore
 
 LOOK_ID = re.compile(r"^[0-9a-f]{16}$")
 SWEEP_EVERY_S = 60.0
 LABEL_KINDS = ("category", "colour", "pattern")
 
+log = logging.getLogger(__name__)
+
 
 class LookService:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.root = engine.home / "looks"
+        self.store = LookStore(engine.backend.tables("looks", SCHEMA))
         self.finder = LookFinder(engine)
         self._lock = threading.Lock()
         self._swept_at = float("-inf")
         self._anonymous = 0
+        self._move_files(engine.home / "looks")
 
     # -- photos and results -----------------------------------------------------------------------
 
@@ -61,9 +66,7 @@ class LookService:
         except ImageError as exc:
             raise ImageError(exc.message, field="image") from exc
         sha = hashlib.sha256(data).hexdigest()
-        path = self._photo_path(sha, kind)
-        if not path.exists():
-            write_atomic(path, data)
+        self.store.put_photo(sha, data, now)
         look_id = uuid.uuid4().hex[:16]
         record: dict[str, Any] = {"id": look_id, "photo": {"sha256": sha, "type": kind}, "created_at": now}
         if anonymous:
@@ -76,57 +79,43 @@ class LookService:
 
     def sweep(self, now: float) -> int:
         """Deletes expired looks and the photos no look uses any more; returns how many unexpired
-        anonymous looks remain. Runs over the folder at most once a SWEEP_EVERY_S."""
+        anonymous looks remain. Runs at most once a SWEEP_EVERY_S."""
         with self._lock:
             if now - self._swept_at < SWEEP_EVERY_S:
                 return self._anonymous
             self._swept_at = now
-            used: set[str] = set()
-            anonymous = 0
-            for path in self.root.glob("*/look.json"):
-                try:
-                    record = json.loads(path.read_text())
-                except (OSError, ValueError):
-                    continue
-                if record.get("expires_at") is not None and record["expires_at"] <= now:
-                    shutil.rmtree(path.parent, ignore_errors=True)
-                    continue
-                anonymous += record.get("expires_at") is not None
-                used.add(record.get("photo", {}).get("sha256", ""))
-            for photo in self.root.glob("photos/*/*"):
-                if photo.stem not in used and now - photo.stat().st_mtime > SWEEP_EVERY_S:
-                    photo.unlink(missing_ok=True)  # an age guard: a look may be saving this photo now
-            self._anonymous = anonymous
-            return anonymous
+            self._anonymous = self.store.sweep(now, photo_grace_s=SWEEP_EVERY_S)
+            return self._anonymous
 
     def run(self, look_id: str, *, collection: str | None, top_k: int = 5, filters: Filters | None = None,
             stage: Stage | None = None) -> dict[str, Any]:
         record = self.get(look_id)
         photo = self.photo(look_id)[0]
         look = self.finder.find(photo, collection=collection, top_k=top_k, filters=filters, stage=stage)
-        folder = self.root / look_id / "crops"
-        for i, garment in enumerate(look.garments):
-            write_atomic(folder / f"{i}.png", garment.crop_png)
+        self.store.put_crops(look_id, [garment.crop_png for garment in look.garments])
         record.update(look_as_dict(look), collection=collection, finished_at=time.time())
         self._write(look_id, record)
         return record
 
     def get(self, look_id: str) -> dict[str, Any]:
-        path = self._folder(look_id) / "look.json"
-        if not path.is_file():
+        record = self.store.get(look_id) if LOOK_ID.match(look_id) else None
+        if record is None:
             raise NotFound(f"no look {look_id!r}", field="look_id")
-        record: dict[str, Any] = json.loads(path.read_text())
         return record
 
     def photo(self, look_id: str) -> tuple[bytes, str]:
         meta = self.get(look_id)["photo"]
-        return self._photo_path(meta["sha256"], meta["type"]).read_bytes(), meta["type"]
+        data = self.store.photo(meta["sha256"])
+        if data is None:
+            raise NotFound(f"the photo of look {look_id!r} is gone", field="look_id")
+        return data, meta["type"]
 
     def crop(self, look_id: str, index: int) -> bytes:
-        path = self._folder(look_id) / "crops" / f"{index}.png"
-        if not path.is_file():
+        self.get(look_id)
+        data = self.store.crop(look_id, index)
+        if data is None:
             raise NotFound(f"look {look_id!r} has no garment {index}", field="index")
-        return path.read_bytes()
+        return data
 
     # -- human in the loop ------------------------------------------------------------------------
 
@@ -200,13 +189,32 @@ class LookService:
         garment: dict[str, Any] = garments[index]
         return garment
 
-    def _folder(self, look_id: str) -> Path:
-        if not LOOK_ID.match(look_id):
-            raise NotFound(f"no look {look_id!r}", field="look_id")
-        return self.root / look_id
-
-    def _photo_path(self, sha: str, kind: str) -> Path:
-        return self.root / "photos" / sha[:2] / f"{sha}.{kind}"
-
     def _write(self, look_id: str, record: dict[str, Any]) -> None:
-        write_atomic(self._folder(look_id) / "look.json", json.dumps(record, indent=1).encode())
+        self.store.put({**record, "id": look_id}, time.time())
+
+    def _move_files(self, root: Path) -> None:
+        """Looks an older Vitrine kept under `root`: into the tables (photo, record, crops), then the files
+        removed. A look whose photo is missing is dropped with its folder: it could not be shown."""
+        if not root.is_dir():
+            return
+        moved = 0
+        for path in root.glob("*/look.json"):
+            try:
+                record = json.loads(path.read_text())
+                sha, kind = record["photo"]["sha256"], record["photo"]["type"]
+                data = (root / "photos" / sha[:2] / f"{sha}.{kind}").read_bytes()
+            except (OSError, ValueError, KeyError, TypeError):
+                shutil.rmtree(path.parent, ignore_errors=True)
+                continue
+            now = time.time()
+            self.store.put_photo(sha, data, now)
+            crops = sorted(path.parent.glob("crops/*.png"), key=lambda p: int(p.stem) if p.stem.isdigit() else -1)
+            self.store.put_crops(path.parent.name, [c.read_bytes() for c in crops])
+            self.store.put({**record, "id": path.parent.name}, now)
+            shutil.rmtree(path.parent, ignore_errors=True)
+            moved += 1
+        shutil.rmtree(root / "photos", ignore_errors=True)
+        if not any(root.iterdir()):
+            root.rmdir()
+        if moved:
+            log.info("looks moved into the tables", extra={"looks": moved})

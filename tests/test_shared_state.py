@@ -1,6 +1,8 @@
-"""Trained model versions are kept in the collection's store: a version trained through one replica (or a
-worker on another machine) is what every replica searches with; versions older Vitrines kept as files
-are moved into the store; deleting the collection deletes them. Runs on both backends."""
+"""What replicas share through the database rather than their homes. Trained model versions are kept in
+the collection's store: a version trained through one replica (or a worker on another machine) is what
+every replica searches with; deleting the collection deletes them. Looks are kept in the service's
+tables: one analysed by a worker is read, corrected and indexed through another replica. What older
+Vitrines kept as files is moved in. Runs on both backends."""
 
 from __future__ import annotations
 
@@ -10,13 +12,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import BACKEND, make_settings
+from conftest import BACKEND, DATA, make_settings
 
 from vitrine.engine import Engine
 from vitrine.errors import NotFound
 from vitrine.models.heads import FashionHeads, load_base_heads
 from vitrine.search.query import Query
 from vitrine.settings import Settings
+from vitrine.vision.service import LookService
+
+STREET = DATA / "ccp" / "photos" / "0003.jpg"
 
 
 def _shifted(scale: float) -> FashionHeads:
@@ -102,3 +107,47 @@ def test_a_schema_6_store_gains_the_models_table(engine: Engine, small_luma: Pat
         assert db.execute("PRAGMA user_version").fetchone() == (7,)
         (card,), = db.execute("SELECT card FROM models").fetchall()
     assert json.loads(card)["recipe"] == "test" and "version" not in json.loads(card)
+
+
+def test_a_look_analysed_by_a_worker_is_read_corrected_and_indexed_through_another_replica(
+        settings: Settings, small_luma: Path, tmp_path: Path, models_dir: Path) -> None:
+    photo = STREET.read_bytes()
+    with Engine(settings) as replica, Engine(_other_replica(settings, tmp_path, models_dir)) as worker:
+        replica.ingest("shop", small_luma)
+        look_id, sha = LookService(replica).save_photo(photo)
+        done = LookService(worker).run(look_id, collection="shop", top_k=3)  # the job, on another machine
+        assert done["garments"]
+        looks = LookService(replica)
+        seen = looks.get(look_id)
+        assert seen["garments"] == done["garments"] and seen["photo"]["sha256"] == sha
+        assert looks.photo(look_id) == (photo, "jpeg")
+        assert looks.crop(look_id, 0).startswith(b"\x89PNG")
+        with pytest.raises(NotFound):
+            looks.crop(look_id, len(done["garments"]))
+        looks.correct(look_id, 0, labels={"colour": "plum"})
+        assert LookService(worker).get(look_id)["garments"][0]["corrected"] == {"colour": "plum"}
+        ids = LookService(worker).index(look_id, "shop")
+        assert replica.get_product("shop", ids[0]).colour == "plum"
+        assert looks.get(look_id)["garments"][0]["product"] == {"collection": "shop", "id": ids[0]}
+        if BACKEND == "postgres":
+            assert not (settings.home / "looks.sqlite").exists()
+
+
+def test_looks_kept_as_files_by_an_older_vitrine_move_into_the_tables(engine: Engine) -> None:
+    root = engine.home / "looks"
+    sha = "ab" * 32
+    (root / "photos" / "ab").mkdir(parents=True)
+    (root / "photos" / "ab" / f"{sha}.jpeg").write_bytes(STREET.read_bytes())
+    look_id = "0123456789abcdef"
+    (root / look_id / "crops").mkdir(parents=True)
+    record = {"id": look_id, "photo": {"sha256": sha, "type": "jpeg"}, "created_at": 1.0,
+              "garments": [{"index": 0, "group": "top", "labels": {}, "box": [0, 0, 5, 5]}]}
+    (root / look_id / "look.json").write_text(json.dumps(record))
+    (root / look_id / "crops" / "0.png").write_bytes(b"\x89PNG old crop")
+    (root / "fedcba9876543210").mkdir()
+    (root / "fedcba9876543210" / "look.json").write_text("{broken")
+    looks = LookService(engine)
+    assert looks.get(look_id) == record
+    assert looks.photo(look_id) == (STREET.read_bytes(), "jpeg")
+    assert looks.crop(look_id, 0) == b"\x89PNG old crop"
+    assert looks.store.ids() == [look_id] and not root.exists()
