@@ -167,6 +167,40 @@ def test_approximate_index_agrees_with_exact(luma_home: Path, models_dir: Path) 
             assert len(set(a) & set(e)) >= 9 and a[0] == e[0]
 
 
+def test_candidates_get_every_signal_a_full_scan_gives_them(luma_copy: Path, models_dir: Path) -> None:
+    """Above the exact limit only HNSW's candidates are scored: here every product, as Luma is smaller
+    than the pool. Each signal (keywords looked up for the candidates' rows, the understood facets'
+    boost, semantic, cross-modal) must be what a full scan gives, also once writes have left a tail."""
+    from vitrine.catalog.records import record_from_fields
+
+    queries = [Query(text="black hoodie", collection="luma", top_k=15),
+               Query(text="women's yoga pants under 60", collection="luma", top_k=15),
+               Query(text="orange waterproof jacket", collection="luma", top_k=15)]
+    with Engine(make_settings(luma_copy, models_dir, exact_search_limit=10)) as approx, \
+            Engine(make_settings(luma_copy, models_dir)) as exact:
+
+        def alike() -> None:
+            for query in queries:
+                a, e = approx.search(query).hits, exact.search(query).hits
+                assert [h.id for h in a] == [h.id for h in e], query.text
+                for x, y in zip(a, e, strict=True):
+                    assert x.scores.keys() == y.scores.keys() and "keyword" in x.scores
+                    assert x.scores == pytest.approx(y.scores, abs=1e-5)
+            assert any(h.scores.get("boost") for h in approx.search(queries[0]).hits)
+
+        assert not approx.vectors("luma").exact
+        alike()
+        photo = (LUMA / "images" / "mh01-orange_main.jpg").read_bytes()
+        approx.put_product("luma", record_from_fields("NEW-1", {
+            "title": "Orange waterproof storm jacket", "category": "Jackets", "colour": "Orange"}), [photo])
+        approx.put_product("luma", record_from_fields("MH01", {
+            "title": "Black hoodie, rewritten", "category": "Hoodies & Sweatshirts", "colour": "Black"}), [photo])
+        approx.store("luma").delete(["MH02"])
+        assert approx.vectors("luma").tail is not None
+        alike()
+        assert "NEW-1" in [h.id for h in approx.search(queries[2]).hits]
+
+
 def test_scores_are_deterministic(luma_engine: Engine) -> None:
     a = luma_engine.search(Query(text="blue jacket", collection="luma", top_k=20))
     b = luma_engine.search(Query(text="blue jacket", collection="luma", top_k=20))

@@ -412,12 +412,20 @@ class Searcher:
     def _keyword_scores(
         target: SearchTarget, vectors: CollectionVectors, text: str, positions: Array | None
     ) -> Array:
-        rows, scores = target.store.keyword_scores(text)
+        rows, scores = target.store.keyword_scores(text)  # rows ascending
+        if positions is not None:
+            # Candidates: each one's row looked up among the keyword rows, rather than every keyword row
+            # (100k+ for a common word in a million products) placed among all positions. A position a
+            # later write replaced may read its successor's score: the searcher drops such positions.
+            wanted = vectors.data.rows[positions]
+            at = np.minimum(np.searchsorted(rows, wanted), max(len(rows) - 1, 0))
+            held = rows[at] == wanted if len(rows) else np.zeros(len(wanted), dtype=bool)
+            return np.where(held, scores[at] if len(rows) else 0.0, 0.0).astype(np.float32)
         full = np.zeros(vectors.size, dtype=np.float32)
         if len(rows):
             found, at = vectors.locate_rows(rows)
             full[at[found]] = scores[found]
-        return full if positions is None else full[positions]
+        return full
 
     @staticmethod
     def _hits(
@@ -477,13 +485,8 @@ def _facet_bonus(understanding: Understanding | None, vectors: CollectionVectors
         return None
     bonus = np.zeros(vectors.size, dtype=np.float32)
     for name, wanted in understanding.values.items():
-        if name not in vectors.data.facets:
-            continue
-        product_pos, codes, values = vectors.data.facets[name]
-        wanted_codes = [i for i, v in enumerate(values) if v in wanted]
-        has = np.zeros(vectors.size, dtype=bool)
-        has[product_pos[np.isin(codes, wanted_codes)]] = True
-        bonus += FACET_BOOST * has
+        if name in vectors.data.facets:
+            bonus[vectors.holding(name, wanted)] += FACET_BOOST
     return bonus
 
 
