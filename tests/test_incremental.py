@@ -187,3 +187,37 @@ def test_the_vocabulary_is_extended_and_large_suggestions_rebuilt_behind(
 
         engine.set_synonyms("luma", [["anorak", "raincoat"]])
         assert engine.vocabulary("luma").synonyms == [["anorak", "raincoat"]]
+
+
+def test_a_filters_positions_are_kept_per_snapshot_and_follow_writes(luma_copy: Path, models_dir: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A filter's products are read from the store once per snapshot (shoppers repeat filters); a write
+    makes a new snapshot, so a product that gains or loses the value is found or dropped at once."""
+    orange = Filters(equals={"colour": ("Orange",)})
+    with open_engine(luma_copy, models_dir) as engine:
+        store = engine.store("luma")
+        reads: list[Filters] = []
+        real = store.filter_rows
+
+        def counted(filters: Filters) -> np.ndarray:
+            reads.append(filters)
+            return real(filters)
+
+        monkeypatch.setattr(store, "filter_rows", counted)
+
+        def ids(text: str | None) -> set[str]:
+            return {h.id for h in engine.search(Query(text=text, collection="luma", top_k=100, filters=orange)).hits}
+
+        every = ids(None)
+        assert ids("jacket") and ids("hoodie") and len(reads) == 1  # one read for three searches
+        vectors = engine.vectors("luma")
+        kept = vectors.kept_positions(next(iter(vectors._kept)), lambda: np.zeros(0, np.int64))
+        assert len(kept) == len(every)
+        with pytest.raises(ValueError):
+            kept[0] = 0  # shared between searches: nobody may write into it
+        gone = sorted(every)[0]
+        assert "MH02" not in every
+        engine.put_product("luma", record_from_fields("MH02", {"title": "Orange storm hoodie", "colour": "Orange"}),
+                           [PHOTO.read_bytes()])
+        engine.store("luma").delete([gone])
+        assert ids(None) == every - {gone} | {"MH02"} and len(reads) == 2

@@ -9,7 +9,9 @@ them from the store)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 HNSW_NEIGHBOURS = 32
 HNSW_EF_SEARCH = 128
 HNSW_TRAIN_SAMPLE = 100_000  # rows that set the 8-bit codes' range per dimension
+KEPT_POSITIONS_BYTES = 64 * 2**20  # filtered positions kept per snapshot (a 56k-product filter holds 0.45 MB)
 
 
 def build_hnsw(vectors: Array) -> Any:
@@ -90,6 +93,8 @@ class CollectionVectors:
     _positions: dict[str, int] | None = None
     _facets_of_all: dict[str, dict[str, int]] = field(default_factory=dict)
     _holding: dict[tuple[str, str], Array] = field(default_factory=dict)
+    _kept: OrderedDict[Hashable, Array] = field(default_factory=OrderedDict)
+    _kept_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def build(
@@ -196,6 +201,23 @@ class CollectionVectors:
         if every:
             self._facets_of_all[name] = counts
         return counts
+
+    def kept_positions(self, key: Hashable, find: Callable[[], Array]) -> Array:
+        """`find()`'s positions (read-only), kept under `key` for as long as this snapshot lives; the
+        least recently used go once they hold more than KEPT_POSITIONS_BYTES."""
+        with self._kept_lock:
+            found = self._kept.get(key)
+            if found is not None:
+                self._kept.move_to_end(key)
+                return found
+        found = np.asarray(find())
+        found.flags.writeable = False
+        with self._kept_lock:
+            self._kept[key] = found
+            held = sum(a.nbytes for a in self._kept.values())
+            while held > KEPT_POSITIONS_BYTES and len(self._kept) > 1:
+                held -= self._kept.popitem(last=False)[1].nbytes
+        return found
 
     def holding(self, name: str, values: Collection[str]) -> Array:
         """Positions (unique, ascending) of the products that hold any of a facet's `values`. Each

@@ -211,8 +211,7 @@ class Searcher:
     def _browse(query: Query, target: SearchTarget, vectors: CollectionVectors, bonus: Array | None,
                 rules: tuple[Rule, ...]) -> _Scored:
         """Every product that passes the filters, unscored (but for rules): the collection as a shop lists it."""
-        positions = vectors.positions_of_rows(target.store.filter_rows(query.filters)) if query.filters \
-            else vectors.live_positions()
+        positions = _filtered(target, vectors, query.filters) if query.filters else vectors.live_positions()
         total = bonus[positions].copy() if bonus is not None else np.zeros(len(positions), dtype=np.float32)
         return _Scored(target, vectors, positions, total, {}, None, bonus, rules)
 
@@ -359,7 +358,7 @@ class Searcher:
         xmodal_image = heads.image_vectors(image_raw[None])[0] if heads and photos is not None \
             and image_raw is not None and self.image_cross_modal_weight > 0 else None
         if positions is None and query.filters:
-            positions = vectors.positions_of_rows(target.store.filter_rows(query.filters))
+            positions = _filtered(target, vectors, query.filters)
         elif positions is None and not vectors.exact:
             wanted = max(ANN_CANDIDATES, 10 * (query.offset + query.top_k))
             positions = vectors.ann_candidates(text_vector, image_vector, wanted, xmodal_text)
@@ -488,6 +487,15 @@ def _facet_bonus(understanding: Understanding | None, vectors: CollectionVectors
         if name in vectors.data.facets:
             bonus[vectors.holding(name, wanted)] += FACET_BOOST
     return bonus
+
+
+def _filtered(target: SearchTarget, vectors: CollectionVectors, filters: Filters) -> Array:
+    """Positions of the products that pass `filters`, kept per snapshot: shoppers click the same few
+    colours, sizes and price bands, and reading a filter's rows costs 15-20 ms when it holds 56k of a
+    million products. A write makes a new snapshot, so the kept positions never outlive it."""
+    key = (tuple(sorted((f, tuple(v)) for f, v in filters.equals.items())),
+           tuple(sorted((f, r.low, r.high) for f, r in filters.ranges.items())))
+    return vectors.kept_positions(key, lambda: vectors.positions_of_rows(target.store.filter_rows(filters)))
 
 
 def _add(a: Array | None, b: Array | None) -> Array | None:
