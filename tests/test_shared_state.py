@@ -133,6 +133,27 @@ def test_a_look_analysed_by_a_worker_is_read_corrected_and_indexed_through_anoth
             assert not (settings.home / "looks.sqlite").exists()
 
 
+def test_corrections_made_at_once_through_two_replicas_are_both_kept(
+        settings: Settings, tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Engine(settings) as one, Engine(_other_replica(settings, tmp_path, models_dir)) as other:
+        a, b = LookService(one), LookService(other)
+        look_id, _ = a.save_photo(STREET.read_bytes())
+        assert len(a.run(look_id, collection=None)["garments"]) >= 2
+        write = a.store.update
+        raced: list[bool] = []
+
+        def racing(record: dict[str, object], revision: int, now: float) -> bool:
+            if not raced:  # b's correction lands between a's read and a's write
+                raced.append(b.correct(look_id, 1, labels={"colour": "teal"})["corrected"] == {"colour": "teal"})
+            return write(record, revision, now)
+
+        monkeypatch.setattr(a.store, "update", racing)
+        a.correct(look_id, 0, labels={"colour": "plum"})
+        garments = b.get(look_id)["garments"]
+        assert raced == [True]
+        assert garments[0]["corrected"] == {"colour": "plum"} and garments[1]["corrected"] == {"colour": "teal"}
+
+
 def test_looks_kept_as_files_by_an_older_vitrine_move_into_the_tables(engine: Engine) -> None:
     root = engine.home / "looks"
     sha = "ab" * 32

@@ -17,8 +17,9 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from vitrine.catalog.records import ProductRecord
 from vitrine.engine import Engine
@@ -31,6 +32,8 @@ from vitrine.vision.store import SCHEMA, LookStore
 LOOK_ID = re.compile(r"^[0-9a-f]{16}$")
 SWEEP_EVERY_S = 60.0
 LABEL_KINDS = ("category", "colour", "pattern")
+CHANGE_ATTEMPTS = 8
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +128,8 @@ class LookService:
         as a product, recorded as a training pair."""
         if not labels and box is None:
             raise InvalidInput("give labels or a box to correct", field="labels")
-        with self._lock:
-            record = self.get(look_id)
+
+        def change(record: dict[str, Any]) -> dict[str, Any]:
             garment = self._garment(record, index)
             for kind, value in (labels or {}).items():
                 if kind not in LABEL_KINDS:
@@ -141,7 +144,9 @@ class LookService:
                     raise InvalidInput(f"box must be [x0, y0, x1, y1] inside the {width}x{height} photo", field="box")
                 garment["box"] = list(box)
                 garment.setdefault("corrected", {})["box"] = list(box)
-            self._write(look_id, record)
+            return garment
+
+        garment = self._change(look_id, change)
         if garment.get("product"):
             self._record_pairs(garment)
         return garment
@@ -165,11 +170,11 @@ class LookService:
             garment["product"] = {"collection": collection, "id": product_id}
             self._record_pairs(garment)
             ids.append(product_id)
-        with self._lock:
-            latest = self.get(look_id)
+        def link(latest: dict[str, Any]) -> None:
             for old, new in zip(latest["garments"], record["garments"], strict=True):
                 old["product"] = new["product"]
-            self._write(look_id, latest)
+
+        self._change(look_id, link)
         return ids
 
     def _record_pairs(self, garment: dict[str, Any]) -> None:
@@ -188,6 +193,19 @@ class LookService:
             raise NotFound(f"look {record['id']!r} has no garment {index}", field="index")
         garment: dict[str, Any] = garments[index]
         return garment
+
+    def _change(self, look_id: str, change: Callable[[dict[str, Any]], T]) -> T:
+        """Applies `change` to the look's latest record and writes it, again from a fresh read when
+        another replica wrote the look in between (so neither change is lost)."""
+        for _ in range(CHANGE_ATTEMPTS):
+            found = self.store.read(look_id) if LOOK_ID.match(look_id) else None
+            if found is None:
+                raise NotFound(f"no look {look_id!r}", field="look_id")
+            record, revision = found
+            result = change(record)
+            if self.store.update(record, revision, time.time()):
+                return result
+        raise Busy(f"look {look_id!r} is being changed by others; retry", retry_after_s=1)
 
     def _write(self, look_id: str, record: dict[str, Any]) -> None:
         self.store.put({**record, "id": look_id}, time.time())

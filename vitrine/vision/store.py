@@ -1,6 +1,8 @@
 """Where looks are kept: the service's own tables (a SQLite file of the home, or the collections'
 PostgreSQL database), so that a look a worker analyses on one machine is read, corrected and indexed
-through any replica. Photos are kept once by content; crops by look and garment."""
+through any replica. Photos are kept once by content; crops by look and garment. A look's revision
+makes read-modify-write safe across replicas: a change written over a revision another replica has
+moved on from is refused, and read again."""
 
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ CREATE TABLE IF NOT EXISTS looks(
     record TEXT NOT NULL,
     photo_sha256 TEXT NOT NULL,
     expires_at DOUBLE PRECISION,
-    updated_at DOUBLE PRECISION NOT NULL
+    updated_at DOUBLE PRECISION NOT NULL,
+    revision INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS look_photos(
     sha256 TEXT PRIMARY KEY,
@@ -47,14 +50,25 @@ class LookStore:
     def put(self, record: dict[str, Any], now: float) -> None:
         """Writes a look's record (created, or replaced as a whole)."""
         self._db.change(
-            "INSERT INTO looks VALUES(?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET record = excluded.record, "
-            "expires_at = excluded.expires_at, updated_at = excluded.updated_at",
+            "INSERT INTO looks VALUES(?, ?, ?, ?, ?, 0) ON CONFLICT(id) DO UPDATE SET record = excluded.record, "
+            "expires_at = excluded.expires_at, updated_at = excluded.updated_at, revision = looks.revision + 1",
             (record["id"], json.dumps(record), record["photo"]["sha256"], record.get("expires_at"), now))
 
     def get(self, look_id: str) -> dict[str, Any] | None:
-        found = self._db.rows("SELECT record FROM looks WHERE id = ?", (look_id,))
-        record: dict[str, Any] | None = json.loads(found[0][0]) if found else None
-        return record
+        found = self.read(look_id)
+        return found[0] if found else None
+
+    def read(self, look_id: str) -> tuple[dict[str, Any], int] | None:
+        """A look's record and its revision, for `update`."""
+        found = self._db.rows("SELECT record, revision FROM looks WHERE id = ?", (look_id,))
+        return (json.loads(found[0][0]), int(found[0][1])) if found else None
+
+    def update(self, record: dict[str, Any], revision: int, now: float) -> bool:
+        """Writes a changed record, unless the look has moved on from `revision` (then False)."""
+        return self._db.change(
+            "UPDATE looks SET record = ?, expires_at = ?, updated_at = ?, revision = revision + 1 "
+            "WHERE id = ? AND revision = ?",
+            (json.dumps(record), record.get("expires_at"), now, record["id"], revision)) == 1
 
     def put_crops(self, look_id: str, crops: list[bytes]) -> None:
         for position, png in enumerate(crops):
