@@ -170,6 +170,7 @@ class LookService:
             garment["product"] = {"collection": collection, "id": product_id}
             self._record_pairs(garment)
             ids.append(product_id)
+
         def link(latest: dict[str, Any]) -> None:
             for old, new in zip(latest["garments"], record["garments"], strict=True):
                 old["product"] = new["product"]
