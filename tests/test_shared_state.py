@@ -1,7 +1,8 @@
 """What replicas share through the database rather than their homes. Trained model versions are kept in
 the collection's store: a version trained through one replica (or a worker on another machine) is what
 every replica searches with; deleting the collection deletes them. Looks are kept in the service's
-tables: one analysed by a worker is read, corrected and indexed through another replica. What older
+tables: one analysed by a worker is read, corrected and indexed through another replica. Searches and
+clicks are recorded in one place, so every replica reports and suggests from all of them. What older
 Vitrines kept as files is moved in. Runs on both backends."""
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import numpy as np
 import pytest
 from conftest import BACKEND, DATA, make_settings
 
+from vitrine.analytics.store import SCHEMA as ANALYTICS
+from vitrine.analytics.store import Analytics
 from vitrine.engine import Engine
 from vitrine.errors import NotFound
 from vitrine.models.heads import FashionHeads, load_base_heads
@@ -152,6 +155,29 @@ def test_corrections_made_at_once_through_two_replicas_are_both_kept(
         garments = b.get(look_id)["garments"]
         assert raced == [True]
         assert garments[0]["corrected"] == {"colour": "plum"} and garments[1]["corrected"] == {"colour": "teal"}
+
+
+def test_a_search_on_one_replica_and_its_click_on_another_make_one_report(
+        settings: Settings, tmp_path: Path, models_dir: Path) -> None:
+    with Engine(settings) as one, Engine(_other_replica(settings, tmp_path, models_dir)) as other:
+        a = Analytics(one.backend.tables("analytics", ANALYTICS), retention_days=30, max_rows=1000)
+        b = Analytics(other.backend.tables("analytics", ANALYTICS), retention_days=30, max_rows=1000)
+        try:
+            found = a.record_search(collection="shop", query="red  dress", filters={}, kind="text", hits=5,
+                                    latency_ms=3)
+            a.record_search(collection="shop", query="gown", filters={}, kind="text", hits=0, latency_ms=2)
+            assert found is not None
+            assert b.record_click(search_id=found, product_id="p1", position=2) == ("shop", "red dress", 1)
+            report = b.report("shop")
+            assert (report["searches"], report["zero_results"], report["clicks"], report["ctr"]) == (2, 1, 1, 0.5)
+            assert report["mean_click_position"] == 2.0 and report["no_result_queries"] == [{"query": "gown",
+                                                                                            "searches": 1}]
+            assert report["daily"][0]["searches"] == 2 and report["daily"][0]["clicks"] == 1
+            assert b.popular("shop") == [("red dress", 1)]
+            assert a.counts() == {("shop", "hits"): 1, ("shop", "zero"): 1, ("shop", "clicks"): 1}
+        finally:
+            a.close()
+            b.close()
 
 
 def test_looks_kept_as_files_by_an_older_vitrine_move_into_the_tables(engine: Engine) -> None:

@@ -12,6 +12,8 @@ from typing import Any, Protocol
 
 
 class Tables(Protocol):
+    dialect: str  # "sqlite" or "postgres", for the few expressions the two write differently
+
     def rows(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """The rows a query returns."""
         ...
@@ -25,6 +27,8 @@ class Tables(Protocol):
 
 class SqliteTables:
     """`Tables` in one SQLite file (WAL), one connection behind a lock."""
+
+    dialect = "sqlite"
 
     def __init__(self, path: Path, schema: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

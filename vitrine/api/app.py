@@ -14,6 +14,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from vitrine import __version__
+from vitrine.analytics.store import SCHEMA as ANALYTICS
 from vitrine.analytics.store import Analytics
 from vitrine.api.auth import ReadDocs
 from vitrine.api.errors import install_error_handlers
@@ -72,7 +73,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         app.state.keys = KeyStore(app.state.engine.backend.tables("keys", KEYS))
         collector = JobStateCollector(job_store.counts)
         app.state.metrics.add_collector(collector)
-        app.state.analytics = Analytics(home / "analytics.sqlite", retention_days=settings.analytics_retention_days,
+        app.state.analytics = Analytics(app.state.engine.backend.tables("analytics", ANALYTICS),
+                                        retention_days=settings.analytics_retention_days,
                                         max_rows=settings.analytics_max_rows) if settings.analytics else None
         analytics_collector = AnalyticsCollector(app.state.analytics.counts) if app.state.analytics else None
         if analytics_collector is not None:

@@ -391,6 +391,8 @@ class PostgresTables:
     """`Tables` in the database's `vitrine_app` schema, shared by every replica and worker. Each
     statement is a transaction of its own, as in the SQLite file it replaces."""
 
+    dialect = "postgres"
+
     def __init__(self, backend: PostgresCollections, schema: str) -> None:
         self._backend = backend
         self._schema_sql = schema
