@@ -252,11 +252,16 @@ def luma_engine(luma_home: Path, models_dir: Path) -> Iterator[Engine]:
 
 @pytest.fixture
 def luma_copy(tmp_path: Path, luma_home: Path, models_dir: Path) -> Path:
-    """A private copy of the Luma home, for tests that change a collection's settings or rules."""
+    """A private copy of the Luma home's collections (not its keys, jobs, looks or analytics), for tests
+    that change a collection's settings or rules."""
+    import psycopg
+
     home = tmp_path / "home"
     shutil.copytree(luma_home / "collections", home / "collections")
     if BACKEND == "postgres":
-        create_database(database_name(home), template=database_name(luma_home))
+        url = create_database(database_name(home), template=database_name(luma_home))
+        with psycopg.connect(url, autocommit=True) as conn:  # the service's own tables stay behind, as on SQLite
+            conn.execute("DROP SCHEMA IF EXISTS vitrine_app CASCADE")
     make_settings(home, models_dir)
     return home
 

@@ -67,7 +67,7 @@ COLLECTION_VERSION = 3
 _SETUP_LOCK = 7_146_001  # pg_advisory_xact_lock key: one process sets the database up at a time
 _CONNECT_TIMEOUT_S = 5
 _STREAM_ROWS = 5000
-_APP_SCHEMA = "vitrine_app"  # the service's own tables: API keys, jobs
+_APP_SCHEMA = "vitrine_app"  # the service's own tables: API keys, jobs, looks, analytics
 _TRUST_S = 1.0  # a pooled connection used this recently is lent without a ping
 _MIN_STEMMED_BYTES = 3  # as SQLite's FTS5 porter tokenizer
 
