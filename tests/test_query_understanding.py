@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from test_cli import run_main
@@ -136,3 +137,24 @@ def test_suggest_completes_from_categories_words_and_titles(luma_engine: Engine)
         assert client.get("/suggest", params={"q": "zzzqqq"}).json() == {"suggestions": []}
         assert client.get("/suggest", params={"q": "hoo", "limit": 50}).status_code == 422
         assert client.get("/suggest", params={"q": "hoo", "collection": "nope"}).status_code == 404
+
+
+def test_the_facet_boost_goes_to_the_products_holding_an_understood_value(luma_engine: Engine) -> None:
+    """Each understood value's products are found once per snapshot and kept (`CollectionVectors.holding`):
+    the boost must land on exactly the products that hold one, read here straight from the facet arrays."""
+    from vitrine.search.searcher import FACET_BOOST, _facet_bonus
+    from vitrine.search.understanding import Understanding
+
+    vectors = luma_engine.vectors("luma")
+    wanted = {"colour": frozenset({"Black", "Orange"}), "category": frozenset({"Hoodies & Sweatshirts"})}
+    for _ in range(2):  # found, then kept
+        bonus = _facet_bonus(Understanding(text="", values=wanted), vectors)
+        assert bonus is not None
+        expected = np.zeros(vectors.size, dtype=np.float32)
+        for name, values in wanted.items():
+            product_pos, codes, known = vectors.data.facets[name]
+            holders = {int(p) for p, c in zip(product_pos, codes, strict=True) if known[c] in values}
+            assert holders, name  # real values of the Luma catalog
+            expected[sorted(holders)] += FACET_BOOST
+        np.testing.assert_array_equal(bonus, expected)
+        assert 0 < np.count_nonzero(bonus == 2 * FACET_BOOST) < np.count_nonzero(bonus)
