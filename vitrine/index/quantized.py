@@ -91,3 +91,47 @@ class QuantizedTable:
         dots = _matmul_session().run(None, {"query": code, "codes": self.codes})[0][0]
         scores: Array = (dots - self.row_offset).astype(np.float32) * (self.row_scale * np.float32(query_scale))
         return scores
+
+
+class GraphCodes:
+    """The 8-bit codes an HNSW graph over 8-bit codes (`faiss.IndexHNSWSQ`, QT_8bit) keeps for its
+    vectors, read in place as an (n, d) table: `scores(q, rows)` approximates `table[rows] @ q`.
+
+    Above the exact limit, the searcher's first pass scores the graphs' candidates (and a filter's
+    products) from these rather than from the float32 tables: the graph already holds them (a quarter
+    of the float32 bytes), so a search touches one copy of each vector, not two. The error is that of
+    the graph's own distances, about 4e-4 of a cosine (max 1.5e-3 at a million products); the page is
+    re-scored exactly afterwards.
+    """
+
+    # Rows decoded at a time: a block of float32 (6 MB) stays in the cache for the product that reads it;
+    # 56k rows took 15 ms in blocks of 65k, 7 ms in blocks of 4k (of which 5 ms gather the codes).
+    CHUNK = 4096
+
+    def __init__(self, index: Any) -> None:
+        import faiss
+
+        storage = faiss.downcast_index(index.storage)
+        if not isinstance(storage, faiss.IndexScalarQuantizer) or storage.sq.qtype != faiss.ScalarQuantizer.QT_8bit:
+            raise TypeError(f"not a graph over 8-bit codes: {type(storage).__name__}")
+        self._index = index  # the codes live in its memory (or its mapping): keep it alive with them
+        self.size, self.dim = int(storage.ntotal), int(storage.d)
+        self.codes = faiss.rev_swig_ptr(storage.codes.data(), self.size * self.dim).reshape(self.size, self.dim) \
+            if self.size else np.zeros((0, self.dim), dtype=np.uint8)
+        trained = faiss.vector_to_array(storage.sq.trained).astype(np.float32)
+        # faiss decodes component i of code c as vmin[i] + (c + 0.5) / 255 * vdiff[i]
+        self.vmin, self.step = trained[: self.dim], trained[self.dim:] / 255
+
+    def __len__(self) -> int:
+        return self.size
+
+    def scores(self, query: Array, rows: Array) -> Array:
+        query = np.asarray(query, dtype=np.float32)
+        weights = query * self.step
+        constant = np.float32(query @ (self.vmin + 0.5 * self.step))
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty(len(rows), dtype=np.float32)
+        for start in range(0, len(rows), self.CHUNK):
+            block = self.codes[rows[start:start + self.CHUNK]]
+            out[start:start + len(block)] = block.astype(np.float32) @ weights + constant
+        return out

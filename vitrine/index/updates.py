@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from vitrine.arrays import Array
+from vitrine.index.mapped import take_rows
 from vitrine.index.quantized import QuantizedTable
 from vitrine.index.store import CollectionStore, VectorData
 from vitrine.index.vectors import CollectionVectors, Tail
@@ -67,7 +68,7 @@ class StackedTable:
             at = np.flatnonzero(at) if at.dtype == bool else at.astype(np.int64)
         out = np.empty((len(at), self.shape[1]), dtype=self.dtype)
         low = at < self.split
-        out[low] = self.base[at[low]]
+        out[low] = take_rows(self.base, at[low])
         out[~low] = self.tail[at[~low] - self.split]
         return out
 

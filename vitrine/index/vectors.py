@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from vitrine.arrays import Array
-from vitrine.index.quantized import QuantizedTable
+from vitrine.index.mapped import take_rows
+from vitrine.index.quantized import GraphCodes, QuantizedTable
 from vitrine.index.store import VectorData
 from vitrine.models.heads import CrossModal
 from vitrine.search.scoring import best_per_product, facet_counts, image_search_vectors
@@ -95,6 +96,8 @@ class CollectionVectors:
     _holding: dict[tuple[str, str], Array] = field(default_factory=dict)
     _kept: OrderedDict[Hashable, Array] = field(default_factory=OrderedDict)
     _kept_lock: threading.Lock = field(default_factory=threading.Lock)
+    _codes: dict[str, GraphCodes | None] = field(default_factory=dict)
+    _facet_order: dict[str, tuple[Array | None, Array]] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -193,6 +196,10 @@ class CollectionVectors:
         every = len(positions) == self.live_size
         if every and name in self._facets_of_all:
             return self._facets_of_all[name]
+        if len(positions) < self.size // 64:  # a few thousand candidates: their own entries, not a pass over all
+            product_pos, codes, values = self.data.facets[name]
+            entries = self._facet_entries(name, positions)
+            return facet_counts(product_pos[entries], codes[entries], values, None)
         mask = None
         if not every or (self.tail is not None and self.tail.dead.any()):
             mask = np.zeros(self.size, dtype=bool)
@@ -201,6 +208,19 @@ class CollectionVectors:
         if every:
             self._facets_of_all[name] = counts
         return counts
+
+    def _facet_entries(self, name: str, positions: Array) -> Array:
+        """Indices of the facet's entries that belong to the products at `positions` (unique)."""
+        if name not in self._facet_order:  # entries by product, found once per snapshot
+            product_pos = np.asarray(self.data.facets[name][0])
+            ascending = len(product_pos) < 2 or bool((product_pos[1:] >= product_pos[:-1]).all())
+            order = None if ascending else np.argsort(product_pos, kind="stable")
+            self._facet_order[name] = (order, product_pos if order is None else product_pos[order])
+        order, by_product = self._facet_order[name]
+        first = np.searchsorted(by_product, positions, side="left")
+        counts = np.searchsorted(by_product, positions, side="right") - first
+        entries = np.repeat(first - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+        return entries if order is None else order[entries]
 
     def kept_positions(self, key: Hashable, find: Callable[[], Array]) -> Array:
         """`find()`'s positions (read-only), kept under `key` for as long as this snapshot lives; the
@@ -237,10 +257,10 @@ class CollectionVectors:
         """Cosine of each product's text vector (all products, or those at `positions`)."""
         if self.size == 0:  # an empty collection has no vector width to multiply with
             return np.zeros(0 if positions is None else len(positions), dtype=np.float32)
-        if positions is None or len(positions) > self.size // 4:  # one full scan beats a large gather
+        if positions is None or self._scan_all("text", positions, approximate):
             scores = self._scan("text", self.data.text_vectors, query, approximate)
             return scores if positions is None else scores[positions]
-        return self.data.text_vectors[positions] @ query
+        return self._gather_scores("text", self.data.text_vectors, query, positions, approximate)
 
     def image_scores(
         self, query: Array, positions: Array | None = None, *, shared: bool = False, approximate: bool = False
@@ -252,7 +272,7 @@ class CollectionVectors:
         name = "xmodal" if shared else "image"
         table = self.xmodal_vectors if shared else self.image_vectors
         assert table is not None, "no cross-modal vectors without heads"
-        if positions is None or len(positions) > self.size // 4:
+        if positions is None or self._scan_all(name, positions, approximate):
             if len(table) == 0:
                 best = np.full(self.size, -np.inf, dtype=np.float32)
                 which = np.full(self.size, -1, dtype=np.int64)
@@ -265,9 +285,40 @@ class CollectionVectors:
         starts, counts = self.image_start[positions], self.image_count[positions]
         images = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
         owners = np.repeat(np.arange(len(positions)), counts)
-        best, which_local = best_per_product(table[images] @ query, owners, len(positions))
+        best, which_local = best_per_product(self._gather_scores(name, table, query, images, approximate), owners,
+                                             len(positions))
         which = np.where(which_local >= 0, images[np.maximum(which_local, 0)], -1)
         return best, which
+
+    def _scan_all(self, name: str, positions: Array, approximate: bool) -> bool:
+        """Whether scoring every product beats gathering these: for a large share of them, unless the
+        graph's codes can score them (a full scan would read the float32 table whole)."""
+        return len(positions) > self.size // 4 and not (approximate and self.graph_codes(name) is not None)
+
+    def graph_codes(self, name: str) -> GraphCodes | None:
+        """The 8-bit codes that the HNSW graph of "text", "image" or "xmodal" holds (None in exact mode)."""
+        if name not in self._codes:
+            index = {"text": self.text_ann, "image": self.image_ann, "xmodal": self.xmodal_ann}[name]
+            try:
+                self._codes[name] = GraphCodes(index) if index is not None else None
+            except TypeError:  # a graph over other vectors: the float32 table scores alone
+                self._codes[name] = None
+        return self._codes[name]
+
+    def _gather_scores(self, name: str, table: Array, query: Array, rows: Array, approximate: bool) -> Array:
+        """`table[rows] @ query`; approximately, from the graph's codes, for the rows the graph holds (a
+        tail's are after them)."""
+        codes = self.graph_codes(name) if approximate else None
+        if codes is None:
+            exact: Array = take_rows(table, rows) @ query
+            return exact
+        held = rows < len(codes)
+        if held.all():
+            return codes.scores(query, rows)
+        out = np.empty(len(rows), dtype=np.float32)
+        out[held] = codes.scores(query, rows[held])
+        out[~held] = take_rows(table, rows[~held]) @ query
+        return out
 
     def _scan(self, name: str, table: Array, query: Array, approximate: bool) -> Array:
         quantized = self.quantized.get(name) if approximate and self.quantized else None

@@ -1,0 +1,104 @@
+"""What a collection above the exact limit reads instead of whole tables, each checked against the full
+computation on the real Luma vectors: the HNSW graphs' own 8-bit codes for the first scoring pass, the
+float32 rows of the exact pass read from the snapshot file (not through its mapping), and the facet
+entries of the candidates alone."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pytest
+from conftest import make_settings
+
+from vitrine.engine import Engine
+from vitrine.index.mapped import take_rows
+from vitrine.index.quantized import GraphCodes
+from vitrine.index.vectors import CollectionVectors, build_hnsw
+from vitrine.search.scoring import facet_counts
+
+
+@pytest.fixture(scope="module")
+def approximate(luma_home: Path, models_dir: Path) -> CollectionVectors:
+    with Engine(make_settings(luma_home, models_dir, exact_search_limit=10)) as engine:
+        vectors = engine.vectors("luma")
+    assert not vectors.exact
+    return vectors
+
+
+def test_the_graphs_codes_score_what_the_float32_tables_score(approximate: CollectionVectors) -> None:
+    text = np.asarray(approximate.data.text_vectors)
+    codes = approximate.graph_codes("text")
+    assert codes is not None and codes.codes.shape == text.shape and codes.codes.dtype == np.uint8
+    rows = np.random.default_rng(0).permutation(len(text))[:120]  # any order, any subset
+    errors = np.concatenate([codes.scores(q, rows) - text[rows] @ q for q in text[::9]])
+    # Luma: at most 1e-3 (2e-4 on average), and no bias: a code stands for the middle of its step
+    assert 0 < np.abs(errors).max() < 2e-3 and np.abs(errors).mean() < 4e-4 and abs(errors.mean()) < 2e-5
+    for name in ("image", "xmodal"):
+        assert approximate.graph_codes(name) is not None
+    # The first pass reads the codes; the exact pass the float32 rows.
+    q, positions = text[3], np.arange(0, approximate.size, 2)
+    first = approximate.text_scores(q, positions, approximate=True)
+    exact = approximate.text_scores(q, positions)
+    assert np.array_equal(first, codes.scores(q, positions)) and np.allclose(exact, text[positions] @ q, atol=1e-6)
+    photo = np.asarray(approximate.xmodal_vectors)[5]
+    best, which = approximate.image_scores(photo, positions, shared=True, approximate=True)
+    best_exact, _ = approximate.image_scores(photo, positions, shared=True)
+    assert np.abs(best - best_exact).max() < 4e-3 and not np.array_equal(best, best_exact) and (which >= 0).all()
+    codes.CHUNK = 7  # blocks of any size give the same scores
+    assert np.allclose(codes.scores(q, rows), GraphCodes(approximate.text_ann).scores(q, rows), atol=1e-6)
+
+
+def test_only_a_graph_over_8_bit_codes_lends_its_codes(approximate: CollectionVectors) -> None:
+    text = np.ascontiguousarray(approximate.data.text_vectors, dtype=np.float32)
+    flat = faiss.IndexHNSWFlat(text.shape[1], 8, faiss.METRIC_INNER_PRODUCT)
+    flat.add(text)
+    with pytest.raises(TypeError, match="8-bit"):
+        GraphCodes(flat)
+    graph = build_hnsw(text)
+    graph.reset()  # trained, empty
+    assert GraphCodes(graph).scores(text[0], np.zeros(0, dtype=np.int64)).shape == (0,)
+
+
+def _mapped_kb(path: Path) -> int:
+    """Resident kB of this process's mappings of `path`."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+            inside = line.rstrip().endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+def test_scattered_rows_of_a_mapped_table_are_read_without_mapping_them(tmp_path: Path) -> None:
+    table = np.random.default_rng(1).standard_normal((4000, 384)).astype(np.float32)  # 6 MB
+    np.save(tmp_path / "t.npy", table)
+    mapped = np.load(tmp_path / "t.npy", mmap_mode="r")
+    rows = np.asarray([3999, 0, 17, 17, 2048, 5, 1000])
+    assert np.array_equal(take_rows(mapped, rows), table[rows])
+    assert _mapped_kb(tmp_path / "t.npy") == 0  # nothing of the table entered this process
+    assert np.array_equal(take_rows(mapped[10:], rows[1:]), table[10:][rows[1:]])  # a slice: through the mapping
+    assert _mapped_kb(tmp_path / "t.npy") > 4  # ... which maps pages around each row it touches
+    assert take_rows(mapped, np.zeros(0, dtype=np.int64)).shape == (0, 384)
+    with pytest.raises(IndexError):
+        take_rows(np.load(tmp_path / "t.npy", mmap_mode="r"), np.asarray([4000]))
+
+
+def test_the_facets_of_a_few_candidates_are_counted_from_their_own_entries(approximate: CollectionVectors) -> None:
+    rng = np.random.default_rng(2)
+    positions, codes, values = approximate.data.facets["colour"]
+    shuffled = rng.permutation(len(positions))  # entries in no product order, as a store may read them
+    for facets in (approximate.data.facets, {"colour": (positions[shuffled], codes[shuffled], values)}):
+        vectors = CollectionVectors(generation=1, data=replace(approximate.data, facets=facets),
+                                    image_vectors=approximate.image_vectors, image_start=approximate.image_start,
+                                    image_count=approximate.image_count)
+        for _ in range(30):  # fewer than a 64th of the products: one or two of Luma's 191
+            few = np.unique(rng.choice(vectors.size, rng.integers(1, 3), replace=False))
+            mask = np.zeros(vectors.size, dtype=bool)
+            mask[few] = True
+            assert vectors.facet_counts("colour", few) == facet_counts(*facets["colour"], mask)
+        assert vectors.facet_counts("colour", np.zeros(0, dtype=np.int64)) == {}
