@@ -15,6 +15,7 @@ import pytest
 from conftest import make_settings
 
 from vitrine.engine import Engine
+from vitrine.index.keywords import PostingCache, keyword_scores, keyword_scores_of
 from vitrine.index.mapped import take_rows
 from vitrine.index.quantized import GraphCodes
 from vitrine.index.vectors import CollectionVectors, build_hnsw
@@ -102,3 +103,20 @@ def test_the_facets_of_a_few_candidates_are_counted_from_their_own_entries(appro
             mask[few] = True
             assert vectors.facet_counts("colour", few) == facet_counts(*facets["colour"], mask)
         assert vectors.facet_counts("colour", np.zeros(0, dtype=np.int64)) == {}
+
+
+def test_a_candidates_keyword_scores_are_its_rows_share_of_every_posting() -> None:
+    rng = np.random.default_rng(3)
+    lists = {w: (rng.choice(500, 120, replace=False), rng.choice(500, 40, replace=False)) for w in "abc"}
+    cache = PostingCache()  # sorts what a store read in any order
+
+    def postings(word: str) -> tuple[np.ndarray, np.ndarray]:
+        return cache.get(word, 1, lambda: lists.get(word, (np.zeros(0, np.int64), np.zeros(0, np.int64))))
+
+    words = ["a", "b", "zz"]
+    rows, scores = keyword_scores(words, postings)
+    full = dict(zip(rows.tolist(), scores.tolist(), strict=True))
+    asked = rng.permutation(600)  # past the largest row too
+    found = keyword_scores_of(words, postings, asked)
+    assert found.dtype == np.float32 and found.tolist() == [full.get(r, 0.0) for r in asked.tolist()]
+    assert keyword_scores_of([], postings, asked).tolist() == [0.0] * 600

@@ -90,6 +90,9 @@ def test_filters_and_keywords(collections: StoreBackend) -> None:
     by_row = dict(zip(found.tolist(), scores.tolist(), strict=True))
     # 3 words (blue, dresses, near; "or" is a stop word); "dresses" is stemmed to match every title
     assert by_row == pytest.approx({rows["A"]: 1 / 3, rows["B"]: 2 / 3, rows["C"]: 2 / 3})
+    # The same scores for given rows (a search's candidates), in their order; 0 for a row without the words
+    asked = np.asarray([rows["C"], 10**6, rows["A"], rows["B"]])
+    assert store.keyword_scores_of('blue "dresses" OR NEAR(', asked).tolist() == pytest.approx([2 / 3, 0, 1 / 3, 2 / 3])
     found, scores = store.keyword_scores("small")  # only in an attribute: half a match
     assert found.size == 0
     found, scores = store.keyword_scores("S")
@@ -101,6 +104,7 @@ def test_filters_and_keywords(collections: StoreBackend) -> None:
     store.upsert([write("D", colour="Blue")])  # a write must reach the cached postings of "blue"
     after, _ = store.keyword_scores("blue")
     assert len(after) == len(before) + 1
+    assert store.keyword_scores_of("blue", after).tolist() == [1.0] * len(after)
     store.close()
 
 

@@ -52,9 +52,36 @@ def keyword_scores(words: list[str], postings: Callable[[str], Postings]) -> tup
     return hits.astype(np.int64), (per_row[hits] / len(words)).astype(np.float32)
 
 
+def keyword_scores_of(words: list[str], postings: Callable[[str], Postings], rows: Array) -> Array:
+    """The same scores as `keyword_scores`, for the given rows only (0 where a row holds no word).
+
+    The searcher needs them for a few thousand candidates: each is looked up in each word's postings,
+    where adding up every posting cost 13 ms per query at a million products (a colour word is in
+    100k+ of them)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    out = np.zeros(len(rows), dtype=np.float64)  # summed as keyword_scores sums them: the same float32 scores
+    if not words:
+        return out.astype(np.float32)
+    for any_rows, strong_rows in (postings(word) for word in words):
+        for held, weight in ((any_rows, WEAK_MATCH), (strong_rows, 1.0 - WEAK_MATCH)):
+            if len(held):
+                at = np.minimum(np.searchsorted(held, rows), len(held) - 1)
+                out += np.where(held[at] == rows, weight, 0.0)
+    scores: Array = (out / len(words)).astype(np.float32)
+    return scores
+
+
+def _ascending(postings: Postings) -> Postings:
+    """Both row lists sorted (as lookups need), without sorting lists that already are."""
+    def sort(rows: Array) -> Array:
+        return rows if len(rows) < 2 or bool((rows[1:] >= rows[:-1]).all()) else np.sort(rows)
+
+    return sort(postings[0]), sort(postings[1])
+
+
 class PostingCache:
-    """Postings kept per generation: query words repeat (colours, garment types), and their row lists
-    are the keyword signal's cost."""
+    """Postings kept per generation, each list ascending: query words repeat (colours, garment
+    types), and their row lists are the keyword signal's cost."""
 
     def __init__(self, size: int = _CACHE_TERMS) -> None:
         self._size = size
@@ -67,7 +94,7 @@ class PostingCache:
             if cached is not None and cached[0] == generation:
                 self._held.move_to_end(word)
                 return cached[1]
-        postings = fetch()
+        postings = _ascending(fetch())
         with self._lock:
             self._held[word] = (generation, postings)
             while len(self._held) > self._size:

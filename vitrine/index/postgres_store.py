@@ -35,7 +35,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from vitrine.arrays import Array
 from vitrine.errors import CollectionGone, Conflict, NotFound, ServiceDown
 from vitrine.files import remove_folder
-from vitrine.index.keywords import WORD, PostingCache, Postings, keyword_scores, keyword_words
+from vitrine.index.keywords import WORD, PostingCache, Postings, keyword_scores, keyword_scores_of, keyword_words
 from vitrine.index.rows import (
     SearchTexts,
     attributes_json,
@@ -666,6 +666,10 @@ class PostgresStore:
     def keyword_scores(self, query: str) -> tuple[Array, Array]:
         """(rows, scores in (0, 1]) of the products holding any word of `query` (index/keywords.py)."""
         return keyword_scores(keyword_words(query), self._postings)
+
+    def keyword_scores_of(self, query: str, rows: Array) -> Array:
+        """The keyword scores of the given rows (0 for a row that holds no word of `query`)."""
+        return keyword_scores_of(keyword_words(query), self._postings, rows)
 
     def _postings(self, word: str) -> Postings:
         """(rows holding `word` anywhere, rows holding it in a strong column), stemmed."""

@@ -411,15 +411,12 @@ class Searcher:
     def _keyword_scores(
         target: SearchTarget, vectors: CollectionVectors, text: str, positions: Array | None
     ) -> Array:
-        rows, scores = target.store.keyword_scores(text)  # rows ascending
         if positions is not None:
-            # Candidates: each one's row looked up among the keyword rows, rather than every keyword row
-            # (100k+ for a common word in a million products) placed among all positions. A position a
-            # later write replaced may read its successor's score: the searcher drops such positions.
-            wanted = vectors.data.rows[positions]
-            at = np.minimum(np.searchsorted(rows, wanted), max(len(rows) - 1, 0))
-            held = rows[at] == wanted if len(rows) else np.zeros(len(wanted), dtype=bool)
-            return np.where(held, scores[at] if len(rows) else 0.0, 0.0).astype(np.float32)
+            # Candidates: each one's row looked up in the words' postings, rather than every posting (100k+
+            # for a common word in a million products) added up. A position a later write replaced may
+            # read its successor's score: the searcher drops such positions.
+            return target.store.keyword_scores_of(text, vectors.data.rows[positions])
+        rows, scores = target.store.keyword_scores(text)  # rows ascending
         full = np.zeros(vectors.size, dtype=np.float32)
         if len(rows):
             found, at = vectors.locate_rows(rows)
