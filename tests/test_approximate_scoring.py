@@ -5,6 +5,7 @@ entries of the candidates alone."""
 
 from __future__ import annotations
 
+import gc
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -15,8 +16,9 @@ import pytest
 from conftest import make_settings
 
 from vitrine.engine import Engine
+from vitrine.index import mapped as mapped_module
 from vitrine.index.keywords import PostingCache, keyword_scores, keyword_scores_of
-from vitrine.index.mapped import take_rows
+from vitrine.index.mapped import keep_open, take_rows
 from vitrine.index.quantized import GraphCodes
 from vitrine.index.vectors import CollectionVectors, build_hnsw
 from vitrine.search.scoring import facet_counts
@@ -87,6 +89,21 @@ def test_scattered_rows_of_a_mapped_table_are_read_without_mapping_them(tmp_path
     assert take_rows(mapped, np.zeros(0, dtype=np.int64)).shape == (0, 384)
     with pytest.raises(IndexError):
         take_rows(np.load(tmp_path / "t.npy", mmap_mode="r"), np.asarray([4000]))
+
+
+def test_a_snapshot_table_is_read_after_a_newer_snapshot_deleted_its_file(tmp_path: Path) -> None:
+    table = np.arange(3000 * 8, dtype=np.float32).reshape(3000, 8)
+    np.save(tmp_path / "t.npy", table)
+    held, unheld = (np.load(tmp_path / "t.npy", mmap_mode="r") for _ in range(2))
+    keep_open(held)  # as snapshot.load does
+    (tmp_path / "t.npy").unlink()
+    assert np.array_equal(take_rows(held, np.asarray([2999, 4])), table[[2999, 4]])
+    with pytest.raises(FileNotFoundError):
+        take_rows(unheld, np.asarray([1]))
+    key = id(held)
+    del held
+    gc.collect()
+    assert key not in mapped_module._held_open  # the file is closed with its table
 
 
 def test_the_facets_of_a_few_candidates_are_counted_from_their_own_entries(approximate: CollectionVectors) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import weakref
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,27 @@ import numpy as np
 from vitrine.arrays import Array
 
 READ_LIMIT = 4096  # rows past which one gather through the mapping beats a system call per row
+
+_held_open: dict[int, int] = {}  # id of a table -> its file, open for as long as the table lives
+
+
+def keep_open(table: Any) -> None:
+    """Opens `table`'s file for `take_rows` until the table is gone. A newer snapshot deletes the older
+    one's files while processes still map them; the mapping lives on, and so must reading its rows."""
+    if not _whole_mapping(table):
+        return
+    try:
+        fd = os.open(table.filename, os.O_RDONLY)
+    except OSError:  # out of descriptors, say: each read opens the file instead
+        return
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)  # no read-ahead of the neighbours of a row
+    _held_open[id(table)] = fd
+    weakref.finalize(table, _close, id(table), fd)
+
+
+def _close(key: int, fd: int) -> None:
+    _held_open.pop(key, None)
+    os.close(fd)
 
 
 def take_rows(table: Any, rows: Array) -> Array:
@@ -28,9 +50,9 @@ def take_rows(table: Any, rows: Array) -> Array:
     row_bytes = table.shape[1] * table.itemsize
     out = np.empty((len(rows), table.shape[1]), dtype=table.dtype)
     buffer = out.data.cast("B")
-    fd = os.open(table.filename, os.O_RDONLY)
+    held = _held_open.get(id(table))
+    fd = held if held is not None else os.open(table.filename, os.O_RDONLY)
     try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)  # no read-ahead of neighbours either
         for i, row in enumerate(rows.tolist()):
             if not 0 <= row < len(table):
                 raise IndexError(f"row {row} is outside a table of {len(table)}")
@@ -38,7 +60,8 @@ def take_rows(table: Any, rows: Array) -> Array:
             if os.preadv(fd, [buffer[at:at + row_bytes]], table.offset + row * row_bytes) != row_bytes:
                 raise OSError(f"{table.filename} is shorter than its header says")
     finally:
-        os.close(fd)
+        if held is None:
+            os.close(fd)
     return out
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from vitrine.arrays import Array
+from vitrine.index.mapped import keep_open
 from vitrine.index.quantized import QuantizedTable
 from vitrine.index.store import VectorData
 from vitrine.index.vectors import HNSW_EF_SEARCH, CollectionVectors
@@ -173,6 +174,9 @@ def load(folder: Path, *, generation: int, heads: CrossModal | None, exact_limit
         return None
     for index in anns.values():
         index.hnsw.efSearch = HNSW_EF_SEARCH
+    for name in ("text_vectors", "image_vectors", "xmodal_vectors"):  # read row by row by the exact pass
+        if name in arrays:
+            keep_open(arrays[name])
     return CollectionVectors(
         generation=generation, data=data, image_vectors=arrays["image_vectors"], image_start=arrays["image_start"],
         image_count=arrays["image_count"], heads=heads, xmodal_vectors=arrays.get("xmodal_vectors"),

@@ -1,10 +1,11 @@
 """In-memory vectors of one collection. Up to a size limit every product is scored: full scans read
 int8 copies of the tables (`approximate=True`, a quarter of the memory traffic), and the searcher
 re-scores its best candidates exactly from the float32 tables. Above the limit, faiss HNSW proposes
-candidates, which are scored exactly. Photos' cross-modal vectors are computed here from the stored
-raw features with the collection's active heads, so switching a model version costs a reload, not a
-re-ingest; the raw features are then let go (whoever needs them, training or label evaluation, reads
-them from the store)."""
+candidates; the first pass scores them from the graphs' own 8-bit codes, and the searcher re-scores
+its best exactly, reading their float32 rows from the snapshot's files (index/mapped.py). Photos'
+cross-modal vectors are computed here from the stored raw features with the collection's active
+heads, so switching a model version costs a reload, not a re-ingest; the raw features are then let
+go (whoever needs them, training or label evaluation, reads them from the store)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
 """Runs a Query over one or more collections: encode, score every signal on the (filtered) products,
 fuse, re-score the best candidates exactly, page, and fetch the page's products.
 
-The first scoring pass reads int8 copies of the vector tables (`vitrine.index.quantized`): its
-scores are within a few thousandths of the exact ones. The page, plus a margin, is then re-scored
-from the float32 tables, so the hits, their order and their scores are exact; only a product that
-the approximate pass put behind RESCORE_MARGIN others could be missed, which would take errors
-far larger than the quantisation's.
+The first scoring pass reads int8 copies of the vector tables (`vitrine.index.quantized`; above the
+exact limit, the HNSW graphs' own 8-bit codes): its scores are within a few thousandths of the exact
+ones. The page, plus a margin, is then re-scored from the float32 tables, so the hits, their order
+and their scores are exact; only a product that the approximate pass put behind RESCORE_MARGIN
+others could be missed, which would take errors far larger than the quantisation's.
 """
 
 from __future__ import annotations
