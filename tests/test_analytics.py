@@ -3,6 +3,7 @@ training pairs clicks make, and the bounds (retention and rows)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from conftest import backend_for
 from fastapi.testclient import TestClient
 
-from vitrine.analytics.store import DAY, SCHEMA, Analytics
+from vitrine.analytics.store import DAY, PRUNE_EVERY, SCHEMA, Analytics
 from vitrine.engine import Engine
 
 
@@ -81,6 +82,32 @@ def test_analytics_are_bounded_by_age_and_rows(tmp_path: Path) -> None:
     finally:
         analytics.close()
         backend.close()
+
+
+def test_a_search_does_not_wait_for_the_prune_its_record_sets_off(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = backend_for(tmp_path / "home")
+    analytics = Analytics(backend.tables("analytics", SCHEMA), retention_days=30, max_rows=1000)
+    started, release = threading.Event(), threading.Event()
+    released: list[bool] = []
+
+    def slow_prune(now: float | None = None) -> None:
+        started.set()
+        released.append(release.wait(20))  # False: nobody released it, as when the search itself waited
+
+    monkeypatch.setattr(analytics, "prune", slow_prune)
+    try:
+        for i in range(PRUNE_EVERY):
+            assert analytics.record_search(collection="c", query=f"q{i}", filters={}, kind="text", hits=1,
+                                           latency_ms=1) is not None
+        assert started.wait(20)  # the last write set the prune off, and returned while it still ran
+        analytics.record_search(collection="c", query="more", filters={}, kind="text", hits=1, latency_ms=1)
+        assert analytics.counts()[("c", "hits")] == PRUNE_EVERY + 1
+    finally:
+        release.set()
+        analytics.close()  # waits for the prune
+        backend.close()
+    assert released == [True]
 
 
 def test_products_clicked_together_complete_the_look_first(client: TestClient) -> None:
