@@ -7,7 +7,8 @@ and reused. The measurement then runs in a fresh process, so that RSS and the co
 server's: open + the first query, warm text / filtered / photo latency, and recall@10 of the index
 against an exact scan, unfiltered and with a selective filter (a colour on ~5% of products). The
 first process to open a collection saves its snapshot (vitrine/index/snapshot.py): run twice to see
-both cold starts.
+both cold starts. Both backends' `scale-N` keep their snapshot in the home's one folder for it, so a
+run on one backend replaces the other's: its next run builds it again.
 
 With `--backend postgres` the collection is built in the database of VITRINE_DATABASE_URL (`make
 services` starts one and writes it to .services.env); the sources stay in the home's SQLite files.
@@ -196,6 +197,10 @@ def measure(home: Path, name: str, queries: int, database_url: str | None) -> di
     photos = sorted((DATA / "luma" / "images").glob("*.jpg"))[:max(10, queries // 5)]
     image_ms = [timed(Query(image=p.read_bytes(), collection=name, top_k=10)) for p in photos]
 
+    # The server's memory after its searches, before the recall check below: its exact scans of every
+    # vector map the float32 tables whole, which no search does.
+    memory = rss_gb()
+
     # Index recall: the dense text signal's top 10 by the index's path vs an exact scan of every vector.
     query_vectors = engine.text_encoder.encode(texts)
     allowed = engine.store(name).filter_rows(filtered)
@@ -220,7 +225,7 @@ def measure(home: Path, name: str, queries: int, database_url: str | None) -> di
 
     import faiss
 
-    memory = rss_gb()  # before the faiss comparison, which copies the text vectors
+    memory["rss_after_recall_check_gb"] = rss_gb()["rss_gb"]  # before the faiss comparison, which copies them
     flat = faiss.IndexFlatIP(vectors.data.text_vectors.shape[1])
     flat.add(np.ascontiguousarray(vectors.data.text_vectors))
     flat_ms = []
