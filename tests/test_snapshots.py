@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import LUMA, make_settings
 
+import vitrine.index.vectors
 from vitrine.engine import Engine
 from vitrine.index.store import Filters
 from vitrine.search.query import Query
@@ -53,7 +54,7 @@ def snapshots(home: Path) -> list[Path]:
 def test_the_next_process_maps_the_snapshot_and_searches_alike(first: Engine, home: Path, models_dir: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     built = results(first)
-    assert not isinstance(first.vectors("luma").image_vectors, np.memmap)
+    assert isinstance(first.vectors("luma").image_vectors, np.memmap)  # served from what it saved
     assert len(snapshots(home)) == 1
     assert (snapshots(home)[0] / "extra-words.json").is_file()  # the vocabulary's counted words, kept beside it
     with open_engine(home, models_dir) as second:
@@ -101,13 +102,15 @@ def test_a_damaged_snapshot_is_rebuilt_not_used(first: Engine, home: Path, model
 
 
 def test_other_settings_do_not_use_the_snapshot_and_hnsw_graphs_are_saved_too(
-    first: Engine, home: Path, models_dir: Path
+    first: Engine, home: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     exact = results(first)
     with open_engine(home, models_dir, exact_search_limit=10) as approximate:  # HNSW: not the exact snapshot
         vectors = approximate.vectors("luma")
-        assert not vectors.exact and not isinstance(vectors.image_vectors, np.memmap)
+        assert not vectors.exact and [f.name.rsplit("-l", 1)[1] for f in snapshots(home)] == ["10-q1"]
+        assert isinstance(vectors.image_vectors, np.memmap)  # built, saved, then served from the files
         approximate_results = results(approximate)
+    monkeypatch.setattr(vitrine.index.vectors, "build_hnsw", lambda _: pytest.fail("a graph was built again"))
     with open_engine(home, models_dir, exact_search_limit=10) as again:
         vectors = again.vectors("luma")
         assert not vectors.exact and isinstance(vectors.image_vectors, np.memmap)  # graphs read, not rebuilt ...
