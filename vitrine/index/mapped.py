@@ -19,6 +19,7 @@ import numpy as np
 from vitrine.arrays import Array
 
 READ_LIMIT = 4096  # rows past which one gather through the mapping beats a system call per row
+_PREAD = hasattr(os, "pread")  # not on Windows: rows are read through the mapping there
 
 _held_open: dict[int, int] = {}  # id of a table -> its file, open for as long as the table lives
 
@@ -32,7 +33,8 @@ def keep_open(table: Any) -> None:
         fd = os.open(table.filename, os.O_RDONLY)
     except OSError:  # out of descriptors, say: each read opens the file instead
         return
-    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)  # no read-ahead of the neighbours of a row
+    if hasattr(os, "posix_fadvise"):  # Linux; not macOS
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)  # no read-ahead of the neighbours of a row
     _held_open[id(table)] = fd
     weakref.finalize(table, _close, id(table), fd)
 
@@ -45,7 +47,7 @@ def _close(key: int, fd: int) -> None:
 def take_rows(table: Any, rows: Array) -> Array:
     """`table[rows]` as a new array; read from the file when `table` is a whole mapped .npy table."""
     rows = np.asarray(rows, dtype=np.int64)
-    if not _whole_mapping(table) or len(rows) > READ_LIMIT or len(rows) == 0:
+    if not _PREAD or not _whole_mapping(table) or len(rows) > READ_LIMIT or len(rows) == 0:
         return np.asarray(table[rows])
     row_bytes = table.shape[1] * table.itemsize
     out = np.empty((len(rows), table.shape[1]), dtype=table.dtype)
@@ -56,9 +58,10 @@ def take_rows(table: Any, rows: Array) -> Array:
         for i, row in enumerate(rows.tolist()):
             if not 0 <= row < len(table):
                 raise IndexError(f"row {row} is outside a table of {len(table)}")
-            at = i * row_bytes
-            if os.preadv(fd, [buffer[at:at + row_bytes]], table.offset + row * row_bytes) != row_bytes:
+            read = os.pread(fd, row_bytes, table.offset + row * row_bytes)  # preadv is not on macOS
+            if len(read) != row_bytes:
                 raise OSError(f"{table.filename} is shorter than its header says")
+            buffer[i * row_bytes:(i + 1) * row_bytes] = read
     finally:
         if held is None:
             os.close(fd)
