@@ -49,6 +49,8 @@ def take_rows(table: Any, rows: Array) -> Array:
     rows = np.asarray(rows, dtype=np.int64)
     if not _PREAD or not _whole_mapping(table) or len(rows) > READ_LIMIT or len(rows) == 0:
         return np.asarray(table[rows])
+    if rows.min() < 0 or rows.max() >= len(table):
+        raise IndexError(f"rows {rows.min()}..{rows.max()} are not all inside a table of {len(table)}")
     row_bytes = table.shape[1] * table.itemsize
     out = np.empty((len(rows), table.shape[1]), dtype=table.dtype)
     buffer = out.data.cast("B")
@@ -56,8 +58,6 @@ def take_rows(table: Any, rows: Array) -> Array:
     fd = held if held is not None else os.open(table.filename, os.O_RDONLY)
     try:
         for i, row in enumerate(rows.tolist()):
-            if not 0 <= row < len(table):
-                raise IndexError(f"row {row} is outside a table of {len(table)}")
             read = os.pread(fd, row_bytes, table.offset + row * row_bytes)  # preadv is not on macOS
             if len(read) != row_bytes:
                 raise OSError(f"{table.filename} is shorter than its header says")
