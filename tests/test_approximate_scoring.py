@@ -77,7 +77,8 @@ def _mapped_kb(path: Path) -> int:
     return total
 
 
-def test_scattered_rows_of_a_mapped_table_are_read_without_mapping_them(tmp_path: Path) -> None:
+def test_scattered_rows_of_a_mapped_table_are_read_without_mapping_them(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     table = np.random.default_rng(1).standard_normal((4000, 384)).astype(np.float32)  # 6 MB
     np.save(tmp_path / "t.npy", table)
     mapped = np.load(tmp_path / "t.npy", mmap_mode="r")
@@ -89,6 +90,8 @@ def test_scattered_rows_of_a_mapped_table_are_read_without_mapping_them(tmp_path
     assert take_rows(mapped, np.zeros(0, dtype=np.int64)).shape == (0, 384)
     with pytest.raises(IndexError):
         take_rows(np.load(tmp_path / "t.npy", mmap_mode="r"), np.asarray([4000]))
+    monkeypatch.setattr(mapped_module, "_PREAD", False)  # a system without pread (Windows): through the mapping
+    assert np.array_equal(take_rows(np.load(tmp_path / "t.npy", mmap_mode="r"), rows), table[rows])
 
 
 def test_a_snapshot_table_is_read_after_a_newer_snapshot_deleted_its_file(tmp_path: Path) -> None:
