@@ -10,7 +10,7 @@ import pytest
 from vitrine.catalog.records import ProductRecord
 from vitrine.index.keywords import keyword_words
 from vitrine.index.sqlite_store import SqliteStore
-from vitrine.index.store import Filters, ImageWrite, ProductWrite, RangeFilter, StoreBackend
+from vitrine.index.store import Filters, ImageWrite, ProductWrite, RangeFilter, StoreBackend, merge_facets
 from vitrine.search.scoring import best_per_product, facet_counts, fuse, top_indices
 
 
@@ -105,6 +105,49 @@ def test_filters_and_keywords(collections: StoreBackend) -> None:
     after, _ = store.keyword_scores("blue")
     assert len(after) == len(before) + 1
     assert store.keyword_scores_of("blue", after).tolist() == [1.0] * len(after)
+    store.close()
+
+
+def test_vector_batches_read_what_load_vectors_reads_and_from_one_snapshot(collections: StoreBackend) -> None:
+    """A whole build reads the store a batch of products at a time: together the batches are what one
+    read gives, and a write made while they are read is in none of them (it is caught up with as a tail)."""
+    store = collections.open("s", create=True)
+    rng = np.random.default_rng(0)
+
+    def product(i: int) -> ProductWrite:
+        record = ProductRecord(id=f"P{i}", title=f"dress {i}", description="", category="Dresses",
+                               colour=("Red", "Blue", "Green")[i % 3], price=None if i == 5 else float(i),
+                               image_refs=(), attributes={"size": "S|M" if i % 2 else "L"})
+        images = tuple(ImageWrite(ref=f"{k}.jpg", path=f"/x/{i}-{k}.jpg", sha256=f"{i}-{k}",
+                                  features=rng.normal(size=6).astype(np.float32)) for k in range(i % 3))
+        return ProductWrite(record=record, text_vector=rng.normal(size=3).astype(np.float32), images=images)
+
+    store.upsert([product(i) for i in range(12)])
+    store.delete(["P3"])  # a gap in the rows
+    fields = ("colour", "size")
+    whole = store.load_vectors(fields)
+    batches = store.vector_batches(fields, batch=4)
+    first = next(batches)
+    store.upsert([product(20)])
+    store.delete(["P11"])
+    parts = [first, *batches]
+    assert [len(p.ids) for p in parts] == [4, 4, 3]
+    assert [pid for p in parts for pid in p.ids] == whole.ids and "P11" in whole.ids
+    for name in ("rows", "text_vectors", "image_features", "image_position", "prices"):
+        assert np.array_equal(np.concatenate([getattr(p, name) for p in parts]), getattr(whole, name), equal_nan=True)
+    offsets = np.cumsum([0] + [len(p.ids) for p in parts])
+    assert np.array_equal(np.concatenate([p.image_product + at for p, at in zip(parts, offsets, strict=False)]),
+                          whole.image_product)
+    merged = merge_facets([(p.facets, int(at)) for p, at in zip(parts, offsets, strict=False)])
+
+    def entries(facets: dict[str, tuple[np.ndarray, np.ndarray, list[str]]]) -> dict[str, set[tuple[int, str]]]:
+        return {name: {(int(at), values[code]) for at, code in zip(positions, codes, strict=True)}
+                for name, (positions, codes, values) in facets.items()}
+
+    assert entries(merged) == entries(whole.facets) and merged["size"][2] == ["L", "M", "S"]
+    after = store.load_vectors(fields).ids
+    assert "P20" in after and "P11" not in after
+    assert [len(p.ids) for p in store.vector_batches(fields, batch=100)] == [len(after)]
     store.close()
 
 

@@ -46,12 +46,14 @@ from vitrine.index.rows import (
     variants_json,
 )
 from vitrine.index.store import (
+    VECTOR_BATCH,
     CollectionStore,
     Filters,
     Product,
     ProductImage,
     ProductWrite,
     VectorData,
+    batches_by_row,
     normalise_field,
 )
 
@@ -697,9 +699,24 @@ class PostgresStore:
         """Everything search holds in memory, read in one snapshot (a repeatable-read transaction),
         streamed through server-side cursors into arrays sized up front. `changed_since`: only the
         products written after that generation."""
+        scope, args = ("WHERE changed > %s", (changed_since,)) if changed_since is not None else ("", ())
         with self._connection() as conn, conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            return self._read_vectors(conn, facet_fields, changed_since)
+            return self._read_vectors(conn, facet_fields, scope, args)
+
+    def vector_batches(self, facet_fields: Sequence[str], *, batch: int = VECTOR_BATCH) -> Iterator[VectorData]:
+        """`load_vectors` of every product, a batch at a time, all from one repeatable-read transaction."""
+        with self._connection() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+
+            def next_bound(after: int, size: int) -> int | None:
+                found = conn.execute("SELECT row_id FROM products WHERE row_id > %s ORDER BY row_id OFFSET %s LIMIT 1",
+                                     (after, size - 1)).fetchone()
+                return None if found is None else int(found[0])
+
+            yield from batches_by_row(
+                next_bound, lambda after, upto: self._read_vectors(
+                    conn, facet_fields, "WHERE row_id > %s AND row_id <= %s", (after, upto)), batch)
 
     def removed_since(self, generation: int) -> Array | None:
         """Rows of the products deleted after `generation`; None when the log does not reach that far back."""
@@ -718,9 +735,9 @@ class PostgresStore:
             cur.execute(query, params)
             yield from cur
 
-    def _read_vectors(self, conn: psycopg.Connection[Any], facet_fields: Sequence[str],
-                      since: int | None) -> VectorData:
-        scope, args = ("WHERE changed > %s", (since,)) if since is not None else ("", ())
+    def _read_vectors(self, conn: psycopg.Connection[Any], facet_fields: Sequence[str], scope: str,
+                      args: tuple[Any, ...]) -> VectorData:
+        """The products that `FROM products {scope}` selects, read in the open transaction of `conn`."""
         of_scope = f"product_row IN (SELECT row_id FROM products {scope})" if scope else "true"
         (n_products, text_dim), = conn.execute(
             f"SELECT count(*), coalesce(max(vector_dims(text_vector)), 0) FROM products {scope}", args).fetchall()

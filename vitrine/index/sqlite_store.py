@@ -31,12 +31,14 @@ from vitrine.index.rows import (
     variants_json,
 )
 from vitrine.index.store import (
+    VECTOR_BATCH,
     CollectionStore,
     Filters,
     Product,
     ProductImage,
     ProductWrite,
     VectorData,
+    batches_by_row,
     normalise_field,
 )
 from vitrine.tables import SqliteTables
@@ -453,12 +455,37 @@ class SqliteStore:
         arrays sized up front: loading peaks at the arrays themselves, where holding every row's blob as
         a Python object, then joining and copying them, took twice as much again (27 KB a product).
         `changed_since`: only the products written after that generation."""
+        # Of a few changed products: through their index (the planner would scan every row in `row` order)
+        scope, args = ("INDEXED BY products_by_change WHERE changed > ?", (changed_since,)) \
+            if changed_since is not None else ("", ())
         with self._locked():
             self._db.execute("BEGIN")
             try:
-                return self._read_vectors(facet_fields, changed_since)
+                return _read_vectors(self._db, facet_fields, scope, args)
             finally:
                 self._db.execute("COMMIT")
+
+    def vector_batches(self, facet_fields: Sequence[str], *, batch: int = VECTOR_BATCH) -> Iterator[VectorData]:
+        """`load_vectors` of every product, a batch at a time, from one read transaction of a connection of
+        its own: a WAL reader sees none of the writes committed after it began, and neither holds up the
+        other (a rebuild in the background reads for a minute at a million products)."""
+        with self._locked():  # CollectionGone once deleted
+            pass
+        db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA busy_timeout=10000")
+            db.execute("BEGIN")
+
+            def next_bound(after: int, size: int) -> int | None:
+                found = db.execute("SELECT row FROM products WHERE row > ? ORDER BY row LIMIT 1 OFFSET ?",
+                                   (after, size - 1)).fetchone()
+                return None if found is None else int(found[0])
+
+            yield from batches_by_row(
+                next_bound, lambda after, upto: _read_vectors(db, facet_fields, "WHERE row > ? AND row <= ?",
+                                                              (after, upto)), batch)
+        finally:
+            db.close()  # ends the read transaction
 
     def removed_since(self, generation: int) -> Array | None:
         """Rows of the products deleted after `generation`; None when the log does not reach that far back."""
@@ -469,59 +496,59 @@ class SqliteStore:
             rows = self._db.execute("SELECT row FROM removed WHERE generation > ? ORDER BY row", (generation,))
             return np.asarray([r for (r,) in rows], dtype=np.int64)
 
-    def _read_vectors(self, facet_fields: Sequence[str], since: int | None) -> VectorData:
-        db = self._db
-        # Of a few changed products: through their index (the planner would scan every row in `row` order)
-        scope, args = ("INDEXED BY products_by_change WHERE changed > ?", (since,)) if since is not None else ("", ())
-        of_scope = f"product_row IN (SELECT row FROM products {scope})" if scope else ""
-        owned = f"WHERE {of_scope}" if scope else ""
-        n_products, text_bytes = db.execute(
-            f"SELECT count(*), max(length(text_vector)) FROM products {scope}", args).fetchone()
-        rows = np.empty(n_products, dtype=np.int64)
-        prices = np.empty(n_products, dtype=np.float32)
-        text = np.zeros((n_products, (text_bytes or 0) // 4), dtype=np.float32)
-        ids: list[str] = []
-        for i, (row, product_id, vector, price) in enumerate(
-                db.execute(f"SELECT row, id, text_vector, price FROM products {scope} ORDER BY row", args)):
-            rows[i] = row
-            ids.append(product_id)
-            text[i] = np.frombuffer(vector, dtype=np.float32)
-            prices[i] = np.nan if price is None else price
-        n_images, feature_bytes = db.execute(
-            f"SELECT count(*), max(length(features)) FROM images {owned}", args).fetchone()
-        owners = np.empty(n_images, dtype=np.int64)
-        positions = np.empty(n_images, dtype=np.int16)
-        features = np.zeros((n_images, (feature_bytes or 0) // 4), dtype=np.float32)
-        for i, (owner, position, blob) in enumerate(db.execute(
-                f"SELECT product_row, position, features FROM images {owned} ORDER BY product_row, position", args)):
-            owners[i] = owner
-            positions[i] = position
-            features[i] = np.frombuffer(blob, dtype=np.float32)
-        facets: dict[str, tuple[Array, Array, list[str]]] = {}
-        for field in facet_fields:
-            owner_rows: list[int] = []
-            codes: list[int] = []
-            code: dict[str, int] = {}
-            # Of a few changed products, their rows' values (`+field`: not the index of every product's)
-            where = f"+field=? AND {of_scope}" if scope else "field=?"
-            for row, value in db.execute(f"SELECT product_row, value FROM product_values WHERE {where}",
-                                         (field, *args)):
-                owner_rows.append(row)
-                codes.append(code.setdefault(value, len(code)))
-            values = sorted(code)  # codes in sorted order of the values, as the facet counts expect
-            recode = np.empty(len(code), dtype=np.int32)
-            for rank, value in enumerate(values):
-                recode[code[value]] = rank
-            facets[field] = (
-                np.searchsorted(rows, np.asarray(owner_rows, dtype=np.int64)).astype(np.int32),
-                recode[np.asarray(codes, dtype=np.int64)] if codes else np.zeros(0, dtype=np.int32),
-                values,
-            )
-        return VectorData(
-            rows=rows, ids=ids, text_vectors=text, image_features=features,
-            image_product=np.searchsorted(rows, owners).astype(np.int32), image_position=positions,
-            facets=facets, prices=prices,
+
+def _read_vectors(db: sqlite3.Connection, facet_fields: Sequence[str], scope: str,
+                  args: tuple[Any, ...]) -> VectorData:
+    """The products that `FROM products {scope}` selects, read in the open transaction of `db`."""
+    of_scope = f"product_row IN (SELECT row FROM products {scope})" if scope else ""
+    owned = f"WHERE {of_scope}" if scope else ""
+    n_products, text_bytes = db.execute(
+        f"SELECT count(*), max(length(text_vector)) FROM products {scope}", args).fetchone()
+    rows = np.empty(n_products, dtype=np.int64)
+    prices = np.empty(n_products, dtype=np.float32)
+    text = np.zeros((n_products, (text_bytes or 0) // 4), dtype=np.float32)
+    ids: list[str] = []
+    for i, (row, product_id, vector, price) in enumerate(
+            db.execute(f"SELECT row, id, text_vector, price FROM products {scope} ORDER BY row", args)):
+        rows[i] = row
+        ids.append(product_id)
+        text[i] = np.frombuffer(vector, dtype=np.float32)
+        prices[i] = np.nan if price is None else price
+    n_images, feature_bytes = db.execute(
+        f"SELECT count(*), max(length(features)) FROM images {owned}", args).fetchone()
+    owners = np.empty(n_images, dtype=np.int64)
+    positions = np.empty(n_images, dtype=np.int16)
+    features = np.zeros((n_images, (feature_bytes or 0) // 4), dtype=np.float32)
+    for i, (owner, position, blob) in enumerate(db.execute(
+            f"SELECT product_row, position, features FROM images {owned} ORDER BY product_row, position", args)):
+        owners[i] = owner
+        positions[i] = position
+        features[i] = np.frombuffer(blob, dtype=np.float32)
+    facets: dict[str, tuple[Array, Array, list[str]]] = {}
+    for field in facet_fields:
+        owner_rows: list[int] = []
+        codes: list[int] = []
+        code: dict[str, int] = {}
+        # Of some products, their rows' values (`+field`: not the index of every product's)
+        where = f"+field=? AND {of_scope}" if scope else "field=?"
+        for row, value in db.execute(f"SELECT product_row, value FROM product_values WHERE {where}",
+                                     (field, *args)):
+            owner_rows.append(row)
+            codes.append(code.setdefault(value, len(code)))
+        values = sorted(code)  # codes in sorted order of the values, as the facet counts expect
+        recode = np.empty(len(code), dtype=np.int32)
+        for rank, value in enumerate(values):
+            recode[code[value]] = rank
+        facets[field] = (
+            np.searchsorted(rows, np.asarray(owner_rows, dtype=np.int64)).astype(np.int32),
+            recode[np.asarray(codes, dtype=np.int64)] if codes else np.zeros(0, dtype=np.int32),
+            values,
         )
+    return VectorData(
+        rows=rows, ids=ids, text_vectors=text, image_features=features,
+        image_product=np.searchsorted(rows, owners).astype(np.int32), image_position=positions,
+        facets=facets, prices=prices,
+    )
 
 
 class SqliteCollections:

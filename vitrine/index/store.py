@@ -6,9 +6,11 @@ only ever talk to `CollectionStore`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import numpy as np
 
 from vitrine.arrays import Array
 from vitrine.catalog.records import ProductRecord, Variant
@@ -95,6 +97,46 @@ class VectorData:
     prices: Array | None = None  # (n_products,) float32, NaN where a product has no price (sorting)
 
 
+Facets = dict[str, tuple[Array, Array, list[str]]]
+
+VECTOR_BATCH = 20_000  # products per batch of `CollectionStore.vector_batches` (30 MB of raw features)
+
+
+def merge_facets(parts: Sequence[tuple[Facets, int]]) -> Facets:
+    """The facet entries of consecutive parts (each with the position of its first product), coded against
+    the union of their values (sorted, as facet counts expect)."""
+    merged: Facets = {}
+    for name in sorted({name for facets, _ in parts for name in facets}):
+        held = [(facets[name], offset) for facets, offset in parts if name in facets]
+        values = sorted({value for (_, _, known), _ in held for value in known})
+        rank = {value: code for code, value in enumerate(values)}
+        positions, codes = [], []
+        for (at, code, known), offset in held:
+            positions.append(np.asarray(at, dtype=np.int32) + np.int32(offset))
+            if len(known) == len(values):  # no value it lacks: its codes stand as they are
+                codes.append(np.asarray(code, dtype=np.int32))
+            else:
+                recode = np.asarray([rank[value] for value in known], dtype=np.int32)
+                codes.append(recode[code] if len(code) else np.zeros(0, dtype=np.int32))
+        merged[name] = (np.concatenate(positions), np.concatenate(codes), values)
+    return merged
+
+
+def batches_by_row(next_bound: Callable[[int, int], int | None], read: Callable[[int, int], VectorData],
+                   batch: int) -> Iterator[VectorData]:
+    """`read(after, upto)` for consecutive ranges of store rows of `batch` products each, until one is empty.
+    `next_bound(after, batch)` is the row of the batch-th product after row `after` (None: fewer are left)."""
+    after = -1
+    while True:
+        bound = next_bound(after, batch)
+        part = read(after, bound if bound is not None else 2**62)
+        if part.ids:
+            yield part
+        if bound is None:
+            return
+        after = bound
+
+
 class CollectionStore(Protocol):
     name: str
     # Tells a collection deleted and made again under the same name from this one (its snapshots too).
@@ -115,6 +157,11 @@ class CollectionStore(Protocol):
     def stock_rows(self, available: bool) -> Array: ...
     def load_vectors(self, facet_fields: Sequence[str], *, changed_since: int | None = None) -> VectorData:
         """What search holds in memory: every product's, or only those written after `changed_since`."""
+        ...
+    def vector_batches(self, facet_fields: Sequence[str], *, batch: int = VECTOR_BATCH) -> Iterator[VectorData]:
+        """What `load_vectors` reads of every product, a batch of products at a time in row order, all
+        batches from one read snapshot: a million products' raw features (5 GB) need not be held at once.
+        Positions (`image_product`, facet entries) count from each batch's first product."""
         ...
     def removed_since(self, generation: int) -> Array | None:
         """Rows of the products deleted after `generation`; None when the store cannot tell (its change

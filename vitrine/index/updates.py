@@ -22,7 +22,7 @@ import numpy as np
 from vitrine.arrays import Array
 from vitrine.index.mapped import take_rows
 from vitrine.index.quantized import QuantizedTable
-from vitrine.index.store import CollectionStore, VectorData
+from vitrine.index.store import CollectionStore, VectorData, merge_facets
 from vitrine.index.vectors import CollectionVectors, Tail
 from vitrine.models.heads import CrossModal
 
@@ -104,27 +104,6 @@ def _stack(base: Any, tail: Any) -> Any:
     return StackedTable(base, tail)
 
 
-def _facets(base: VectorData, tail: VectorData, offset: int) -> dict[str, tuple[Array, Array, list[str]]]:
-    """Both parts' facet entries, coded against the union of their values (sorted, as facet counts expect)."""
-    merged: dict[str, tuple[Array, Array, list[str]]] = {}
-    empty: tuple[Array, Array, list[str]] = (np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int32), [])
-    for name in base.facets.keys() | tail.facets.keys():
-        b_pos, b_codes, b_values = base.facets.get(name, empty)
-        t_pos, t_codes, t_values = tail.facets.get(name, empty)
-        values = sorted(set(b_values) | set(t_values))
-        rank = {v: i for i, v in enumerate(values)}
-        b_map = np.asarray([rank[v] for v in b_values], dtype=np.int32)
-        t_map = np.asarray([rank[v] for v in t_values], dtype=np.int32)
-        same = len(values) == len(b_values)  # no new value: the base's codes stand as they are
-        merged[name] = (
-            np.concatenate([np.asarray(b_pos, dtype=np.int32), np.asarray(t_pos, dtype=np.int32) + offset]),
-            np.concatenate([np.asarray(b_codes, dtype=np.int32) if same else b_map[b_codes],
-                            t_map[t_codes] if len(t_codes) else np.zeros(0, dtype=np.int32)]),
-            values,
-        )
-    return merged
-
-
 def combine(base: CollectionVectors, tail: CollectionVectors, removed: Array, generation: int) -> CollectionVectors:
     """`base` with `tail` after it: the base's products that the tail rewrites, or that were removed
     (`removed`: store rows), are dead in it."""
@@ -142,7 +121,7 @@ def combine(base: CollectionVectors, tail: CollectionVectors, removed: Array, ge
         image_features=b.image_features[:0],
         image_product=np.concatenate([b.image_product, t.image_product + n0]).astype(np.int32),
         image_position=np.concatenate([b.image_position, t.image_position]),
-        facets=_facets(b, t, n0), prices=prices,
+        facets=merge_facets([(b.facets, 0), (t.facets, n0)]), prices=prices,
     )
     quantized = None
     if base.quantized is not None and tail.quantized is not None:
