@@ -325,30 +325,26 @@ class Engine:
 
     def _build_vectors(self, name: str, store: CollectionStore, generation: int,
                        heads: CrossModal | None) -> CollectionVectors:
-        """Built whole from the store, and saved as a snapshot for the next process (index/snapshot.py).
-        Read at `generation` or later: a later write is caught up with as a tail."""
+        """Built whole from the store: as a snapshot for the next process (index/snapshot.py), written a
+        batch of products at a time and served from its files, or in memory when the collection is small
+        (or snapshots are off). Read at `generation` or later: a later write is caught up with as a tail."""
         settings = self.settings
-        data = store.load_vectors(FACET_FIELDS)
-        first_raw = data.image_features[0].copy() if len(data.image_features) else None
-        built = CollectionVectors.build(data, generation=generation, exact_limit=settings.exact_search_limit,
-                                        heads=heads, quantize=settings.quantized_scan)
-        if settings.vector_snapshots and built.size >= settings.snapshot_min_products:
-            folder = snapshot_dir(self.collections_dir / name, store.incarnation, generation,
-                                  exact_limit=settings.exact_search_limit, quantize=settings.quantized_scan)
+        limit, quantize = settings.exact_search_limit, settings.quantized_scan
+        if settings.vector_snapshots and store.count() >= settings.snapshot_min_products:
+            folder = snapshot_dir(self.collections_dir / name, store.incarnation, generation, exact_limit=limit,
+                                  quantize=quantize)
             try:
-                snapshot.save(built, folder, first_raw=first_raw, exact_limit=settings.exact_search_limit,
-                              quantize=settings.quantized_scan)
-            except OSError as exc:  # a full disk costs the next process a rebuild, not this search
+                snapshot.write(store.vector_batches(FACET_FIELDS), folder, generation=generation, heads=heads,
+                               exact_limit=limit, quantize=quantize)
+            except OSError as exc:  # a full disk costs memory (the build below), not this search
                 log.warning("cannot save a vector snapshot", extra={"collection": name, "error": str(exc)})
             else:
-                # Served from the files just written, as the next process would serve them: the build's own
-                # arrays (10.7 GB at a million products) are let go, where they stayed for the life of the
-                # process (and of every base rebuilt in the background).
-                mapped = snapshot.load(folder, generation=generation, heads=heads,
-                                       exact_limit=settings.exact_search_limit, quantize=settings.quantized_scan)
+                mapped = snapshot.load(folder, generation=generation, heads=heads, exact_limit=limit,
+                                       quantize=quantize)
                 if mapped is not None:
                     return mapped
-        return built
+        return CollectionVectors.build(store.load_vectors(FACET_FIELDS), generation=generation, heads=heads,
+                                       exact_limit=limit, quantize=quantize)
 
     def _rebuild_later(self, name: str, store: CollectionStore) -> None:
         """Rebuilds the collection's base in a background thread, searches meanwhile reading the old base

@@ -12,12 +12,14 @@ from __future__ import annotations
 import mmap
 import os
 import weakref
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from vitrine.arrays import Array
 
+BLOCK_ROWS = 16_384  # rows of a table read at a time by `row_blocks` (32 MB of 512-d float32)
 READ_LIMIT = 4096  # rows past which one gather through the mapping beats a system call per row
 _PREAD = hasattr(os, "pread")  # not on Windows: rows are read through the mapping there
 
@@ -66,6 +68,27 @@ def take_rows(table: Any, rows: Array) -> Array:
         if held is None:
             os.close(fd)
     return out
+
+
+def row_blocks(table: Any, rows: int | None = None) -> Iterator[tuple[int, Array]]:
+    """(first row, its block) of `table`, `rows` rows at a time. A whole mapped table is read from its file
+    into a buffer of one block, so that going through it (to build a graph or int8 codes from the snapshot
+    being written) leaves none of it mapped into the process: through the mapping, the process held the
+    whole table by the end (2 GB for a million photos)."""
+    rows = rows or BLOCK_ROWS
+    if not _whole_mapping(table):
+        table = np.asarray(table)
+        for start in range(0, len(table), rows):
+            yield start, table[start:start + rows]
+        return
+    row_bytes = table.shape[1] * table.itemsize
+    with open(table.filename, "rb") as file:
+        file.seek(table.offset)
+        for start in range(0, len(table), rows):
+            block = np.empty((min(rows, len(table) - start), table.shape[1]), dtype=table.dtype)
+            if file.readinto(block.data.cast("B")) != len(block) * row_bytes:
+                raise OSError(f"{table.filename} is shorter than its header says")
+            yield start, block
 
 
 def _whole_mapping(table: Any) -> bool:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from vitrine.arrays import Array
+from vitrine.index.mapped import row_blocks
 
 ROW_LEVELS = 63
 QUERY_LEVELS = 127
@@ -60,14 +61,19 @@ class QuantizedTable:
     """A (n, d) float table as int8 codes with a scale per row; `scores(q)` approximates `table @ q`."""
 
     def __init__(self, table: Array) -> None:
-        table = np.asarray(table, dtype=np.float32)
         self.size, self.dim = table.shape
-        peak = np.abs(table).max(axis=1) if self.size else np.zeros(0, dtype=np.float32)
-        self.row_scale = (np.maximum(peak, 1e-12) / ROW_LEVELS).astype(np.float32)
-        codes = np.rint(table / self.row_scale[:, None]).astype(np.int8)
-        self.codes = np.ascontiguousarray(codes.T)  # (d, n): the product reads it row by row
+        self.row_scale = np.empty(self.size, dtype=np.float32)
+        self.codes = np.empty((self.dim, self.size), dtype=np.int8)  # (d, n): the product reads it row by row
         # The query is sent as uint8 with a zero point of 128; this undoes the offset per row.
-        self.row_offset = (QUERY_ZERO * codes.astype(np.int32).sum(axis=1)).astype(np.int32)
+        self.row_offset = np.empty(self.size, dtype=np.int32)
+        for start, block in row_blocks(table):  # a block's temporaries at a time, not the table's
+            block = np.asarray(block, dtype=np.float32)
+            end = start + len(block)
+            scale = (np.maximum(np.abs(block).max(axis=1), 1e-12) / ROW_LEVELS).astype(np.float32)
+            codes = np.rint(block / scale[:, None]).astype(np.int8)
+            self.row_scale[start:end] = scale
+            self.codes[:, start:end] = codes.T
+            self.row_offset[start:end] = QUERY_ZERO * codes.astype(np.int32).sum(axis=1)
 
     @classmethod
     def from_parts(cls, codes: Array, row_scale: Array, row_offset: Array) -> QuantizedTable:

@@ -20,7 +20,9 @@ import json
 import logging
 import os
 import shutil
+import struct
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +31,10 @@ import numpy as np
 from vitrine.arrays import Array
 from vitrine.index.mapped import keep_open
 from vitrine.index.quantized import QuantizedTable
-from vitrine.index.store import VectorData
-from vitrine.index.vectors import HNSW_EF_SEARCH, CollectionVectors
+from vitrine.index.store import VECTOR_BATCH, Facets, VectorData, merge_facets
+from vitrine.index.vectors import HNSW_EF_SEARCH, CollectionVectors, build_hnsw, image_groups
 from vitrine.models.heads import CrossModal
+from vitrine.search.scoring import image_search_vectors
 
 log = logging.getLogger(__name__)
 
@@ -73,46 +76,125 @@ def _settings_key(exact_limit: int, quantize: bool) -> dict[str, Any]:
     return {"format": FORMAT, "exact_limit": exact_limit, "quantize": quantize}
 
 
-def save(vectors: CollectionVectors, folder: Path, *, first_raw: Array | None, exact_limit: int,
-         quantize: bool) -> None:
-    """Writes `vectors` as the snapshot `folder` (atomically), then removes older generations'."""
+class _RowsFile:
+    """An .npy table written a block of rows at a time; its header, room for which is kept up front, is
+    written again with the final number of rows when it is closed."""
+
+    HEADER_BYTES = 128  # magic, version, length and a dict whose shape has room for 20-digit numbers
+
+    def __init__(self, path: Path, dtype: Any) -> None:
+        self.dtype = np.dtype(dtype)
+        self.width: tuple[int, ...] | None = None  # the row shape, from the first block with rows
+        self.rows = 0
+        self.file = path.open("wb")
+        self.file.write(self._header())
+
+    def _header(self) -> bytes:
+        header = repr({"descr": self.dtype.str, "fortran_order": False,
+                       "shape": (self.rows, *(self.width or ()))}).encode("latin1")
+        room = self.HEADER_BYTES - 10 - 1
+        if len(header) > room:
+            raise ValueError(f"an .npy header of {len(header)} bytes does not fit in {room}")
+        return b"\x93NUMPY\x01\x00" + struct.pack("<H", self.HEADER_BYTES - 10) + header.ljust(room) + b"\n"
+
+    def append(self, block: Array) -> None:
+        block = np.ascontiguousarray(block, dtype=self.dtype)
+        if self.width is None or (self.rows == 0 and len(block)):
+            self.width = block.shape[1:]
+        elif len(block) and block.shape[1:] != self.width:
+            raise ValueError(f"rows of shape {block.shape[1:]} after rows of shape {self.width}")
+        self.file.write(block.data)
+        self.rows += len(block)
+
+    def close(self) -> None:
+        self.file.seek(0)
+        self.file.write(self._header())
+        self.file.close()
+
+
+def write(batches: Iterable[VectorData], folder: Path, *, generation: int, heads: CrossModal | None,
+          exact_limit: int, quantize: bool) -> None:
+    """Builds the snapshot `folder` (atomically) from the store's products, a batch at a time, then removes
+    older generations'. What `CollectionVectors.build` computes in memory, computed here batch by batch
+    into files, with the int8 copies or graphs built from those files a table at a time: at a million
+    products it holds one graph and one batch, where building it all in memory peaked at 13 GB."""
     if folder.exists():
         return
     tmp = folder.with_name(f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     tmp.mkdir(parents=True)
     try:
-        data = vectors.data
-        tables: dict[str, Array | None] = {
-            "rows": data.rows, "text_vectors": data.text_vectors, "image_product": data.image_product,
-            "image_position": data.image_position, "prices": data.prices, "image_vectors": vectors.image_vectors,
-            "image_start": vectors.image_start, "image_count": vectors.image_count,
-            "xmodal_vectors": vectors.xmodal_vectors, "first_raw": first_raw,
-        }
-        for name, array in tables.items():
-            if array is not None:
-                np.save(tmp / f"{name}.npy", np.ascontiguousarray(array))
+        files = {name: _RowsFile(tmp / f"{name}.npy", dtype) for name, dtype in (
+            ("rows", np.int64), ("text_vectors", np.float32), ("prices", np.float32), ("image_product", np.int32),
+            ("image_position", np.int16), ("image_vectors", np.float32), ("xmodal_vectors", np.float32))}
+        ids: list[str] = []
+        facets: list[tuple[Facets, int]] = []
+        first_raw: Array | None = None
+        image_dim = 0
+        try:
+            for part in batches:
+                n = len(ids)
+                files["rows"].append(part.rows)
+                files["text_vectors"].append(part.text_vectors)
+                files["prices"].append(part.prices if part.prices is not None else np.full(len(part.ids), np.nan))
+                files["image_product"].append(part.image_product + n)
+                files["image_position"].append(part.image_position)
+                features = part.image_features
+                if len(features):
+                    first_raw = features[0].copy() if first_raw is None else first_raw
+                    image_dim = features.shape[1]
+                    for at in range(0, len(features), VECTOR_BATCH):  # a batch's products may have many photos
+                        block = features[at:at + VECTOR_BATCH]
+                        files["image_vectors"].append(image_search_vectors(block))
+                        if heads is not None:
+                            files["xmodal_vectors"].append(heads.image_vectors(block))
+                ids.extend(part.ids)
+                facets.append((part.facets, n))
+        finally:
+            for file in files.values():
+                file.close()
+        if first_raw is None:  # no photos: no vectors of photos, as CollectionVectors.build has none
+            (tmp / "xmodal_vectors.npy").unlink()
+            np.save(tmp / "image_vectors.npy", np.zeros((0, 0), dtype=np.float32))
+        else:
+            np.save(tmp / "first_raw.npy", first_raw)
+            if heads is None:
+                (tmp / "xmodal_vectors.npy").unlink()
+        image_product = np.load(tmp / "image_product.npy")
+        start, count = image_groups(image_product, len(ids))
+        np.save(tmp / "image_start.npy", start)
+        np.save(tmp / "image_count.npy", count)
         # JSON, not a fixed-width numpy string array: one long id would widen every product's entry.
-        (tmp / "ids.json").write_text(json.dumps(data.ids, ensure_ascii=False), encoding="utf-8")
-        facets = {}
-        for field, (positions, codes, values) in data.facets.items():
+        (tmp / "ids.json").write_text(json.dumps(ids, ensure_ascii=False), encoding="utf-8")
+        facet_values = {}
+        for field, (positions, codes, values) in merge_facets(facets).items():
             np.save(tmp / f"facet-{field}-positions.npy", positions)
             np.save(tmp / f"facet-{field}-codes.npy", codes)
-            facets[field] = values
-        for name, table in (vectors.quantized or {}).items():
-            np.save(tmp / f"int8-{name}-codes.npy", table.codes)
-            np.save(tmp / f"int8-{name}-scale.npy", table.row_scale)
-            np.save(tmp / f"int8-{name}-offset.npy", table.row_offset)
-        anns = {"text": vectors.text_ann, "image": vectors.image_ann, "xmodal": vectors.xmodal_ann}
-        if any(a is not None for a in anns.values()):
+            facet_values[field] = values
+        del facets
+        tables = {name: np.load(tmp / f"{name}_vectors.npy", mmap_mode="r") for name in ("text", "image", "xmodal")
+                  if (tmp / f"{name}_vectors.npy").is_file()}
+        quantized, anns = [], []
+        if len(ids) <= exact_limit and quantize:
+            for name, table in tables.items():
+                if table.size:
+                    quantized.append(name)
+                    int8 = QuantizedTable(table)
+                    np.save(tmp / f"int8-{name}-codes.npy", int8.codes)
+                    np.save(tmp / f"int8-{name}-scale.npy", int8.row_scale)
+                    np.save(tmp / f"int8-{name}-offset.npy", int8.row_offset)
+                    del int8
+        elif len(ids) > exact_limit:
             import faiss
 
-            for name, index in anns.items():
-                if index is not None:
-                    faiss.write_index(index, str(tmp / f"hnsw-{name}.faiss"))
-        meta = {**_settings_key(exact_limit, quantize), "generation": vectors.generation,
-                "image_dim": int(data.image_features.shape[1]) if data.image_features.ndim == 2 else 0,
-                "one_image_each": vectors.one_image_each, "facets": facets,
-                "quantized": sorted(vectors.quantized or {}), "anns": sorted(k for k, a in anns.items() if a)}
+            log.info("building HNSW indexes", extra={"products": len(ids), "images": len(image_product)})
+            for name, table in tables.items():  # one graph in memory at a time
+                anns.append(name)
+                faiss.write_index(build_hnsw(table), str(tmp / f"hnsw-{name}.faiss"))
+        del tables
+        meta = {**_settings_key(exact_limit, quantize), "generation": generation, "image_dim": image_dim,
+                "one_image_each": len(image_product) == len(ids) and bool((count == 1).all()),
+                "facets": facet_values,
+                "quantized": quantized, "anns": anns}
         (tmp / "meta.json").write_text(json.dumps(meta))
         try:
             tmp.rename(folder)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from vitrine.arrays import Array
-from vitrine.index.mapped import take_rows
+from vitrine.index.mapped import row_blocks, take_rows
 from vitrine.index.quantized import GraphCodes, QuantizedTable
 from vitrine.index.store import VectorData
 from vitrine.models.heads import CrossModal
@@ -39,16 +39,30 @@ def build_hnsw(vectors: Array) -> Any:
     from the float32 tables anyway (scale.py at 1M: recall@10 0.985, against 0.987 over float32)."""
     import faiss
 
-    data = np.ascontiguousarray(vectors, dtype=np.float32)
-    index = faiss.IndexHNSWSQ(data.shape[1], faiss.ScalarQuantizer.QT_8bit,  # type: ignore[arg-type]  # stubs
+    n, dim = vectors.shape
+    index = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit,  # type: ignore[arg-type]  # stubs
                               HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = 80
     index.hnsw.efSearch = HNSW_EF_SEARCH
-    sample = data if len(data) <= HNSW_TRAIN_SAMPLE else \
-        data[np.sort(np.random.default_rng(0).choice(len(data), HNSW_TRAIN_SAMPLE, replace=False))]
-    index.train(sample)
-    index.add(data)
+    # A block at a time (`vectors` may be a snapshot's mapped table: it is read, not mapped, block by block)
+    chosen = np.arange(n) if n <= HNSW_TRAIN_SAMPLE else \
+        np.sort(np.random.default_rng(0).choice(n, HNSW_TRAIN_SAMPLE, replace=False))
+    sample = []
+    for start, block in row_blocks(vectors):
+        low, high = np.searchsorted(chosen, [start, start + len(block)])
+        sample.append(np.asarray(block[chosen[low:high] - start], dtype=np.float32))
+    index.train(np.concatenate(sample) if sample else np.zeros((0, dim), dtype=np.float32))
+    del sample
+    for _, block in row_blocks(vectors):
+        index.add(np.ascontiguousarray(block, dtype=np.float32))
     return index
+
+
+def image_groups(image_product: Array, n_products: int) -> tuple[Array, Array]:
+    """Each product's first image and number of images, from the images' products (grouped, ascending)."""
+    products = np.arange(n_products)
+    start = np.searchsorted(image_product, products, side="left")
+    return start, np.searchsorted(image_product, products, side="right") - start
 
 
 def _in_chunks(compute: Callable[[Array], Array], rows: Array, chunk: int = 20_000) -> Array:
@@ -107,9 +121,7 @@ class CollectionVectors:
     ) -> CollectionVectors:
         image_vectors = _in_chunks(image_search_vectors, data.image_features) if len(data.image_features) else \
             np.zeros((0, 0), dtype=np.float32)
-        products = np.arange(len(data.ids))
-        start = np.searchsorted(data.image_product, products, side="left")
-        count = np.searchsorted(data.image_product, products, side="right") - start
+        start, count = image_groups(data.image_product, len(data.ids))
         xmodal = _in_chunks(heads.image_vectors, data.image_features) if heads is not None and \
             len(data.image_features) else None
         # The raw features are only needed to compute the vectors above (and to train, which reads the store):
