@@ -102,8 +102,10 @@ def test_a_damaged_snapshot_is_rebuilt_not_used(first: Engine, home: Path, model
     (folder,) = snapshots(home)
     (folder / "image_vectors.npy").write_bytes(b"\x93NUMPY broken")
     with open_engine(home, models_dir) as second:
-        assert not isinstance(second.vectors("luma").image_vectors, np.memmap)
+        assert isinstance(second.vectors("luma").image_vectors, np.memmap)  # written again in its place
         assert results(second) == built
+    assert snapshots(home) == [folder] and np.load(folder / "image_vectors.npy").shape[0] == 721
+    assert not list(folder.parent.glob(".tmp-*"))
 
 
 def test_other_settings_do_not_use_the_snapshot_and_hnsw_graphs_are_saved_too(

@@ -333,6 +333,10 @@ class Engine:
         if settings.vector_snapshots and store.count() >= settings.snapshot_min_products:
             folder = snapshot_dir(self.collections_dir / name, store.incarnation, generation, exact_limit=limit,
                                   quantize=quantize)
+            mapped = snapshot.load(folder, generation=generation, heads=heads, exact_limit=limit, quantize=quantize)
+            if mapped is not None:  # another process has just written it
+                return mapped
+            snapshot.discard(folder)  # if one is there, it is damaged or of another model: written again
             try:
                 snapshot.write(store.vector_batches(FACET_FIELDS), folder, generation=generation, heads=heads,
                                exact_limit=limit, quantize=quantize)

@@ -209,6 +209,17 @@ def write(batches: Iterable[VectorData], folder: Path, *, generation: int, heads
             shutil.rmtree(other, ignore_errors=True)
 
 
+def discard(folder: Path) -> None:
+    """Removes a snapshot that cannot be used (damaged, or taken with another model), so that a new one of
+    its generation can take its place; a process that maps its files keeps reading them."""
+    gone = folder.with_name(f".tmp-gone-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        folder.rename(gone)
+    except OSError:  # none there, or another process took it away first
+        return
+    shutil.rmtree(gone, ignore_errors=True)
+
+
 def load(folder: Path, *, generation: int, heads: CrossModal | None, exact_limit: int,
          quantize: bool) -> CollectionVectors | None:
     """The snapshot in `folder` as CollectionVectors over memory-mapped arrays, or None if it does not
