@@ -9,9 +9,13 @@ every process that maps them shares one copy in the page cache: `vitrine serve -
 tables once, and pages a search never touches (the float32 rows outside its candidates) need not be
 in memory.
 
+A whole build is written here a batch of products at a time (`write`), and the process that built it
+serves it from these files too: no step holds every product's raw features or every table at once.
+
 A snapshot is written to a temporary folder and renamed into place, so a reader sees a whole one or
 none; a snapshot that does not match (a later generation, other settings, another model: the first
-photo's cross-modal vector is recomputed and compared) is not used.
+photo's cross-modal vector is recomputed and compared) is not used, and one of the current generation
+that does not load is written again in its place.
 """
 
 from __future__ import annotations
