@@ -6,7 +6,9 @@ result (hits, scores, totals, facets) equals what a whole rebuild of the same st
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -93,17 +95,48 @@ def test_changes_are_caught_up_as_a_tail_with_the_results_of_a_rebuild(luma_copy
             assert results(second) == found
 
 
-def test_a_large_tail_is_rebuilt_whole(luma_copy: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_bulk_change_is_rebuilt_in_the_background_while_searches_read_the_collection_as_it_was(
+        luma_copy: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the tail limit no tail is built, nor are its products read: searches go on at once from what
+    was served before (deleted products left out, results not cached) while the collection is built whole
+    in the background (a million products: 6 minutes that searches used to wait); then it serves it all."""
     monkeypatch.setattr(updates, "TAIL_MAX", 1)
-    with open_engine(luma_copy, models_dir) as engine:
+    settings = make_settings(luma_copy, models_dir, snapshot_min_products=0, search_cache_size=64)
+    with Engine(settings) as engine:
         engine.vectors("luma")
         photo = [PHOTO.read_bytes()]
         engine.put_product("luma", record_from_fields("NEW-1", {"title": "Storm jacket"}), photo)
-        assert engine.vectors("luma").tail is not None
+        before = engine.vectors("luma")
+        assert before.tail is not None
+        released = threading.Event()
+        build = engine._build_vectors
+
+        def held_build(*args: Any) -> Any:
+            assert released.wait(timeout=30), "the rebuild was never released"
+            return build(*args)
+
+        monkeypatch.setattr(engine, "_build_vectors", held_build)
         engine.put_product("luma", record_from_fields("NEW-2", {"title": "Rain jacket"}), photo)
+        hoodies = Query(text="black hoodie", collection="luma", top_k=10)
+        top = engine.search(hoodies).hits[0].id
+        store = engine.store("luma")
+        store.delete([top])
+        read = store.load_vectors
+        monkeypatch.setattr(store, "load_vectors", lambda fields, *, changed_since=None: pytest.fail(
+            "the tail's products were read") if changed_since is not None else read(fields))
+        assert engine.vectors("luma") is before  # while the rebuild is held
+        assert top not in [h.id for h in engine.search(hoodies).hits]
+        rain = Query(text="rain jacket", collection="luma", top_k=5)
+        assert "NEW-2" not in [h.id for h in engine.search(rain).hits] and not engine.search(rain).cached
+        released.set()
+        engine.settle()
+        monkeypatch.setattr(store, "load_vectors", read)
         whole = engine.vectors("luma")
-        assert whole.tail is None and whole.size == 193
-        assert results(engine) == rebuilt(luma_copy, models_dir)
+        assert whole.live_size == 192 and whole.generation == store.generation()
+        assert (whole.tail.base if whole.tail is not None else whole) is not before.tail.base  # built anew
+        assert engine.search(rain).hits[0].id == "NEW-2" and engine.search(rain).cached
+        assert top not in [h.id for h in engine.search(hoodies).hits]
+    assert results(open_engine(luma_copy, models_dir)) == rebuilt(luma_copy, models_dir)
 
 
 def test_a_tail_past_the_merge_size_is_rebuilt_whole_in_the_background(

@@ -128,6 +128,7 @@ def test_vector_batches_read_what_load_vectors_reads_and_from_one_snapshot(colle
     whole = store.load_vectors(fields)
     batches = store.vector_batches(fields, batch=4)
     first = next(batches)
+    generation = store.generation()
     store.upsert([product(20)])
     store.delete(["P11"])
     parts = [first, *batches]
@@ -147,6 +148,7 @@ def test_vector_batches_read_what_load_vectors_reads_and_from_one_snapshot(colle
     assert entries(merged) == entries(whole.facets) and merged["size"][2] == ["L", "M", "S"]
     after = store.load_vectors(fields).ids
     assert "P20" in after and "P11" not in after
+    assert store.changed_count(generation) == 1 and store.changed_count(0) == len(after) == 11  # what a tail reads
     assert [len(p.ids) for p in store.vector_batches(fields, batch=100)] == [len(after)]
     store.close()
 

@@ -129,6 +129,7 @@ class Engine:
         # What is built from a collection once per generation: (kind, name) -> (generation, object, inputs)
         self._derived: dict[tuple[str, str], tuple[int, Any, object]] = {}
         self._background: dict[str, threading.Thread] = {}  # rebuilds under way, by what they rebuild
+        self._stale: set[str] = set()  # collections served as of an older generation while they are rebuilt
         self._heads: dict[tuple[str, str], CrossModal | None] = {}
         self._clip: dict[str, tuple[ClipCheckpoint, ImageEmbedder]] = {}
         self._labellers: dict[str, tuple[tuple[str, int], ZeroShotLabeller]] = {}
@@ -230,6 +231,7 @@ class Engine:
         """Drops what is held in memory for a collection that is gone (call with the lock held)."""
         self._vectors.pop(name, None)
         self._bases.pop(name, None)
+        self._stale.discard(name)
         self._derived = {k: v for k, v in self._derived.items() if k[1] != name}
         self._labellers.pop(name, None)
         self._heads = {k: v for k, v in self._heads.items() if k[0] != name}
@@ -289,26 +291,38 @@ class Engine:
         with self._lock:
             current = self._vectors.get(name)
             if current is None or current.generation != generation:
-                current = self._load_vectors(name, store, generation)
+                current = self._load_vectors(name, store, generation, serving=current)
                 self._vectors[name] = current
             return current
 
-    def _load_vectors(self, name: str, store: CollectionStore, generation: int) -> CollectionVectors:
+    def _load_vectors(self, name: str, store: CollectionStore, generation: int, *,
+                      serving: CollectionVectors | None) -> CollectionVectors:
         """The collection as of `generation`: its last whole build, or the latest snapshot, with a tail of
-        the products written since (index/updates.py); built whole when that tail would be too large."""
+        the products written since (index/updates.py). When that tail would be too large (a bulk change),
+        the collection is built whole in the background, and searches meanwhile read what was served
+        before (`serving`, or the base): an older generation, whose deleted products the search drops
+        when it fetches them. Built whole here, with searches waiting, only when there is nothing to serve."""
         heads = self.heads(name)
         base = self._bases.get(name)
         if base is None or base.heads is not heads:
             base = self._latest_snapshot(name, store, generation, heads)
         if base is not None:
+            self._bases[name] = base
             updated = catch_up(base, store, generation, heads=heads, facet_fields=FACET_FIELDS)
             if updated is not None:
-                self._bases[name] = base
+                self._stale.discard(name)
                 if updated.tail is not None and updated.size - updated.tail.start > updates.TAIL_MERGE:
                     self._rebuild_later(name, store)
                 return updated
+            self._rebuild_later(name, store)
+            if name not in self._stale:
+                log.info("serving an older generation while the collection is rebuilt",
+                         extra={"collection": name, "generation": generation, "base_generation": base.generation})
+            self._stale.add(name)
+            return serving if serving is not None and serving.heads is heads else base
         built = self._build_vectors(name, store, generation, heads)
         self._bases[name] = built
+        self._stale.discard(name)
         return built
 
     def _latest_snapshot(self, name: str, store: CollectionStore, generation: int,
@@ -796,7 +810,8 @@ class Engine:
                 photos = prepare_query_photo(query.image, targets, max_pixels=self.settings.max_query_pixels)
         with self._search_slots:
             response = self.searcher.search(query, targets, photos=photos)
-        self.results_cache.put(key, response)
+        if not self._stale.intersection(names):  # read from an older generation: not the key's results
+            self.results_cache.put(key, response)
         return response
 
     @contextmanager

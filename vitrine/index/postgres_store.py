@@ -718,6 +718,9 @@ class PostgresStore:
                 next_bound, lambda after, upto: self._read_vectors(
                     conn, facet_fields, "WHERE row_id > %s AND row_id <= %s", (after, upto)), batch)
 
+    def changed_count(self, generation: int) -> int:
+        return int(self._all("SELECT count(*) FROM products WHERE changed > %s", (generation,))[0][0])
+
     def removed_since(self, generation: int) -> Array | None:
         """Rows of the products deleted after `generation`; None when the log does not reach that far back."""
         with self._connection() as conn:

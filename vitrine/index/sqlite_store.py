@@ -487,6 +487,11 @@ class SqliteStore:
         finally:
             db.close()  # ends the read transaction
 
+    def changed_count(self, generation: int) -> int:
+        with self._locked():
+            return int(self._db.execute("SELECT count(*) FROM products INDEXED BY products_by_change WHERE changed > ?",
+                                        (generation,)).fetchone()[0])
+
     def removed_since(self, generation: int) -> Array | None:
         """Rows of the products deleted after `generation`; None when the log does not reach that far back."""
         with self._locked():

@@ -163,6 +163,9 @@ class CollectionStore(Protocol):
         batches from one read snapshot: a million products' raw features (5 GB) need not be held at once.
         Positions (`image_product`, facet entries) count from each batch's first product."""
         ...
+    def changed_count(self, generation: int) -> int:
+        """How many products were written after `generation` (what `load_vectors(changed_since=...)` reads)."""
+        ...
     def removed_since(self, generation: int) -> Array | None:
         """Rows of the products deleted after `generation`; None when the store cannot tell (its change
         log begins later), and an index that old must be rebuilt."""

@@ -10,7 +10,8 @@ tables are never copied: `StackedTable` reads the base's rows and then the tail'
 
 The tail is rebuilt from the store's change log at each generation, so it holds every product
 written since the base; once it grows past TAIL_MERGE products the engine rebuilds the base in the
-background, and past `tail_limit` (or when the base is too old for the log) a search waits for it.
+background. Past `tail_limit` (or when the base is too old for the log) no tail is built: searches read
+the collection as it was until the rebuild is done (the engine's `_load_vectors`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from vitrine.index.vectors import CollectionVectors, Tail
 from vitrine.models.heads import CrossModal
 
 TAIL_MERGE = 2_000  # tail products past which the base is rebuilt in the background
-TAIL_MAX = 20_000  # ... and past which a search waits for a rebuild: a tail this size takes seconds to build
+TAIL_MAX = 20_000  # ... and past which none is built (searches read an older generation until the rebuild)
 
 
 def tail_limit(base_size: int) -> int:
@@ -148,11 +149,9 @@ def catch_up(base: CollectionVectors, store: CollectionStore, generation: int, *
     if base.generation == generation:
         return base
     removed = store.removed_since(base.generation)
-    if removed is None:
-        return None
+    if removed is None or store.changed_count(base.generation) > tail_limit(base.size):
+        return None  # counted first: a bulk change of 500k products is 2.5 GB of raw features to read
     changed = store.load_vectors(facet_fields, changed_since=base.generation)
-    if len(changed.ids) > tail_limit(base.size):
-        return None
     tail = CollectionVectors.build(changed, generation=generation, exact_limit=len(changed.ids), heads=heads,
                                    quantize=base.quantized is not None)
     return combine(base, tail, removed, generation)
