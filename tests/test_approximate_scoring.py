@@ -16,6 +16,7 @@ import pytest
 from conftest import make_settings
 
 from vitrine.engine import Engine
+from vitrine.index import keywords
 from vitrine.index import mapped as mapped_module
 from vitrine.index.keywords import PostingCache, keyword_scores, keyword_scores_of
 from vitrine.index.mapped import keep_open, take_rows
@@ -125,7 +126,11 @@ def test_the_facets_of_a_few_candidates_are_counted_from_their_own_entries(appro
         assert vectors.facet_counts("colour", np.zeros(0, dtype=np.int64)) == {}
 
 
-def test_a_candidates_keyword_scores_are_its_rows_share_of_every_posting() -> None:
+@pytest.mark.parametrize("dense", [False, True], ids=["looked up", "summed densely"])
+def test_a_candidates_keyword_scores_are_its_rows_share_of_every_posting(
+        dense: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if dense:  # as for a broad filter's products: a large share of all rows
+        monkeypatch.setattr(keywords, "DENSE_ROWS", 100)
     rng = np.random.default_rng(3)
     lists = {w: (rng.choice(500, 120, replace=False), rng.choice(500, 40, replace=False)) for w in "abc"}
     cache = PostingCache()  # sorts what a store read in any order

@@ -99,7 +99,7 @@ class VectorData:
 
 Facets = dict[str, tuple[Array, Array, list[str]]]
 
-VECTOR_BATCH = 20_000  # products per batch of `CollectionStore.vector_batches` (30 MB of raw features)
+VECTOR_BATCH = 20_000  # products per batch of `CollectionStore.vector_batches` (a photo each: 106 MB of raw features)
 
 
 def merge_facets(parts: Sequence[tuple[Facets, int]]) -> Facets:
