@@ -136,7 +136,8 @@ def test_a_bulk_change_is_rebuilt_in_the_background_while_searches_read_the_coll
         assert (whole.tail.base if whole.tail is not None else whole) is not before.tail.base  # built anew
         assert engine.search(rain).hits[0].id == "NEW-2" and engine.search(rain).cached
         assert top not in [h.id for h in engine.search(hoodies).hits]
-    assert results(open_engine(luma_copy, models_dir)) == rebuilt(luma_copy, models_dir)
+    with open_engine(luma_copy, models_dir) as again:
+        assert results(again) == rebuilt(luma_copy, models_dir)
 
 
 def test_a_tail_past_the_merge_size_is_rebuilt_whole_in_the_background(

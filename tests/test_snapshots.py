@@ -169,9 +169,10 @@ def test_a_snapshot_written_batch_by_batch_holds_what_a_build_in_memory_holds(
             for part in ("codes", "row_scale", "row_offset"):
                 assert np.array_equal(getattr(written.quantized[name], part), getattr(built.quantized[name], part))
     else:
-        for name in ("text", "image", "xmodal"):  # trained on the same rows: the same codes
+        for name in ("text", "image"):  # trained on the same rows: the same codes (the cross-modal vectors,
+            # the heads' product per block, may differ in their last bit)
             assert np.array_equal(GraphCodes(getattr(written, f"{name}_ann")).codes,
-                                  GraphCodes(getattr(built, f"{name}_ann")).codes) or name == "xmodal"
+                                  GraphCodes(getattr(built, f"{name}_ann")).codes)
         query = np.asarray(built.data.text_vectors[:20])
         assert (written.text_ann.search(query, 5)[1] == built.text_ann.search(query, 5)[1]).mean() > 0.9
 
