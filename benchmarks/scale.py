@@ -35,6 +35,7 @@ from PIL import Image
 
 from vitrine.catalog.records import ProductRecord, record_from_fields
 from vitrine.engine import Engine
+from vitrine.index import partitions
 from vitrine.index.store import Filters, ImageWrite, ProductWrite
 from vitrine.search.query import Query
 
@@ -203,8 +204,8 @@ def measure(home: Path, name: str, queries: int, database_url: str | None) -> di
     # The server's memory after its searches, before the recall check below: its exact scans of every
     # vector map the float32 tables whole, which no search does.
     memory = rss_gb()
-    # A broad filter's products are scored whole (from the graphs' codes above the exact limit): they touch
-    # most pages of those codes, so its memory is read on its own.
+    # A broad filter: searched through the graphs of its value's products when it has them (above the exact
+    # limit, index/partitions.py), else scored whole; its memory is read on its own.
     broad = Filters(equals={"colour": (common,)})
     broad_ms = [timed(Query(text=t, collection=name, top_k=10, filters=broad)) for t in texts]
     memory["rss_after_broad_filters_gb"] = rss_gb()["rss_gb"]
@@ -213,7 +214,9 @@ def measure(home: Path, name: str, queries: int, database_url: str | None) -> di
     query_vectors = engine.text_encoder.encode(texts)
     allowed = engine.store(name).filter_rows(filtered)
     subset = vectors.positions_of_rows(allowed)
-    exact, exact_filtered, found, found_filtered = [], [], [], []
+    broad_subset = vectors.positions_of_rows(engine.store(name).filter_rows(broad))
+    walked = partitions.for_filters(vectors.partitions, broad)
+    exact, exact_filtered, found, found_filtered, exact_broad, found_broad = [], [], [], [], [], []
     for q in query_vectors:
         scores = vectors.data.text_vectors @ q
         exact.append(np.argsort(-scores)[:10])
@@ -230,6 +233,12 @@ def measure(home: Path, name: str, queries: int, database_url: str | None) -> di
         approximate = vectors.text_scores(q, subset, approximate=True)
         best = subset[np.argsort(-approximate)[:100]]
         found_filtered.append(best[np.argsort(-(vectors.data.text_vectors[best] @ q))][:10])
+        exact_broad.append(broad_subset[np.argsort(-scores[broad_subset])[:10]])
+        if walked:  # as the searcher does: candidates through the graphs, re-scored exactly
+            best = vectors.filter_candidates(q, None, 2000, None, within=broad_subset, partitions=walked)
+        else:
+            best = broad_subset[np.argsort(-vectors.text_scores(q, broad_subset, approximate=True))[:100]]
+        found_broad.append(best[np.argsort(-(vectors.data.text_vectors[best] @ q))][:10])
 
     import faiss
 
@@ -251,7 +260,9 @@ def measure(home: Path, name: str, queries: int, database_url: str | None) -> di
         "filter": {"colour": colour, "share": round(len(subset) / vectors.size, 3)},
         "broad_filtered_p50_ms": round(percentile(broad_ms, 50), 1),
         "broad_filtered_p95_ms": round(percentile(broad_ms, 95), 1),
-        "broad_filter": {"colour": common, "share": round(float(share.max()) if len(share) else 0.0, 3)},
+        "broad_filter": {"colour": common, "share": round(float(share.max()) if len(share) else 0.0, 3),
+                         "own_graphs": bool(walked)},
+        "broad_filtered_recall_at_10": round(recall(found_broad, exact_broad), 4),
         "image_p50_ms": round(percentile(image_ms, 50), 1),
         "recall_at_10": round(recall(found, exact), 4),
         "filtered_recall_at_10": round(recall(found_filtered, exact_filtered), 4),

@@ -13,15 +13,18 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pytest
-from conftest import make_settings
+from conftest import LUMA, make_settings
 
+from vitrine.catalog.records import record_from_fields
 from vitrine.engine import Engine
-from vitrine.index import keywords
+from vitrine.index import keywords, partitions
 from vitrine.index import mapped as mapped_module
 from vitrine.index.keywords import PostingCache, keyword_scores, keyword_scores_of
 from vitrine.index.mapped import keep_open, take_rows
 from vitrine.index.quantized import GraphCodes
+from vitrine.index.store import Filters, RangeFilter
 from vitrine.index.vectors import CollectionVectors, build_hnsw
+from vitrine.search.query import Query, SearchResponse
 from vitrine.search.scoring import facet_counts
 
 
@@ -145,3 +148,78 @@ def test_a_candidates_keyword_scores_are_its_rows_share_of_every_posting(
     found = keyword_scores_of(words, postings, asked)
     assert found.dtype == np.float32 and found.tolist() == [full.get(r, 0.0) for r in asked.tolist()]
     assert keyword_scores_of([], postings, asked).tolist() == [0.0] * 600
+
+
+def test_values_held_by_many_products_get_graphs_of_their_own_within_a_budget() -> None:
+    n = 100
+
+    def facet(held: dict[str, range]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        values = sorted(held)
+        return (np.concatenate([np.asarray(held[v]) for v in values]).astype(np.int32),
+                np.concatenate([np.full(len(held[v]), i) for i, v in enumerate(values)]).astype(np.int32), values)
+
+    facets = {"size": facet({"S": range(90), "M": range(80)}),  # most products: over a field's budget
+              "colour": facet({"Black": range(30), "black": range(30, 35), "White": range(35, 47),
+                               "Red": range(47, 52)}),
+              "gender": facet({"Men": range(40), "Women": range(40, 75)})}
+    chosen = [(field, value, len(positions)) for field, value, positions in partitions.choose(facets, n)]
+    # each field's most held value in turn; "Black" and "black" are one value to a filter; red is too rare;
+    # women would take gender past half the products
+    assert chosen == [("gender", "men", 40), ("colour", "black", 35), ("colour", "white", 12)]
+    parts = [partitions.Partition(field, value, np.zeros(0), np.zeros(0), {}) for field, value, _ in chosen]
+    assert partitions.for_filters(parts, Filters(equals={"color": ("BLACK", "White")})) == parts[1:]
+    assert partitions.for_filters(parts, Filters(equals={"colour": ("black", "red")})) is None  # red is not
+    assert partitions.for_filters(parts, Filters(equals={"colour": ("black",)},
+                                                 ranges={"price": RangeFilter(None, 50)})) is None
+    assert partitions.for_filters(parts, Filters(equals={"colour": ("black",), "gender": ("men",)})) is None
+    assert partitions.images_of(np.asarray([0, 2]), np.asarray([0, 2, 3]), np.asarray([2, 1, 3])).tolist() == \
+        [0, 1, 3, 4, 5]
+
+
+def summary(response: SearchResponse) -> tuple[list[str], list[float], int, dict[str, dict[str, int]]]:
+    return [h.id for h in response.hits], [round(h.score, 5) for h in response.hits], response.total, \
+        response.facets
+
+
+def test_a_broad_filter_walks_its_values_graphs_and_finds_what_scoring_it_whole_finds(
+        luma_copy: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    photo = (LUMA / "images" / "mj01-orange_main.jpg").read_bytes()
+    filters = [Filters(equals={"colour": ("BLUE",)}), Filters(equals={"gender": ("Women",)}),
+               Filters(equals={"color": ("blue", "Hoodies & Sweatshirts")})]
+    queries = [Query(text=text, collection="luma", top_k=10, filters=f, facets=("size", "colour"))
+               for text in ("hoodie", "yoga pants", "storm jacket") for f in filters[:2]]
+    queries += [Query(image=photo, collection="luma", top_k=10, filters=filters[0]),
+                Query(text="jacket", image=photo, collection="luma", top_k=10, filters=filters[1], alpha=0.5)]
+    walked: list[object] = []
+    settings = make_settings(luma_copy, models_dir, exact_search_limit=10, snapshot_min_products=0,
+                             search_cache_size=0)
+    with Engine(settings) as engine:
+        vectors = engine.vectors("luma")
+        assert [(p.field, p.value) for p in vectors.partitions] == \
+            [("colour", "blue"), ("gender", "women"), ("category", "hoodies & sweatshirts")]
+        assert [p.anns["text"].ntotal for p in vectors.partitions] == [len(p.positions) for p in vectors.partitions]
+        candidates = CollectionVectors.ann_candidates
+
+        def spied(self: CollectionVectors, *args: object, **kwargs: object) -> np.ndarray:
+            walked.append(kwargs.get("partitions"))
+            if kwargs.get("partitions"):  # 82 or 75 of the whole graphs' candidates pass: below NEAR_ENOUGH
+                assert args[2] == 3 * 2000, "the values' graphs are walked three times wider"
+            return candidates(self, *args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(CollectionVectors, "ann_candidates", spied)
+        found = [summary(engine.search(q)) for q in queries]
+        assert len([w for w in walked if w]) == len(queries)  # each through its values' graphs (and the whole's)
+        assert engine.search(Query(text="hoodie", collection="luma", filters=filters[2])).hits  # not partitioned
+        walked.clear()
+        monkeypatch.setattr(partitions, "for_filters", lambda *_: None)  # each filter scored whole
+        assert [summary(engine.search(q)) for q in queries] == found  # 82 and 75 products: the graphs give all
+        assert not walked
+        monkeypatch.undo()
+        blue = Query(text="storm jacket", collection="luma", top_k=20, filters=filters[0])
+        moved = engine.search(blue).hits[0].id
+        record = record_from_fields("NEW-BLUE", {"title": "Storm jacket", "colour": "Blue"})
+        engine.put_product("luma", record, [photo])
+        engine.put_product("luma", record_from_fields(moved, {"title": "Storm jacket", "colour": "Red"}), [photo])
+        assert engine.vectors("luma").tail is not None  # written since the graphs
+        hits = [h.id for h in engine.search(blue).hits]
+        assert "NEW-BLUE" in hits and moved not in hits

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from vitrine.arrays import Array
+from vitrine.index import partitions
 from vitrine.index.mapped import keep_open
 from vitrine.index.quantized import QuantizedTable
 from vitrine.index.store import VECTOR_BATCH, Facets, VectorData, merge_facets
@@ -42,7 +43,7 @@ from vitrine.search.scoring import image_search_vectors
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2
+FORMAT = 3  # 3: graphs of common filter values (index/partitions.py)
 ARRAYS = ("rows", "text_vectors", "image_product", "image_position", "prices", "image_vectors", "image_start",
           "image_count", "xmodal_vectors", "first_raw")
 
@@ -170,14 +171,17 @@ def write(batches: Iterable[VectorData], folder: Path, *, generation: int, heads
         # JSON, not a fixed-width numpy string array: one long id would widen every product's entry.
         (tmp / "ids.json").write_text(json.dumps(ids, ensure_ascii=False), encoding="utf-8")
         facet_values = {}
-        for field, (positions, codes, values) in merge_facets(facets).items():
+        merged = merge_facets(facets)
+        for field, (positions, codes, values) in merged.items():
             np.save(tmp / f"facet-{field}-positions.npy", positions)
             np.save(tmp / f"facet-{field}-codes.npy", codes)
             facet_values[field] = values
         del facets
         tables = {name: np.load(tmp / f"{name}_vectors.npy", mmap_mode="r") for name in ("text", "image", "xmodal")
                   if (tmp / f"{name}_vectors.npy").is_file()}
-        quantized, anns = [], []
+        quantized: list[str] = []
+        anns: list[str] = []
+        parts: list[dict[str, Any]] = []
         if len(ids) <= exact_limit and quantize:
             for name, table in tables.items():
                 if table.size:
@@ -194,11 +198,19 @@ def write(batches: Iterable[VectorData], folder: Path, *, generation: int, heads
             for name, table in tables.items():  # one graph in memory at a time
                 anns.append(name)
                 faiss.write_index(build_hnsw(table), str(tmp / f"hnsw-{name}.faiss"))
-        del tables
+            for k, (field, value, positions) in enumerate(partitions.choose(merged, len(ids))):
+                images = partitions.images_of(positions, start, count)
+                np.save(tmp / f"part-{k}-positions.npy", positions)
+                np.save(tmp / f"part-{k}-images.npy", images)
+                graphs = [name for name in tables if len(positions if name == "text" else images)]
+                for name in graphs:  # (products without photos: no photo graphs)
+                    graph = build_hnsw(tables[name], positions if name == "text" else images)
+                    faiss.write_index(graph, str(tmp / f"part-{k}-{name}.faiss"))
+                parts.append({"field": field, "value": value, "graphs": graphs})
+        del tables, merged
         meta = {**_settings_key(exact_limit, quantize), "generation": generation, "image_dim": image_dim,
                 "one_image_each": len(image_product) == len(ids) and bool((count == 1).all()),
-                "facets": facet_values,
-                "quantized": quantized, "anns": anns}
+                "facets": facet_values, "quantized": quantized, "anns": anns, "partitions": parts}
         (tmp / "meta.json").write_text(json.dumps(meta))
         try:
             tmp.rename(folder)
@@ -259,6 +271,7 @@ def load(folder: Path, *, generation: int, heads: CrossModal | None, exact_limit
             np.load(folder / f"int8-{name}-scale.npy", mmap_mode="r"),
             np.load(folder / f"int8-{name}-offset.npy", mmap_mode="r")) for name in meta["quantized"]}
         anns: dict[str, Any] = {}
+        parts: list[partitions.Partition] = []
         if meta["anns"]:
             import faiss
 
@@ -266,10 +279,16 @@ def load(folder: Path, *, generation: int, heads: CrossModal | None, exact_limit
             # copied into each process, where mapping shares the page cache and reads only what a search visits
             anns = {name: faiss.read_index(str(folder / f"hnsw-{name}.faiss"), faiss.IO_FLAG_MMAP_IFC)
                     for name in meta["anns"]}
+            parts = [partitions.Partition(
+                field=part["field"], value=part["value"],
+                positions=np.load(folder / f"part-{k}-positions.npy", mmap_mode="r"),
+                images=np.load(folder / f"part-{k}-images.npy", mmap_mode="r"),
+                anns={name: faiss.read_index(str(folder / f"part-{k}-{name}.faiss"), faiss.IO_FLAG_MMAP_IFC)
+                      for name in part["graphs"]}) for k, part in enumerate(meta.get("partitions", []))]
     except (OSError, ValueError, KeyError, RuntimeError) as exc:  # a damaged snapshot: build instead
         log.warning("cannot read a vector snapshot", extra={"path": str(folder), "error": str(exc)})
         return None
-    for index in anns.values():
+    for index in [*anns.values(), *(graph for part in parts for graph in part.anns.values())]:
         index.hnsw.efSearch = HNSW_EF_SEARCH
     for name in ("text_vectors", "image_vectors", "xmodal_vectors"):  # read row by row by the exact pass
         if name in arrays:
@@ -278,7 +297,7 @@ def load(folder: Path, *, generation: int, heads: CrossModal | None, exact_limit
         generation=generation, data=data, image_vectors=arrays["image_vectors"], image_start=arrays["image_start"],
         image_count=arrays["image_count"], heads=heads, xmodal_vectors=arrays.get("xmodal_vectors"),
         text_ann=anns.get("text"), image_ann=anns.get("image"), xmodal_ann=anns.get("xmodal"),
-        quantized=quantized or None, one_image_each=bool(meta["one_image_each"]),
+        quantized=quantized or None, one_image_each=bool(meta["one_image_each"]), partitions=parts,
     )
 
 

@@ -135,6 +135,7 @@ def combine(base: CollectionVectors, tail: CollectionVectors, removed: Array, ge
         image_count=np.concatenate([base.image_count, tail.image_count]),
         heads=base.heads, xmodal_vectors=_stack(base.xmodal_vectors, tail.xmodal_vectors),
         text_ann=base.text_ann, image_ann=base.image_ann, xmodal_ann=base.xmodal_ann, quantized=quantized,
+        partitions=base.partitions,
         one_image_each=base.one_image_each and (tail.one_image_each or tail.size == 0),
         tail=Tail(base=base, start=n0, dead=dead, live=live, sorted_rows=rows[live][order],
                   sorted_positions=live[order],

@@ -19,6 +19,7 @@ import numpy as np
 
 from vitrine.arrays import Array
 from vitrine.errors import NotFound
+from vitrine.index import partitions
 from vitrine.index.store import CollectionStore, Filters, Product
 from vitrine.index.vectors import CollectionVectors
 from vitrine.models.embedder import ImageEmbedder, PreparedPhoto
@@ -359,6 +360,12 @@ class Searcher:
             and image_raw is not None and self.image_cross_modal_weight > 0 else None
         if positions is None and query.filters:
             positions = _filtered(target, vectors, query.filters)
+            chosen = None if vectors.exact or len(positions) < vectors.live_size * partitions.SHARE else \
+                partitions.for_filters(vectors.partitions, query.filters)
+            if chosen:  # a broad filter: its products near the query, found through the graphs
+                wanted = max(ANN_CANDIDATES, 10 * (query.offset + query.top_k))
+                positions = vectors.filter_candidates(text_vector, image_vector, wanted, xmodal_text,
+                                                      within=positions, partitions=chosen)
         elif positions is None and not vectors.exact:
             wanted = max(ANN_CANDIDATES, 10 * (query.offset + query.top_k))
             positions = vectors.ann_candidates(text_vector, image_vector, wanted, xmodal_text)
