@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from vitrine.arrays import Array
+from vitrine.arrays import Array, spans
 from vitrine.index.store import Facets, Filters, normalise_field
 
 SHARE = 0.1  # a value held by this share of the products or more gets graphs of its own
@@ -69,10 +69,7 @@ def choose(facets: Facets, n_products: int) -> list[tuple[str, str, Array]]:
 
 def images_of(positions: Array, image_start: Array, image_count: Array) -> Array:
     """The photos (ascending ids) of the products at `positions` (ascending)."""
-    start, count = np.asarray(image_start)[positions], np.asarray(image_count)[positions]
-    first = np.repeat(start - np.cumsum(count) + count, count)
-    ids: Array = first + np.arange(int(count.sum()))
-    return ids.astype(np.int64)
+    return spans(np.asarray(image_start)[positions], np.asarray(image_count)[positions])
 
 
 def for_filters(partitions: list[Partition], filters: Filters) -> list[Partition] | None:

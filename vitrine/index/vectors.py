@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from vitrine.arrays import Array
+from vitrine.arrays import Array, spans
 from vitrine.index.mapped import row_blocks, take_rows
 from vitrine.index.partitions import Partition
 from vitrine.index.quantized import GraphCodes, QuantizedTable
@@ -249,7 +249,7 @@ class CollectionVectors:
         order, by_product = self._facet_order[name]
         first = np.searchsorted(by_product, positions, side="left")
         counts = np.searchsorted(by_product, positions, side="right") - first
-        entries = np.repeat(first - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+        entries = spans(first, counts)
         return entries if order is None else order[entries]
 
     def kept_positions(self, key: Hashable, find: Callable[[], Array]) -> Array:
@@ -313,7 +313,7 @@ class CollectionVectors:
                                                self.data.image_product, self.size)
             return (best, which) if positions is None else (best[positions], which[positions])
         starts, counts = self.image_start[positions], self.image_count[positions]
-        images = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+        images = spans(starts, counts)
         owners = np.repeat(np.arange(len(positions)), counts)
         best, which_local = best_per_product(self._gather_scores(name, table, query, images, approximate), owners,
                                              len(positions))
