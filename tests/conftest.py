@@ -16,9 +16,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -333,3 +336,63 @@ def served(home: Path, *extra: str, env: dict[str, str] | None = None) -> Iterat
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+# `vitrine models pull` against a Hugging Face-like hub served on loopback.
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@dataclass
+class FakeHub:
+    url: str
+    repos: dict[str, Path]
+    requested: list[str] = field(default_factory=list)
+    broken: set[str] = field(default_factory=set)  # files answered with 500
+
+
+@pytest.fixture
+def fake_hub(tiny_clip: Path) -> Iterator[FakeHub]:
+    state = FakeHub(url="", repos={"patrickjohncyh/fashion-clip": tiny_clip})
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+            state.requested.append(self.path)
+            path = self.path.split("?")[0]
+            if path.startswith("/api/models/"):
+                folder = state.repos.get(path.removeprefix("/api/models/"))
+                if folder is None:
+                    return self._send(404, b'{"error": "Repository not found"}')
+                siblings = [{"rfilename": str(f.relative_to(folder)), "size": f.stat().st_size}
+                            for f in sorted(folder.rglob("*")) if f.is_file()]
+                # What real repositories also hold, which a pull must not download or must not trust.
+                siblings += [{"rfilename": "tf_model.h5", "size": 10}, {"rfilename": "../escape.json", "size": 2}]
+                return self._send(200, json.dumps({"id": "x", "sha": COMMIT, "siblings": siblings}).encode())
+            for repo, folder in state.repos.items():
+                prefix = f"/{repo}/resolve/{COMMIT}/"
+                if path.startswith(prefix):
+                    name = path.removeprefix(prefix)
+                    if name in state.broken:
+                        return self._send(500, b"boom")
+                    file = folder / name
+                    if file.is_file() and folder in file.resolve().parents:
+                        return self._send(200, file.read_bytes())
+            return self._send(404, b"not found")
+
+        def _send(self, status: int, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()

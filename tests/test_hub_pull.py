@@ -5,14 +5,10 @@ fails with a message that says how to copy a checkpoint in, and leaves nothing b
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import DATA, free_port
+from conftest import COMMIT, DATA, FakeHub, free_port
 
 from vitrine.cli.main import main as cli
 from vitrine.engine import Engine
@@ -20,64 +16,6 @@ from vitrine.errors import InvalidInput, ModelUnavailable
 from vitrine.models import hub
 from vitrine.vision.garments import garment_group
 from vitrine.vision.look import LookFinder
-
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-@dataclass
-class FakeHub:
-    url: str
-    repos: dict[str, Path]
-    requested: list[str] = field(default_factory=list)
-    broken: set[str] = field(default_factory=set)  # files answered with 500
-
-
-@pytest.fixture
-def fake_hub(tiny_clip: Path) -> Iterator[FakeHub]:
-    state = FakeHub(url="", repos={"patrickjohncyh/fashion-clip": tiny_clip})
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (the http.server API)
-            state.requested.append(self.path)
-            path = self.path.split("?")[0]
-            if path.startswith("/api/models/"):
-                folder = state.repos.get(path.removeprefix("/api/models/"))
-                if folder is None:
-                    return self._send(404, b'{"error": "Repository not found"}')
-                siblings = [{"rfilename": str(f.relative_to(folder)), "size": f.stat().st_size}
-                            for f in sorted(folder.rglob("*")) if f.is_file()]
-                # What real repositories also hold, which a pull must not download or must not trust.
-                siblings += [{"rfilename": "tf_model.h5", "size": 10}, {"rfilename": "../escape.json", "size": 2}]
-                return self._send(200, json.dumps({"id": "x", "sha": COMMIT, "siblings": siblings}).encode())
-            for repo, folder in state.repos.items():
-                prefix = f"/{repo}/resolve/{COMMIT}/"
-                if path.startswith(prefix):
-                    name = path.removeprefix(prefix)
-                    if name in state.broken:
-                        return self._send(500, b"boom")
-                    file = folder / name
-                    if file.is_file() and folder in file.resolve().parents:
-                        return self._send(200, file.read_bytes())
-            return self._send(404, b"not found")
-
-        def _send(self, status: int, body: bytes) -> None:
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_pull_then_search_label_and_shop_the_look_on_the_pulled_checkpoint(

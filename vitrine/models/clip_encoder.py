@@ -1,4 +1,5 @@
-"""A real CLIP or SigLIP checkpoint from a local directory (Hugging Face format), for users who have one.
+"""A real CLIP or SigLIP checkpoint from a local directory, for users who have one: Hugging Face format, or an
+open_clip SigLIP such as Marqo-FashionSigLIP (converted once to the former by `open_clip_siglip`).
 
 A collection created with `--encoder clip:/path/to/checkpoint` stores the checkpoint's image
 embeddings as its photo features, searches photos with them, and answers text queries with its
@@ -21,6 +22,7 @@ import numpy as np
 
 from vitrine.arrays import Array
 from vitrine.errors import InvalidInput, ModelUnavailable
+from vitrine.models import open_clip_siglip
 from vitrine.models.colour import cnn_part
 from vitrine.search.scoring import normalise_rows
 
@@ -46,21 +48,34 @@ def checkpoint_path(encoder: str) -> Path:
         raise InvalidInput(f"encoder must be 'builtin', 'clip:<directory>' or the name of a pulled checkpoint, "
                            f"not {encoder!r}", field="encoder")
     path = Path(encoder[len(PREFIX):]).expanduser().resolve()
-    config = path / "config.json"
-    kind = ""
-    if config.is_file():
+    if uses_open_clip(path):
         try:
-            kind = str(json.loads(config.read_text()).get("model_type", ""))
-        except (OSError, ValueError, AttributeError) as exc:
-            raise InvalidInput(f"cannot read {config}: {exc}", field="encoder") from exc
+            open_clip_siglip.converted_path(path)  # converted once, when a collection is first created on it
+        except ModelUnavailable as exc:
+            raise InvalidInput(str(exc), field="encoder") from exc
+        return path
+    kind = _model_type(path)
     if kind not in SUPPORTED:
-        if (path / "open_clip_config.json").is_file():
-            raise InvalidInput(f"{path} is an open_clip checkpoint, which Vitrine cannot load yet (open_clip needs "
-                               "torchvision); use a Hugging Face CLIP or SigLIP checkpoint such as fashion-clip",
-                               field="encoder")
         what = f"a {kind} model" if kind else "no Hugging Face checkpoint (config.json)"
-        raise InvalidInput(f"{path} holds {what}; supported: {', '.join(SUPPORTED)}", field="encoder")
+        raise InvalidInput(f"{path} holds {what}; supported: {', '.join(SUPPORTED)} in Hugging Face format, or an "
+                           "open_clip SigLIP", field="encoder")
     return path
+
+
+def _model_type(path: Path) -> str:
+    config = path / "config.json"
+    if not config.is_file():
+        return ""
+    try:
+        return str(json.loads(config.read_text()).get("model_type", ""))
+    except (OSError, ValueError, AttributeError) as exc:
+        raise InvalidInput(f"cannot read {config}: {exc}", field="encoder") from exc
+
+
+def uses_open_clip(path: Path) -> bool:
+    """An open_clip checkpoint: its config.json, if any, is not a CLIP or SigLIP transformers reads (a
+    repository can hold both, or wrap open_clip for transformers' remote code, which is not run here)."""
+    return (path / open_clip_siglip.CONFIG).is_file() and _model_type(path) not in SUPPORTED
 
 
 def encoder_key(path: Path) -> str:
@@ -71,8 +86,9 @@ class ClipCheckpoint:
     """Both towers of a local checkpoint; loads lazily, once, behind a lock."""
 
     def __init__(self, path: Path, *, threads: int) -> None:
-        self.path = path
+        self.path = path  # what the collection names; an open_clip checkpoint loads from its converted folder
         self.threads = threads
+        self.model_path = open_clip_siglip.converted_path(path) if uses_open_clip(path) else path
         config = self._read_json("config.json")
         self.kind = str(config.get("model_type", ""))
         if self.kind not in SUPPORTED:
@@ -84,13 +100,15 @@ class ClipCheckpoint:
         size_px = int(size.get("height") or size.get("shortest_edge") or 224) if isinstance(size, dict) else int(size)
         mean = tuple(float(m) * 255 for m in pre.get("image_mean", CLIP_MEAN))
         std = tuple(float(s) * 255 for s in pre.get("image_std", CLIP_STD))
+        self.context_length = int(config.get("text_config", {}).get("max_position_embeddings") or 64)
+        self.canonical_text = config.get("vitrine_text_clean") == "canonicalize"  # open_clip's SigLIP cleaning
         self.spec = ClipImageSpec(name=encoder_key(path), size_px=size_px, mean=mean, std=std)  # type: ignore[arg-type]
         self._model: Any = None
         self._tokenizer: Any = None
         self._lock = threading.Lock()
 
     def _read_json(self, name: str) -> dict[str, Any]:
-        file = self.path / name
+        file = self.model_path / name
         try:
             return dict(json.loads(file.read_text())) if file.is_file() else {}
         except (OSError, ValueError) as exc:
@@ -109,10 +127,15 @@ class ClipCheckpoint:
 
             torch.set_num_threads(self.threads)
             try:
-                model = AutoModel.from_pretrained(str(self.path), local_files_only=True).eval()
-                tokenizer = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
+                model, info = AutoModel.from_pretrained(str(self.model_path), local_files_only=True,
+                                                        output_loading_info=True)
+                tokenizer = AutoTokenizer.from_pretrained(str(self.model_path), local_files_only=True)
             except Exception as exc:  # transformers raises many kinds for a broken checkpoint
                 raise ModelUnavailable(f"cannot load the checkpoint in {self.path}: {exc}") from exc
+            if info.get("missing_keys"):  # transformers would fill them with random values
+                raise ModelUnavailable(f"the checkpoint in {self.path} lacks weights its config needs: "
+                                       f"{sorted(info['missing_keys'])[:4]}")
+            model.eval()
             if not self.dim:
                 self.dim = int(model.config.projection_dim)
             self._model, self._tokenizer = model, tokenizer
@@ -136,7 +159,10 @@ class ClipCheckpoint:
 
         self.load()
         padding = "max_length" if self.kind.startswith("siglip") else True  # SigLIP was trained padded
-        tokens = self._tokenizer(texts, padding=padding, truncation=True, max_length=64, return_tensors="pt")
+        if self.canonical_text:
+            texts = [open_clip_siglip.canonicalize(t) for t in texts]
+        tokens = self._tokenizer(texts, padding=padding, truncation=True, max_length=self.context_length,
+                                 return_tensors="pt")
         with torch.no_grad():
             out = self._model.get_text_features(
                 input_ids=tokens["input_ids"],

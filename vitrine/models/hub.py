@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from vitrine.errors import InvalidInput, ModelUnavailable
+from vitrine.models import open_clip_siglip
+from vitrine.models.clip_encoder import uses_open_clip
 
 # Short names of the fashion checkpoints worth having; any other "owner/name" Hub id is accepted too.
 KNOWN: dict[str, str] = {
@@ -65,7 +67,7 @@ def pulled_path(home: Path, name: str) -> Path | None:
     if not NAME.match(name):
         return None
     folder = hub_dir(home) / name
-    return folder if (folder / "config.json").is_file() or (folder / "open_clip_config.json").is_file() else None
+    return folder if (folder / "config.json").is_file() or (folder / open_clip_siglip.CONFIG).is_file() else None
 
 
 def wanted_files(siblings: list[dict[str, Any]]) -> list[tuple[str, int]]:
@@ -105,22 +107,28 @@ def pull(name_or_id: str, *, home: Path, hub_url: str, token: str | None = None,
             info = listing.json()
             commit = str(info.get("sha") or "main")
             files = wanted_files(list(info.get("siblings") or []))
-            if not any(f in ("config.json", "open_clip_config.json") for f, _ in files):
-                raise ModelUnavailable(f"{repo} holds no model config (config.json or open_clip_config.json)")
-            total = sum(n for _, n in files)
+            if not any(f in ("config.json", open_clip_siglip.CONFIG) for f, _ in files):
+                raise ModelUnavailable(f"{repo} holds no model config (config.json or {open_clip_siglip.CONFIG})")
             shutil.rmtree(partial, ignore_errors=True)
-            done = 0
-            for file, _ in files:
-                destination = partial / file
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                with client.stream("GET", f"{base}/{repo}/resolve/{commit}/{file}") as response:
-                    response.raise_for_status()
-                    with destination.open("wb") as out:
-                        for chunk in response.iter_bytes(1 << 20):
-                            out.write(chunk)
-                            done += len(chunk)
-                            if progress is not None:
-                                progress(done, total)
+            done = _download(client, f"{base}/{repo}/resolve/{commit}", files, partial, progress)
+            # An open_clip text tower may name its tokenizer's repository instead of holding its files.
+            tokenizer = open_clip_siglip.tokenizer_repo(partial) if (partial / open_clip_siglip.CONFIG).is_file() \
+                else None
+            if tokenizer and not open_clip_siglip.has_tokenizer(partial):
+                if not REPO_ID.match(tokenizer):
+                    raise ModelUnavailable(f"{repo} names a tokenizer that is not a Hub id: {tokenizer!r}")
+                listing = client.get(f"{base}/api/models/{tokenizer}")
+                listing.raise_for_status()
+                extra = [(f, n) for f, n in wanted_files(list(listing.json().get("siblings") or []))
+                         if f in open_clip_siglip.TOKENIZER_FILES]
+                done += _download(client, f"{base}/{tokenizer}/resolve/{listing.json().get('sha') or 'main'}", extra,
+                                  partial, progress)
+                files += extra
+        if uses_open_clip(partial):
+            open_clip_siglip.converted_path(partial)  # a variant it cannot read fails the pull, not a later ingest
+    except ModelUnavailable:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     except httpx.HTTPError as exc:
         shutil.rmtree(partial, ignore_errors=True)
         raise ModelUnavailable(offline_message(repo, name, home, base, exc)) from exc
@@ -137,6 +145,23 @@ def pull(name_or_id: str, *, home: Path, hub_url: str, token: str | None = None,
     partial.rename(target)
     shutil.rmtree(old, ignore_errors=True)
     return PulledCheckpoint(name=name, repo=repo, path=target, commit=commit, files=len(files), bytes=done)
+
+
+def _download(client: Any, url: str, files: list[tuple[str, int]], folder: Path, progress: Progress | None) -> int:
+    """Streams each file under `url` into `folder`; the bytes written."""
+    total, done = sum(n for _, n in files), 0
+    for file, _ in files:
+        destination = folder / file
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        with client.stream("GET", f"{url}/{file}") as response:
+            response.raise_for_status()
+            with destination.open("wb") as out:
+                for chunk in response.iter_bytes(1 << 20):
+                    out.write(chunk)
+                    done += len(chunk)
+                    if progress is not None:
+                        progress(done, total)
+    return done
 
 
 def offline_message(repo: str, name: str, home: Path, hub_url: str, exc: Exception) -> str:
