@@ -6,6 +6,8 @@ import argparse
 import io
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,14 @@ def add_parsers(sub: Any) -> None:
                           help="dev: the quarter of the photos that nothing here learns from")
     evaluate.add_argument("--json", action="store_true")
     evaluate.add_argument("--no-progress", action="store_true")
+
+    train = sub.add_parser("train-look", help="learn shop the look's garment decisions from the train split of a "
+                                              "boxes file (ccp/boxes.json)")
+    train.add_argument("boxes", type=Path)
+    train.add_argument("--out", type=Path, help="where to write the model (default: the package's)")
+    train.add_argument("--limit", type=int, help="only the first N train photos")
+    train.add_argument("--json", action="store_true")
+    train.add_argument("--no-progress", action="store_true")
 
 
 def draw_look(photo: bytes, look: dict[str, Any]) -> Image.Image:
@@ -83,27 +93,33 @@ def cmd_look(engine: Engine, args: argparse.Namespace) -> int:
     return 0
 
 
+@contextmanager
+def _photo_bar(args: argparse.Namespace) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar of photos on a terminal, unless --json or --no-progress."""
+    if args.no_progress or args.json or not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, unit="photo", dynamic_ncols=True, file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        bar.total, bar.n = total, done
+        bar.refresh()
+
+    try:
+        yield progress
+    finally:
+        bar.close()
+
+
 def cmd_eval_look(engine: Engine, args: argparse.Namespace) -> int:
     from vitrine.vision.evaluation import evaluate_looks
     from vitrine.vision.look import LookFinder
 
-    bar = None
-    progress = None
-    if not args.no_progress and not args.json and sys.stderr.isatty():
-        from tqdm import tqdm
-
-        bar = tqdm(total=0, unit="photo", dynamic_ncols=True, file=sys.stderr)
-
-        def progress(done: int, total: int) -> None:
-            bar.total, bar.n = total, done
-            bar.refresh()
-
-    try:
+    with _photo_bar(args) as progress:
         result = evaluate_looks(LookFinder(engine), args.boxes, limit=args.limit, split=args.split,
                                 progress=progress)
-    finally:
-        if bar is not None:
-            bar.close()
     if args.json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
         return 0
@@ -119,4 +135,26 @@ def cmd_eval_look(engine: Engine, args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"look": cmd_look, "eval-look": cmd_eval_look}
+def cmd_train_look(engine: Engine, args: argparse.Namespace) -> int:
+    from vitrine.vision.decision_training import train_decisions
+    from vitrine.vision.decisions import MODEL_FILE
+    from vitrine.vision.look import LookFinder
+
+    out = args.out or MODEL_FILE
+    with _photo_bar(args) as progress:
+        model = train_decisions(LookFinder(engine), args.boxes, limit=args.limit, progress=progress)
+    model.save(out)
+    card = dict(model.card, thresholds=model.thresholds.__dict__, path=str(out))
+    if args.json:
+        sys.stdout.write(json.dumps(card, indent=2) + "\n")
+        return 0
+    lines = [f"learned from {card['people']} people in {card['photos']} train photos in {card['seconds']} s: {out}",
+             f"out of fold, mean F1 {card['out_of_fold']['mean_f1']}:"]
+    for group, m in card["out_of_fold"]["groups"].items():
+        lines.append(f"  {group:<10} recall {m['recall']}  precision {m['precision']}")
+    lines.append(f"measure it on the dev split: vitrine eval-look {args.boxes} --split dev")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+COMMANDS = {"look": cmd_look, "eval-look": cmd_eval_look, "train-look": cmd_train_look}

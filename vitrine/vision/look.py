@@ -1,9 +1,10 @@
 """Shop the look: people -> garment regions -> labelled crops on white -> matching products.
 
-Which regions become garments is the labeller's call: the full-body crop is asked "dress or not",
-the upper body "top or outerwear", the lower body which bottom (a skirt's box is then shortened).
+Which regions become garments is decided per person by the models of `decisions`: a dress or not
+over the full body, a coat or a top over the upper body (a coat's box reaches below the hips, with
+the top under it when it is open), which bottom over the lower body (a skirt's box is shortened).
 Every crop is masked with the person's segmentation and set on white, like a catalog photo,
-before it is labelled and matched.
+before it is labelled (among its group's categories) and matched.
 """
 
 from __future__ import annotations
@@ -22,16 +23,11 @@ from vitrine.index.store import Filters
 from vitrine.models.imaging import decode_image
 from vitrine.models.labels import Label, ZeroShotLabeller
 from vitrine.search.query import Hit, Query
-from vitrine.vision.garments import GROUP_WORDS, Box, Region, body_regions, garment_group, inner_top, skirt_length
+from vitrine.vision.decisions import DecisionModel, choose, leg_gaps
+from vitrine.vision.decisions import load as load_decisions
+from vitrine.vision.garments import GROUP_WORDS, Box, body_regions, garment_group, inner_top, skirt_length
 from vitrine.vision.people import PeopleDetector, Person
 
-DRESS_SHARE = 0.5  # P(dress words) on the full-body crop needed to call it a dress
-DRESS_ONLY = 0.85  # ... and to be sure it is not a top and a skirt
-OUTERWEAR_SHARE = 0.5
-# P(skirt or shorts) among the bottom words, on the lower-body crop. On ccp photos it is 0 to 0.02 for
-# 90% of trousers and above 0.04 for half the skirts: the frozen features separate them only weakly.
-TROUSERS_BELOW = 0.01  # clearly trousers: the photo shows no dress
-SKIRT_SHARE = 0.04  # a skirt or shorts: the box is shortened to the knees
 SHORT_BOTTOMS = ("skirt", "shorts")
 MATCH_ALPHA = 0.7  # image weight when matching a crop together with its label words
 NO_PERSON = "no person found in the photo"
@@ -71,11 +67,27 @@ def _crop_on_white(rgb: Array, mask: Array, box: Box, *, masked: bool) -> bytes:
     return buffer.getvalue()
 
 
+@dataclass
+class PersonEvidence:
+    boxes: dict[str, Box]  # by region kind: upper, lower, full, feet, and inner, short derived from them
+    features: dict[str, Array]  # raw built-in features of the body regions' crops
+    shares: dict[str, float]  # zero-shot: dress, outerwear, short
+    gaps: Array  # leg_gaps
+
+
 class LookFinder:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, decisions: DecisionModel | None = None) -> None:
         self.engine = engine
         self.detector = PeopleDetector()
+        self._decisions = decisions
         self._choosers: dict[tuple[str, str], tuple[ZeroShotLabeller, ZeroShotLabeller]] = {}
+
+    @property
+    def decisions(self) -> DecisionModel:
+        """Loaded on first use: `vitrine train-look` gathers evidence before any decisions exist."""
+        if self._decisions is None:
+            self._decisions = load_decisions()
+        return self._decisions
 
     def _chooser(self, collection: str | None, groups: tuple[str, ...], *, own_words: bool = False) -> ZeroShotLabeller:
         """A labeller over the category words of some garment groups only (dress or not, which bottom).
@@ -127,52 +139,49 @@ class LookFinder:
         reason = None if garments else "people found, but no garment clearly visible"
         return Look(width=image.width, height=image.height, people=len(people), garments=garments, reason=reason)
 
-    def _garments(self, rgb: Array, person: Person, number: int, collection: str | None) -> list[Garment]:
+    def evidence(self, rgb: Array, person: Person) -> PersonEvidence:
+        """A person's regions and what the decisions read, from the built-in model whatever the collection
+        (the decisions were learned on its features)."""
         height, width = rgb.shape[:2]
-        regions = {r.kind: r for r in body_regions(person, width, height)}
-        crops = {kind: _crop_on_white(rgb, person.mask, r.box, masked=kind != "feet") for kind, r in regions.items()}
+        boxes = {r.kind: r.box for r in body_regions(person, width, height)}
+        features = {kind: self.engine.embedder.features(_crop_on_white(rgb, person.mask, box, masked=kind != "feet"))
+                    for kind, box in boxes.items()}
+        shares: dict[str, float] = {}
+        if "lower" in features:
+            shares["short"] = self._share(None, ("bottom",), features["lower"], words=SHORT_BOTTOMS)
+        if "full" in features:
+            shares["dress"] = self._share(None, ("dress", "top", "bottom"), features["full"], "dress")
+        if "upper" in features:
+            shares["outerwear"] = self._share(None, ("top", "outerwear"), features["upper"], "outerwear")
+        if "upper" in boxes:
+            inner = inner_top(boxes["upper"], person)
+            if inner is not None:
+                boxes["inner"] = inner
+        if "lower" in boxes:
+            boxes["short"] = skirt_length(boxes["lower"], person, width, height)
+        return PersonEvidence(boxes=boxes, features=features, shares=shares,
+                              gaps=leg_gaps(person, width, height))
+
+    def _garments(self, rgb: Array, person: Person, number: int, collection: str | None) -> list[Garment]:
+        found = self.evidence(rgb, person)
+        model = self.decisions
+        boxes = dict(found.boxes)
+        if "upper" in boxes:
+            boxes["coat"] = model.outerwear_box(boxes["upper"], rgb.shape[1], rgb.shape[0])
+        chosen = choose(set(boxes), model.probabilities(model.evidence(found.features, found.shares, found.gaps)),
+                        model.thresholds)
         # A collection on a CLIP checkpoint labels crops in its own space, so they go through its image tower.
         embedder = self.engine.embedder_for(collection) if collection else self.engine.embedder
-        features = {kind: embedder.features(data) for kind, data in crops.items()}
-        chosen: list[tuple[str, Region]] = []
-        short_share = SKIRT_SHARE
-        if "lower" in regions:
-            short_share = self._share(collection, ("bottom",), features["lower"], words=SHORT_BOTTOMS)
-        trousers = short_share < TROUSERS_BELOW
-        is_dress = False  # sure enough to drop the top and bottom it would otherwise be read as
-        if "full" in regions and not trousers:
-            dress = self._share(collection, ("dress", "top", "bottom"), features["full"], "dress")
-            if dress >= DRESS_SHARE:
-                chosen.append(("dress", regions["full"]))
-                is_dress = dress >= DRESS_ONLY
-        if "upper" in regions:
-            outer = self._share(collection, ("top", "outerwear"), features["upper"], "outerwear") >= OUTERWEAR_SHARE
-            if outer:
-                chosen.append(("outerwear", regions["upper"]))
-                inner = inner_top(regions["upper"].box, person)
-                if not is_dress and inner is not None:  # the top under an open coat
-                    crops["inner"] = _crop_on_white(rgb, person.mask, inner, masked=True)
-                    features["inner"] = embedder.features(crops["inner"])
-                    chosen.append(("top", Region("inner", inner)))
-            elif not is_dress:
-                chosen.append(("top", regions["upper"]))
-        if "lower" in regions and not is_dress:
-            region = regions["lower"]
-            if short_share >= SKIRT_SHARE:
-                region = Region("lower", skirt_length(region.box, person, width, height))
-                crops["lower"] = _crop_on_white(rgb, person.mask, region.box, masked=True)
-                features["lower"] = embedder.features(crops["lower"])
-            chosen.append(("bottom", region))
-        if "feet" in regions:
-            chosen.append(("shoes", regions["feet"]))
         labeller = self.engine.labeller(collection)
         garments = []
-        for group, region in chosen:
-            labels = labeller.label(features[region.kind])[0]
-            labels["category"] = self._chooser(collection, (group,), own_words=True).label(features[region.kind])[0][
-                "category"]
-            garments.append(Garment(person=number, group=group, box=region.box, labels=labels,
-                                    crop_png=crops[region.kind]))
+        for group, kind in chosen:
+            box = boxes[kind]
+            crop = _crop_on_white(rgb, person.mask, box, masked=kind != "feet")
+            features = found.features[kind] if embedder is self.engine.embedder and kind in found.features \
+                else embedder.features(crop)
+            labels = labeller.label(features)[0]
+            labels["category"] = self._chooser(collection, (group,), own_words=True).label(features)[0]["category"]
+            garments.append(Garment(person=number, group=group, box=box, labels=labels, crop_png=crop))
         return garments
 
 

@@ -1,0 +1,121 @@
+"""Shop the look's garment decisions: learned from the train split of street photos with boxes (never the
+dev split), shipped with their card, and read the way `choose` says."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import DATA
+from PIL import Image
+
+from vitrine.cli.main import main as cli
+from vitrine.engine import Engine
+from vitrine.vision import decisions
+from vitrine.vision.decision_training import GRID, fit_logistic
+from vitrine.vision.decisions import Thresholds, choose, leg_gaps
+from vitrine.vision.evaluation import photo_split, read_photos
+from vitrine.vision.garments import L_ANKLE, L_HIP, R_ANKLE, R_HIP
+from vitrine.vision.look import LookFinder
+from vitrine.vision.people import Person
+
+CCP = DATA / "ccp"
+
+
+def test_train_look_learns_from_train_photos_only(
+    luma_engine: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A boxes file whose dev photos are missing on disk: training must not need them."""
+    photos = json.loads((CCP / "boxes.json").read_text())
+    train = [p for p in photos if photo_split(p["image"]) == "train"][:36]
+    dev = [p for p in photos if photo_split(p["image"]) == "dev"][:10]
+    (tmp_path / "photos").mkdir()
+    for photo in train:
+        shutil.copyfile(CCP / photo["image"], tmp_path / photo["image"])
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps(dev[:5] + train + dev[5:]))
+    out = tmp_path / "model" / "decisions.npz"
+    assert cli(["--home", str(luma_engine.home), "train-look", str(boxes), "--out", str(out), "--json"]) == 0
+    card = json.loads(capsys.readouterr().out)
+    assert card["split"] == "train" and card["photos"] == 36 and card["people"] >= 36
+    assert card["path"] == str(out) and out.is_file() and out.with_suffix(".json").is_file()
+    assert all(card["thresholds"][name] in values for name, values in GRID.items())
+    assert card["outerwear_reach"][3] > 0  # coats reach below the upper-body box
+
+    model = decisions.load(out)
+    assert model.thresholds == Thresholds(**card["thresholds"])
+    photo = (CCP / dev[0]["image"]).read_bytes()
+    look = LookFinder(luma_engine, decisions=model).find(photo, collection=None)
+    assert look.people >= 1 and look.garments
+
+
+def test_the_shipped_decisions_and_their_card() -> None:
+    model = decisions.load()
+    card = model.card
+    train = read_photos(CCP / "boxes.json", "train")
+    assert card["split"] == "train" and card["photos"] == len(train) and card["trained_on"] == "boxes.json"
+    assert set(model.weights) == set(decisions.DECISIONS)
+    n = len(decisions.HAND_MADE) + sum(len(basis) for _, basis in model.components.values())
+    assert model.mean.shape == model.scale.shape == (n,) and len(card["evidence"]) == n
+    assert all(w.shape == (n + 1,) for w in model.weights.values())
+
+
+def test_a_coat_reaches_below_the_hips(luma_engine: Engine) -> None:
+    """ccp 0003: a long coat. Its box is the upper body's, reaching down as the train photos' coats do."""
+    finder = LookFinder(luma_engine)
+    look = finder.find((CCP / "photos" / "0003.jpg").read_bytes(), collection=None)
+    coat = next(g for g in look.garments if g.group == "outerwear")
+    rgb = np.asarray(Image.open(CCP / "photos" / "0003.jpg").convert("RGB"))
+    upper = finder.evidence(rgb, finder.detector.detect(rgb)[0]).boxes["upper"]
+    assert coat.box[3] > upper[3] + 0.15 * (upper[3] - upper[1])
+
+
+def test_choose() -> None:
+    t = Thresholds(outerwear=0.4, dress=0.3, dress_only=0.8, short=0.4, trousers=0.05)
+    every = {"upper", "lower", "full", "feet", "inner", "short", "coat"}
+    assert choose(every, {"outerwear": 0.1, "dress": 0.1, "short": 0.02}, t) == [
+        ("top", "upper"), ("bottom", "lower"), ("shoes", "feet")]
+    assert choose(every, {"outerwear": 0.6, "dress": 0.1, "short": 0.5}, t) == [
+        ("outerwear", "coat"), ("top", "inner"), ("bottom", "short"), ("shoes", "feet")]
+    # Sure of a dress: no top or bottom under it; a coat over it stays.
+    assert choose(every, {"outerwear": 0.6, "dress": 0.9, "short": 0.5}, t) == [
+        ("dress", "full"), ("outerwear", "coat"), ("shoes", "feet")]
+    # Clearly trousers: no dress, whatever the full body looks like.
+    assert ("dress", "full") not in choose(every, {"outerwear": 0.1, "dress": 0.9, "short": 0.01}, t)
+    # Waist up: only what the upper body shows.
+    assert choose({"upper", "inner", "coat"}, {"outerwear": 0.1, "dress": 0.0, "short": 0.0}, t) == [("top", "upper")]
+
+
+def _standing(mask: np.ndarray) -> Person:
+    marks = np.zeros((33, 3), dtype=np.float32)
+    for index, (x, y) in {L_HIP: (40, 40), R_HIP: (60, 40), L_ANKLE: (40, 140), R_ANKLE: (60, 140)}.items():
+        marks[index] = (x, y, 1.0)
+    return Person(landmarks=marks, box=(20, 0, 80, 150), mask=mask)
+
+
+def test_leg_gaps_tell_legs_apart_from_a_skirt() -> None:
+    trousers = np.zeros((160, 100), dtype=bool)
+    trousers[30:145, 32:48] = trousers[30:145, 52:68] = True  # two legs from the hips down
+    skirt = trousers.copy()
+    skirt[30:100, 30:70] = True  # a skirt to below the knees joins them
+    apart, joined = leg_gaps(_standing(trousers), 100, 160), leg_gaps(_standing(skirt), 100, 160)
+    assert (apart == 2).all()
+    assert (joined[:7] == 1).all() and (joined[-5:] == 2).all()
+    cropped = leg_gaps(_standing(trousers), 100, 90)  # the photo ends above the knees
+    assert (cropped[:10] == 2).all() and (cropped[10:] == -1).all()
+
+
+def test_fit_logistic_reaches_the_regularised_optimum() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(400, 5))
+    truth = np.array([2.0, -1.0, 0.0, 0.5, 0.0])
+    y = (rng.random(400) < 1 / (1 + np.exp(-(x @ truth + 0.3)))).astype(float)
+    w = fit_logistic(x, y, l2=1.0).astype(np.float64)
+    design = np.hstack([x, np.ones((400, 1))])
+    p = 1 / (1 + np.exp(-(design @ w)))
+    gradient = design.T @ (p - y) + np.r_[w[:-1], 0.0]
+    assert np.abs(gradient).max() < 1e-3
+    assert np.sign(w[0]) == 1 and np.sign(w[1]) == -1 and abs(w[2]) < 0.3
