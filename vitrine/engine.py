@@ -47,6 +47,7 @@ from vitrine.index.sqlite_store import SqliteCollections
 from vitrine.index.store import CollectionStore, Filters, ImageWrite, Product, ProductWrite, StoreBackend
 from vitrine.index.updates import catch_up
 from vitrine.index.vectors import CollectionVectors
+from vitrine.models.clip_adapter import ClipAdapter
 from vitrine.models.clip_encoder import PREFIX as CLIP_PREFIX
 from vitrine.models.clip_encoder import ClipCheckpoint, ClipCrossModal, checkpoint_path
 from vitrine.models.embedder import ImageEmbedder
@@ -583,18 +584,24 @@ class Engine:
         (else the packaged base)."""
         encoder = self.store(name).meta().get("image_model", IMAGE_MODEL)
         clip = encoder.startswith(CLIP_PREFIX)
-        key = (name, encoder if clip else self.active_model(name))  # one object per model: vectors compare it
+        active = self.active_model(name)
+        key = (name, f"{encoder}#{active}" if clip else active)  # one object per model: vectors compare it
         with self._lock:
             if key not in self._heads:
-                self._heads[key] = ClipCrossModal(self._clip_model(encoder)[0]) if clip else \
-                    self.model_versions(name).load(key[1])
+                if not clip:
+                    self._heads[key] = self.model_versions(name).load(active)
+                else:  # the bare checkpoint, or a version `vitrine train` adapted for this collection
+                    bare = ClipCrossModal(self._clip_model(encoder)[0])
+                    self._heads[key] = bare if active == BASE else ClipAdapter.from_bytes(
+                        bare, *self.model_versions(name).read(active), source=f"collection {name!r} {active}")
             return self._heads[key]
 
     def use_model(self, name: str, version: str) -> str:
         """Makes `version` (`base` or `v<N>`) the collection's active model; searches change at once."""
         versions = self.model_versions(name)
         version = version if version == BASE else f"v{parse_version(version)}"
-        versions.load(version)  # NotFound for an unknown version, before anything changes
+        if version != BASE:
+            versions.read(version)  # NotFound for an unknown version, before anything changes
         self.store(name).set_meta("model_version", version, bump=True)
         return version
 

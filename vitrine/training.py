@@ -14,8 +14,10 @@ from typing import Any
 
 from vitrine.engine import Engine
 from vitrine.errors import InvalidInput
+from vitrine.models.clip_adapter import ClipAdapter, ClipTextTower, train_adapter
+from vitrine.models.clip_encoder import ClipCrossModal
 from vitrine.models.heads import FashionHeads, base_heads_path
-from vitrine.models.training import TrainConfig, collect, holdout_mask, retrieval_score, train_heads
+from vitrine.models.training import Scorable, TrainConfig, collect, holdout_mask, retrieval_score, train_heads
 
 log = logging.getLogger(__name__)
 
@@ -27,20 +29,31 @@ Progress = Callable[[int, int, dict[str, float]], None]
 def train_collection(
     engine: Engine, name: str, *, config: TrainConfig | None = None, progress: Progress | None = None
 ) -> dict[str, Any]:
-    """Fine-tunes the collection's active heads on its own products; the result becomes its new,
-    active version. Raises InvalidInput when the collection has too little text or too few photos."""
+    """Fine-tunes the collection's active heads on its own products (on a CLIP/SigLIP collection: an
+    adapter of its checkpoint's space); the result becomes its new, active version. Raises InvalidInput
+    when the collection has too little text or too few photos."""
     store = engine.store(name)
     started_from = engine.active_model(name)
     start = engine.heads(name)
-    if start is not None and not isinstance(start, FashionHeads):
-        raise InvalidInput(f"collection {name!r} searches with its own checkpoint ({start.version}); "
-                           "training is for the built-in fashion model", field="collection")
-    config = config or TrainConfig(lr=FINE_TUNE_LR if start is not None else TrainConfig.lr,
-                                   threads=engine.settings.threads)
-    data = collect([store], engine.text_encoder)
-    heads, card = train_heads(data, config, init=start, progress=progress)
+    heads: FashionHeads | ClipAdapter
+    begin: Scorable | None  # what training starts from, scored on the same held-out products
+    if isinstance(start, ClipCrossModal | ClipAdapter):  # a checkpoint's space: an adapter of it
+        bare = start if isinstance(start, ClipCrossModal) else start.base
+        adapted = start if isinstance(start, ClipAdapter) else None
+        config = config or TrainConfig(lr=FINE_TUNE_LR if adapted is not None else TrainConfig.lr,
+                                       threads=engine.settings.threads)
+        data = collect([store], ClipTextTower(bare.checkpoint))
+        heads, card = train_adapter(data, bare, config, init=adapted, progress=progress)
+        begin = adapted or bare
+    else:
+        init = start if isinstance(start, FashionHeads) else None
+        config = config or TrainConfig(lr=FINE_TUNE_LR if init is not None else TrainConfig.lr,
+                                       threads=engine.settings.threads)
+        data = collect([store], engine.text_encoder)
+        heads, card = train_heads(data, config, init=init, progress=progress)
+        begin = init
     held = holdout_mask(data.groups, config.holdout, config.seed)
-    before = retrieval_score(start, data, held.nonzero()[0]) if start is not None else None
+    before = retrieval_score(begin, data, held.nonzero()[0]) if begin is not None else None
     card.update(created_at=time.time(), started_from=started_from, collection=name,
                 heldout_before={k: round(v, 4) for k, v in before.items()} if before else None)
     version = engine.model_versions(name).save(heads)

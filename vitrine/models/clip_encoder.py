@@ -200,6 +200,10 @@ class ClipCrossModal:
     def text_query(self, texts: list[str], sentence_vectors: Array) -> Array:
         return self.checkpoint.encode_texts(texts)
 
+    def text_vectors(self, embeddings: Array) -> Array:
+        """The text tower's embeddings are already in the space."""
+        return normalise_rows(np.asarray(embeddings, dtype=np.float32))
+
     @property
     def logit_scale(self) -> float:
         return self.checkpoint.logit_scale

@@ -14,7 +14,7 @@ import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -23,7 +23,6 @@ from vitrine.errors import InvalidInput
 from vitrine.index.store import CollectionStore
 from vitrine.models.captions import clean, product_views
 from vitrine.models.heads import FashionHeads, image_head_input
-from vitrine.models.text_encoder import TextEncoder
 
 RECIPE = "infonce-multipositive-v1"
 MIN_PRODUCTS = 50
@@ -50,7 +49,16 @@ class TrainingData:
         return len(self.views)
 
 
-def collect(stores: Sequence[CollectionStore], text_encoder: TextEncoder) -> TrainingData:
+class TextTower(Protocol):
+    """What encodes the training texts: MiniLM for the fashion heads, a checkpoint's text tower for its adapter."""
+
+    @property
+    def dim(self) -> int: ...
+
+    def encode(self, texts: list[str]) -> Array: ...
+
+
+def collect(stores: Sequence[CollectionStore], text_encoder: TextTower) -> TrainingData:
     """Reads products, stored features and texts from collections; encodes each distinct text once.
 
     Texts recorded for a product (label corrections, queries that led to a click) join its own.
@@ -164,7 +172,12 @@ def describes_matrix(views: Sequence[Sequence[int]], products: Array, caption_id
     return out
 
 
-def retrieval_score(heads: FashionHeads, data: TrainingData, products: Array) -> dict[str, float]:
+class Scorable(Protocol):
+    def image_vectors(self, raw: Array) -> Array: ...
+    def text_vectors(self, sentence_vectors: Array) -> Array: ...
+
+
+def retrieval_score(heads: Scorable, data: TrainingData, products: Array) -> dict[str, float]:
     """Held-out retrieval among `products`: MRR of "colour category" captions (relevant: every product
     with that caption) and MRR of titles (relevant: the product itself), on each product's first photo."""
     first = np.full(data.products, -1, dtype=np.int64)
@@ -189,6 +202,104 @@ def retrieval_score(heads: FashionHeads, data: TrainingData, products: Array) ->
     return result
 
 
+@dataclass
+class Fit:
+    """What `fit_contrastive` found: the best held-out export and how it got there."""
+
+    best: Any
+    metrics: dict[str, float]
+    epoch: int
+    history: list[dict[str, float]]
+    train_products: int
+    heldout_products: int
+    seconds: float
+
+
+def fit_contrastive(model: Any, x_all: Any, t_all: Any, data: TrainingData, config: TrainConfig, *,
+                    export: Callable[[], Any], start_scored: bool, progress: Progress | None = None) -> Fit:
+    """The training loop shared by the fashion heads and a checkpoint's adapters: `model` has
+    `encode_image`, `encode_text` and `logit_scale`; `export()` returns what `retrieval_score` reads.
+    `start_scored`: the starting model is a candidate (fine-tuning keeps it when no epoch beats it)."""
+    import torch
+    from torch import nn
+
+    check_trainable(data)
+    rng = np.random.default_rng(config.seed)
+    held = holdout_mask(data.groups, config.holdout, config.seed)
+    has_text = np.asarray([bool(v) for v in data.views])
+    has_image = np.zeros(data.products, dtype=bool)
+    has_image[data.image_product] = True
+    train_products = np.flatnonzero(~held & has_text & has_image)
+    val_products = np.flatnonzero(held & has_image)
+    images_of = np.split(np.arange(len(data.image_product)), np.flatnonzero(np.diff(data.image_product)) + 1)
+    image_lists: list[Array] = [np.zeros(0, np.int64)] * data.products
+    for chunk in images_of:
+        if len(chunk):
+            image_lists[int(data.image_product[chunk[0]])] = chunk
+    view_weights = [_view_weights(data, p, config.short_weight) for p in range(data.products)]
+
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    started = time.perf_counter()
+    history: list[dict[str, float]] = []
+    best = export()
+    best_metrics = retrieval_score(best, data, val_products) if start_scored else {"score": -1.0}
+    best_epoch, since_best = 0, 0
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        order = rng.permutation(train_products)
+        total_loss, batches = 0.0, 0
+        for start in range(0, len(order), config.batch_size):
+            batch = order[start : start + config.batch_size]
+            if len(batch) < 2:
+                continue
+            image_ids = np.asarray([rng.choice(image_lists[p]) for p in batch])
+            caption_ids = np.asarray([rng.choice(data.views[p], p=view_weights[p]) for p in batch])
+            images = model.encode_image(x_all[image_ids])
+            texts = model.encode_text(t_all[caption_ids])
+            logits = model.logit_scale.exp().clamp(max=100.0) * images @ texts.T
+            describes = torch.from_numpy(describes_matrix(data.views, batch, caption_ids))
+            image_targets = describes / describes.sum(1, keepdim=True)
+            text_targets = describes.T / describes.T.sum(1, keepdim=True)
+            loss = (nn.functional.cross_entropy(logits, image_targets)
+                    + nn.functional.cross_entropy(logits.T, text_targets)) / 2
+            optimiser.zero_grad()
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimiser.step()
+            total_loss += float(loss.item())
+            batches += 1
+        model.eval()
+        with torch.no_grad():
+            current = export()
+        metrics = retrieval_score(current, data, val_products)
+        metrics["loss"] = total_loss / max(batches, 1)
+        history.append({"epoch": epoch, **{k: round(v, 4) for k, v in metrics.items()}})
+        if metrics["score"] > best_metrics["score"]:
+            best, best_metrics, best_epoch, since_best = current, metrics, epoch, 0
+        else:
+            since_best += 1
+        if progress is not None:
+            progress(epoch, config.epochs, metrics)
+        if since_best >= config.patience:
+            break
+    return Fit(best=best, metrics=best_metrics, epoch=best_epoch, history=history,
+               train_products=len(train_products), heldout_products=len(val_products),
+               seconds=round(time.perf_counter() - started, 1))
+
+
+def fit_card(fit: Fit, data: TrainingData, config: TrainConfig) -> dict[str, Any]:
+    return {
+        "recipe": RECIPE,
+        "config": config.as_dict(),
+        "data": {"products": data.products, "images": len(data.image_product), "texts": len(data.captions),
+                 "train_products": fit.train_products, "heldout_products": fit.heldout_products,
+                 "collections": data.sources},
+        "best_epoch": fit.epoch,
+        "heldout": {k: round(v, 4) for k, v in fit.metrics.items()},
+        "history": fit.history,
+        "train_seconds": fit.seconds,
+    }
+
+
 def train_heads(
     data: TrainingData,
     config: TrainConfig,
@@ -203,20 +314,6 @@ def train_heads(
     check_trainable(data)
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
-    rng = np.random.default_rng(config.seed)
-    held = holdout_mask(data.groups, config.holdout, config.seed)
-    has_text = np.asarray([bool(v) for v in data.views])
-    has_image = np.zeros(data.products, dtype=bool)
-    has_image[data.image_product] = True
-    train_products = np.flatnonzero(~held & has_text & has_image)
-    val_products = np.flatnonzero(held & has_image)
-    images_of = np.split(np.arange(len(data.image_product)), np.flatnonzero(np.diff(data.image_product)) + 1)
-    image_lists: list[Array] = [np.zeros(0, np.int64)] * data.products
-    for chunk in images_of:
-        if len(chunk):
-            image_lists[int(data.image_product[chunk[0]])] = chunk
-
-    view_weights = [_view_weights(data, p, config.short_weight) for p in range(data.products)]
     x_all = torch.from_numpy(image_head_input(data.features))
     t_all = torch.from_numpy(np.asarray(data.caption_vectors, dtype=np.float32))
     in_dim, text_dim = x_all.shape[1], t_all.shape[1]
@@ -257,60 +354,10 @@ def train_heads(
             weights[name.replace("_w", "_b")] = layer.bias.detach().numpy().astype(np.float32).copy()
         return FashionHeads(weights=weights, card={"logit_scale": float(model.logit_scale.item())})
 
-    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    started = time.perf_counter()
-    history: list[dict[str, float]] = []
-    best = export()
-    best_metrics = retrieval_score(best, data, val_products) if init is not None else {"score": -1.0}
-    best_epoch, since_best = 0, 0
-    for epoch in range(1, config.epochs + 1):
-        model.train()
-        order = rng.permutation(train_products)
-        total_loss, batches = 0.0, 0
-        for start in range(0, len(order), config.batch_size):
-            batch = order[start : start + config.batch_size]
-            if len(batch) < 2:
-                continue
-            image_ids = np.asarray([rng.choice(image_lists[p]) for p in batch])
-            caption_ids = np.asarray([rng.choice(data.views[p], p=view_weights[p]) for p in batch])
-            images = model.encode_image(x_all[image_ids])
-            texts = model.encode_text(t_all[caption_ids])
-            logits = model.logit_scale.exp().clamp(max=100.0) * images @ texts.T
-            describes = torch.from_numpy(describes_matrix(data.views, batch, caption_ids))
-            image_targets = describes / describes.sum(1, keepdim=True)
-            text_targets = describes.T / describes.T.sum(1, keepdim=True)
-            loss = (nn.functional.cross_entropy(logits, image_targets)
-                    + nn.functional.cross_entropy(logits.T, text_targets)) / 2
-            optimiser.zero_grad()
-            loss.backward()  # type: ignore[no-untyped-call]
-            optimiser.step()
-            total_loss += float(loss.item())
-            batches += 1
-        model.eval()
-        with torch.no_grad():
-            current = export()
-        metrics = retrieval_score(current, data, val_products)
-        metrics["loss"] = total_loss / max(batches, 1)
-        history.append({"epoch": epoch, **{k: round(v, 4) for k, v in metrics.items()}})
-        if metrics["score"] > best_metrics["score"]:
-            best, best_metrics, best_epoch, since_best = current, metrics, epoch, 0
-        else:
-            since_best += 1
-        if progress is not None:
-            progress(epoch, config.epochs, metrics)
-        if since_best >= config.patience:
-            break
+    fit = fit_contrastive(model, x_all, t_all, data, config, export=export, start_scored=init is not None,
+                          progress=progress)
     card = {
-        **best.card,
-        "recipe": RECIPE,
-        "config": config.as_dict(),
-        "data": {"products": data.products, "images": len(data.image_product), "texts": len(data.captions),
-                 "train_products": len(train_products), "heldout_products": len(val_products),
-                 "collections": data.sources},
-        "best_epoch": best_epoch,
-        "heldout": {k: round(v, 4) for k, v in best_metrics.items()},
-        "history": history,
-        "train_seconds": round(time.perf_counter() - started, 1),
+        **fit.best.card, **fit_card(fit, data, config),
         "sizes": {"image_input": int(in_dim), "hidden": config.hidden, "dim": config.dim, "text_input": int(text_dim)},
     }
-    return FashionHeads(weights=best.weights, card=card), card
+    return FashionHeads(weights=fit.best.weights, card=card), card

@@ -13,16 +13,24 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from vitrine.errors import NotFound
 from vitrine.index.store import CollectionStore
+from vitrine.models.clip_encoder import PREFIX as CLIP_PREFIX
 from vitrine.models.heads import FashionHeads, base_heads_path, load_base_heads
 
 BASE = "base"
 _VERSION_FILE = re.compile(r"^v(\d+)\.npz$")
 
 log = logging.getLogger(__name__)
+
+
+class Trained(Protocol):
+    @property
+    def card(self) -> dict[str, Any]: ...
+
+    def to_bytes(self) -> bytes: ...
 
 
 class ModelVersions:
@@ -34,8 +42,9 @@ class ModelVersions:
         self._move_files()
         return [number for number, _ in self.store.model_cards()]
 
-    def save(self, heads: FashionHeads) -> int:
-        """Stores `heads` as the next version and returns its number (also written into its card)."""
+    def save(self, heads: Trained) -> int:
+        """Stores `heads` (fashion heads, or a checkpoint's adapter) as the next version and returns its
+        number (also written into its card)."""
         self._move_files()
         card = {k: v for k, v in heads.card.items() if k != "version"}
         version = self.store.save_model(heads.to_bytes(), json.dumps(card, sort_keys=True))
@@ -46,22 +55,31 @@ class ModelVersions:
         """`base` (the packaged model, None if absent) or `v<N>`; NotFound for an unknown version."""
         if version == BASE:
             return load_base_heads()
+        weights, card = self.read(version)
+        source = f"collection {self.store.name!r} version {card['version']}"
+        return FashionHeads.from_bytes(weights, card, source=source)
+
+    def read(self, version: str) -> tuple[bytes, dict[str, Any]]:
+        """A stored version's weights and card (with its name as `version`); NotFound when unknown."""
         number = parse_version(version)
         self._move_files()
         found = self.store.model(number)
         if found is None:
             raise NotFound(f"no model version {version!r}; known: {', '.join(self.names())}", field="version")
         weights, card = found
-        return FashionHeads.from_bytes(weights, {**json.loads(card), "version": f"v{number}"},
-                                       source=f"collection {self.store.name!r} version v{number}")
+        return weights, {**json.loads(card), "version": f"v{number}"}
 
     def names(self) -> list[str]:
         return [BASE] + [f"v{n}" for n in self.numbers()]
 
     def cards(self) -> list[dict[str, Any]]:
         """Each version's model card (the weights are not read)."""
-        base_card = base_heads_path().with_suffix(".json")
-        out = [{"version": BASE, **_summary(json.loads(base_card.read_text()) if base_card.is_file() else {})}]
+        encoder = str(self.store.meta().get("image_model", ""))
+        if encoder.startswith(CLIP_PREFIX):  # its base is the bare checkpoint, not the packaged heads
+            out: list[dict[str, Any]] = [{"version": BASE, "checkpoint": Path(encoder[len(CLIP_PREFIX):]).name}]
+        else:
+            base_card = base_heads_path().with_suffix(".json")
+            out = [{"version": BASE, **_summary(json.loads(base_card.read_text()) if base_card.is_file() else {})}]
         self._move_files()
         for number, card in self.store.model_cards():
             out.append({"version": f"v{number}", **_summary(json.loads(card))})
@@ -92,5 +110,5 @@ def parse_version(version: str) -> int:
 
 
 def _summary(card: dict[str, Any]) -> dict[str, Any]:
-    keep = ("created_at", "heldout", "data", "best_epoch", "train_seconds", "started_from", "recipe")
+    keep = ("created_at", "heldout", "data", "best_epoch", "train_seconds", "started_from", "recipe", "kind")
     return {k: card[k] for k in keep if k in card}
