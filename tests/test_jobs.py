@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 import signal
 import time
 import zipfile
@@ -145,6 +146,29 @@ def test_train_job_versions_labels_and_clicks_over_http(settings: Settings) -> N
         refused = client.post("/labels", files={"image": ("p.jpg", b"GIF89a not really")})
         assert refused.status_code == 422 and refused.json()["error"]["field"] == "image"
         assert client.post("/collections/nowhere/train", json={}).status_code == 404
+
+
+def test_reindex_job_over_http(settings: Settings, small_luma: Path, tiny_clip: Path) -> None:
+    auth = {"Authorization": f"Bearer {admin_token(settings.home)}"}
+    with Engine(settings) as engine, TestClient(create_app(engine=engine), headers=auth) as client:
+        engine.ingest("shop", small_luma)
+        photos = engine.store("shop").photo_count()
+        shutil.copytree(tiny_clip, settings.home / "checkpoints" / "tiny")
+        for encoder in ("nope", "clip:/etc"):  # not pulled; a server path is the CLI's to name
+            refused = client.post("/collections/shop/reindex", json={"encoder": encoder})
+            assert refused.status_code == 422 and refused.json()["error"]["field"] == "encoder", refused.text
+        assert client.post("/collections/nowhere/reindex", json={}).status_code == 404
+
+        accepted = client.post("/collections/shop/reindex", json={"encoder": "tiny"})
+        assert accepted.status_code == 202, accepted.text
+        job_id = accepted.json()["id"]
+        job = wait_for(lambda: client.get(f"/jobs/{job_id}").json(), lambda j: j["state"] not in ("QUEUED", "RUNNING"))
+        assert job["state"] == COMPLETE, job
+        assert (job["kind"], job["done"], job["total"]) == ("reindex", photos, photos)
+        assert job["result"]["changed"] and job["result"]["image_model"] == "clip:tiny"
+        assert client.get("/collections/shop").json()["image_model"] == "clip:tiny"
+        hits = client.post("/search", json={"text": "jacket", "collection": "shop"}).json()["hits"]
+        assert hits and all("cross_modal" in h["scores"] for h in hits)
 
 
 def test_two_server_processes_share_one_job_runner(settings: Settings, small_luma: Path) -> None:

@@ -194,16 +194,22 @@ class Engine:
         info = self.store(name).info()
         if info.get("last_ingest_report"):
             info["last_ingest_report"] = Path(info["last_ingest_report"]).name
-        encoder = str(info.get("image_model", ""))
-        if encoder.startswith(CLIP_PREFIX):
-            info["image_model"] = CLIP_PREFIX + Path(encoder.removeprefix(CLIP_PREFIX)).name
+        if "image_model" in info:
+            info["image_model"] = self.shown_encoder(str(info["image_model"]))
         return info
+
+    @staticmethod
+    def shown_encoder(image_model: str) -> str:
+        """An encoder as users see it: a checkpoint by its folder's name, never the server's path."""
+        if image_model.startswith(CLIP_PREFIX):
+            return CLIP_PREFIX + Path(image_model.removeprefix(CLIP_PREFIX)).name
+        return image_model
 
     def create_collection(self, name: str, *, encoder: str | None = None) -> CollectionStore:
         """`encoder`: None or "builtin" for the built-in model, or "clip:<directory>" for a local
         CLIP/SigLIP checkpoint. It is fixed when the collection is created."""
         check_collection_name(name)
-        wanted = IMAGE_MODEL if encoder in (None, "builtin") else f"{CLIP_PREFIX}{self._checkpoint_folder(encoder)}"
+        wanted = self.resolve_encoder(encoder)
         with self._lock:
             try:
                 store = self.store(name)  # drops a store object whose collection another process deleted
@@ -215,7 +221,7 @@ class Engine:
                 store.set_meta("text_model", TEXT_MODEL)
             elif encoder is not None and store.meta().get("image_model") != wanted:
                 raise Conflict(f"collection {name!r} was created with encoder {store.meta().get('image_model')}; "
-                               "delete it to change encoders", field="encoder")
+                               "move it to another with `vitrine reindex`", field="encoder")
             return store
 
     def _checkpoint_folder(self, encoder: str) -> Path:
@@ -239,10 +245,19 @@ class Engine:
 
     def embedder_for(self, collection: str) -> ImageEmbedder:
         """The photo encoder a collection was created with (the built-in one, or its CLIP checkpoint)."""
-        encoder = self.store(collection).meta().get("image_model", IMAGE_MODEL)
-        if not encoder.startswith(CLIP_PREFIX):
-            return self.embedder
-        return self._clip_model(encoder)[1]
+        return self.embedder_of(self.image_model_of(collection))
+
+    def image_model_of(self, collection: str) -> str:
+        """The encoder of a collection's photo features: the built-in model's name, or clip:<folder>."""
+        return self.store(collection).meta().get("image_model", IMAGE_MODEL)
+
+    def embedder_of(self, image_model: str) -> ImageEmbedder:
+        return self._clip_model(image_model)[1] if image_model.startswith(CLIP_PREFIX) else self.embedder
+
+    def resolve_encoder(self, encoder: str | None) -> str:
+        """What a collection records as its encoder: `builtin` (or None), `clip:<directory>`, or the name of a
+        pulled checkpoint. Raises InvalidInput for one that cannot be read."""
+        return IMAGE_MODEL if encoder in (None, "builtin") else f"{CLIP_PREFIX}{self._checkpoint_folder(encoder)}"
 
     def _clip_model(self, encoder: str) -> tuple[ClipCheckpoint, ImageEmbedder]:
         with self._lock:
@@ -654,8 +669,9 @@ class Engine:
         store = self.create_collection(collection, encoder=encoder)
         fetcher = ImageFetcher(base_dir=path.parent, cache_dir=self.home / "cache" / "downloads",
                                policy=self._fetch_policy(), extra_roots=roots)
-        ingestor = Ingestor(store=store, fetcher=fetcher, embedder=self.embedder_for(collection),
-                            text_encoder=self.text_encoder,
+        image_model = self.image_model_of(collection)
+        ingestor = Ingestor(store=store, fetcher=fetcher, embedder=self.embedder_of(image_model),
+                            image_model=image_model, text_encoder=self.text_encoder,
                             batch_size=self.settings.ingest_batch, io_threads=self.settings.download_concurrency,
                             photos=self.photos)
         # An uploaded or downloaded catalog is shown by its file name, never by where the server keeps it.
@@ -697,9 +713,10 @@ class Engine:
             raise InvalidInput(f"at most {MAX_PHOTOS_PER_PRODUCT} photos per product", field="images")
         # A new collection is created (with the built-in encoder) only once every photo has been read.
         try:
-            embedder = self.embedder_for(collection)
+            image_model = self.image_model_of(collection)
         except NotFound:  # no such collection (or deleted just now): it is made with the built-in encoder
-            embedder = self.embedder
+            image_model = IMAGE_MODEL
+        embedder = self.embedder_of(image_model)
         cache = embedder.cache or self.feature_cache
         arrays = [embedder.preprocess(data) for data in photos]  # raises ImageError for a bad one
         hashes = [hashlib.sha256(data).hexdigest() for data in photos]
@@ -719,7 +736,7 @@ class Engine:
         )
         with self._writing(collection):
             store = self.create_collection(collection)
-            store.upsert([write])
+            store.upsert([write], image_model=image_model)
             return store.get_products([record.id])[0]
 
     def save_catalog_upload(self, stream: BinaryIO, filename: str, *, mapping: dict[str, str] | None = None,

@@ -138,9 +138,10 @@ def plan_ingest(
 class Ingestor:
     def __init__(
         self, *, store: CollectionStore, fetcher: ImageFetcher, embedder: ImageEmbedder, text_encoder: TextEncoder,
-        batch_size: int = 64, io_threads: int = 8, photos: PhotoStorage | None = None,
+        batch_size: int = 64, io_threads: int = 8, photos: PhotoStorage | None = None, image_model: str | None = None,
     ) -> None:
         self.store = store
+        self.image_model = image_model  # the embedder's encoder, checked by each write against the collection's
         self.photos = photos  # where photos are kept (storage.py); None: where the catalog has them
         self.fetcher = fetcher
         self.embedder = embedder
@@ -283,5 +284,5 @@ class Ingestor:
             else:
                 report.added += 1
         report.images_cached += sum(1 for w in writes for im in w.images if im.sha256 in prepared.cached)
-        self.store.upsert(writes)
+        self.store.upsert(writes, image_model=self.image_model)
         return len(prepared.records)

@@ -55,6 +55,14 @@ def add_parsers(sub: Any) -> None:
     models.add_argument("--use", metavar="VERSION", help="make this version active: base or v<N>")
     models.add_argument("--json", action="store_true")
 
+    reindex = sub.add_parser("reindex", help="encode a collection's photos again with another encoder (from the "
+                                             "photos it keeps; resumable), then switch it over in one step")
+    reindex.add_argument("collection")
+    reindex.add_argument("--encoder", default="builtin",
+                         help="builtin, clip:<checkpoint directory>, or a pulled checkpoint's name (fashion-clip)")
+    reindex.add_argument("--json", action="store_true")
+    reindex.add_argument("--no-progress", action="store_true")
+
 
 def _epoch_bar(enabled: bool, total: int) -> tuple[Any, Any]:
     if not enabled:
@@ -166,6 +174,37 @@ def cmd_models(engine: Engine, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reindex(engine: Engine, args: argparse.Namespace) -> int:
+    from vitrine.reindexing import reindex
+
+    engine.store(args.collection)
+    bar = None
+    progress = None
+    if not args.no_progress and not args.json and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=0, unit="photo", dynamic_ncols=True, file=sys.stderr)
+
+        def progress(done: int, total: int) -> None:
+            bar.total, bar.n = total, done
+            bar.refresh()
+
+    try:
+        result = reindex(engine, args.collection, encoder=args.encoder, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.json:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+    elif not result["changed"]:
+        sys.stdout.write(f"collection {args.collection} already searches with {result['image_model']}\n")
+    else:
+        sys.stdout.write(f"collection {args.collection} now searches with {result['image_model']} (was "
+                         f"{result['previous']}): {result['photos']} photos, {result['encoded']} encoded, "
+                         f"{result['seconds']} s; its model is base again\n")
+    return 0
+
+
 def cmd_eval(engine: Engine, args: argparse.Namespace) -> int:
     from vitrine.search import evaluation as ev
 
@@ -250,4 +289,4 @@ def cmd_label(engine: Engine, args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "models": cmd_models, "eval": cmd_eval, "label": cmd_label}
+COMMANDS = {"train": cmd_train, "models": cmd_models, "eval": cmd_eval, "label": cmd_label, "reindex": cmd_reindex}

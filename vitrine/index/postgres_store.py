@@ -19,7 +19,7 @@ import struct
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ from vitrine.index.rows import (
     variants_json,
 )
 from vitrine.index.store import (
+    SWAP_BATCH,
     VECTOR_BATCH,
     CollectionStore,
     Filters,
@@ -54,6 +55,7 @@ from vitrine.index.store import (
     ProductWrite,
     VectorData,
     batches_by_row,
+    check_image_model,
     normalise_field,
 )
 
@@ -529,7 +531,7 @@ class PostgresStore:
 
     # -- writes -----------------------------------------------------------------------------------
 
-    def upsert(self, products: Sequence[ProductWrite]) -> None:
+    def upsert(self, products: Sequence[ProductWrite], *, image_model: str | None = None) -> None:
         """One transaction for the batch, in a few pipelined statements (one round trip per product
         made it 430 products/s). A product given twice is written as its last copy, as one after the other."""
         latest = list({p.record.id: p for p in products}.values())
@@ -537,6 +539,8 @@ class PostgresStore:
             return
         now = time.time()
         with self._write() as conn:  # writers to this collection take turns from here (_write)
+            check_image_model(conn.execute("SELECT value FROM meta WHERE key='image_model'").fetchone(), image_model,
+                              self.name)
             ids = [p.record.id for p in latest]
             rows = dict(conn.execute("SELECT id, row_id FROM products WHERE id = ANY(%s)", (ids,)).fetchall())
             new = [i for i in ids if i not in rows]
@@ -607,6 +611,38 @@ class PostgresStore:
         return [(int(v), str(c)) for v, c in self._all("SELECT version, card FROM models ORDER BY version")]
 
     # -- reads ------------------------------------------------------------------------------------
+
+    def photo_refs(self, *, after: str = "", limit: int = 256) -> list[tuple[str, str]]:
+        return [(str(sha), str(path)) for sha, path in self._all(
+            "SELECT sha256, min(path) FROM images WHERE sha256 > %s GROUP BY sha256 ORDER BY sha256 LIMIT %s",
+            (after, limit))]
+
+    def photo_count(self) -> int:
+        return int(self._all("SELECT count(DISTINCT sha256) FROM images")[0][0])
+
+    def swap_image_features(self, features_of: Callable[[list[tuple[str, str]]], Mapping[str, Array]],
+                            meta: Mapping[str, str]) -> int:
+        swapped = 0
+        with self._write() as conn:  # the generation's row lock holds every other writer until it commits
+            last = (-1, -1)
+            while True:
+                rows = conn.execute("SELECT product_row, position, sha256, path FROM images WHERE "
+                                    "(product_row, position) > (%s, %s) ORDER BY product_row, position LIMIT %s",
+                                    (*last, SWAP_BATCH)).fetchall()
+                if not rows:
+                    break
+                features = features_of(list(dict.fromkeys((sha, path) for _, _, sha, path in rows)))
+                with conn.cursor() as cur:
+                    cur.executemany("UPDATE images SET features=%b WHERE product_row=%s AND position=%s",
+                                    [(np.asarray(features[sha], dtype=np.float32), row, position)
+                                     for row, position, sha, _ in rows])
+                swapped += len(rows)
+                last = (rows[-1][0], rows[-1][1])
+            conn.execute("UPDATE products SET changed=%s", (self._local.generation,))
+            with conn.cursor() as cur:
+                cur.executemany("INSERT INTO meta(key, value) VALUES(%s, %s) ON CONFLICT(key) DO UPDATE SET "
+                                "value=excluded.value", list(meta.items()))
+        return swapped
 
     def distinct_values(self, field: str, limit: int = 500) -> list[str]:
         """The most common values of an attribute (for vocabularies), most common first."""

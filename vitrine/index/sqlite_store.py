@@ -9,7 +9,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from vitrine.index.rows import (
     variants_json,
 )
 from vitrine.index.store import (
+    SWAP_BATCH,
     VECTOR_BATCH,
     CollectionStore,
     Filters,
@@ -39,6 +40,7 @@ from vitrine.index.store import (
     ProductWrite,
     VectorData,
     batches_by_row,
+    check_image_model,
     normalise_field,
 )
 from vitrine.tables import SqliteTables
@@ -270,11 +272,13 @@ class SqliteStore:
 
     # -- writes -----------------------------------------------------------------------------------
 
-    def upsert(self, products: Sequence[ProductWrite]) -> None:
+    def upsert(self, products: Sequence[ProductWrite], *, image_model: str | None = None) -> None:
         if not products:
             return
         now = time.time()
         with self._write() as db:
+            check_image_model(db.execute("SELECT value FROM meta WHERE key='image_model'").fetchone(), image_model,
+                              self.name)
             for product in products:
                 r = product.record
                 row = db.execute(
@@ -352,6 +356,38 @@ class SqliteStore:
     def model_cards(self) -> list[tuple[int, str]]:
         with self._locked():
             return [(int(v), str(c)) for v, c in self._db.execute("SELECT version, card FROM models ORDER BY version")]
+
+    def photo_refs(self, *, after: str = "", limit: int = 256) -> list[tuple[str, str]]:
+        with self._locked():
+            return [(str(sha), str(path)) for sha, path in self._db.execute(
+                "SELECT sha256, min(path) FROM images WHERE sha256 > ? GROUP BY sha256 ORDER BY sha256 LIMIT ?",
+                (after, limit))]
+
+    def photo_count(self) -> int:
+        with self._locked():
+            return int(self._db.execute("SELECT count(DISTINCT sha256) FROM images").fetchone()[0])
+
+    def swap_image_features(self, features_of: Callable[[list[tuple[str, str]]], Mapping[str, Array]],
+                            meta: Mapping[str, str]) -> int:
+        swapped = 0
+        with self._write() as db:
+            last = (-1, -1)
+            while True:
+                rows = db.execute("SELECT product_row, position, sha256, path FROM images WHERE "
+                                  "(product_row, position) > (?, ?) ORDER BY product_row, position LIMIT ?",
+                                  (*last, SWAP_BATCH)).fetchall()
+                if not rows:
+                    break
+                features = features_of(list(dict.fromkeys((sha, path) for _, _, sha, path in rows)))
+                db.executemany("UPDATE images SET features=? WHERE product_row=? AND position=?",
+                               [(np.asarray(features[sha], dtype=np.float32).tobytes(), row, position)
+                                for row, position, sha, _ in rows])
+                swapped += len(rows)
+                last = (rows[-1][0], rows[-1][1])
+            db.execute("UPDATE products SET changed=?", (self._writing,))
+            db.executemany("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET "
+                           "value=excluded.value", list(meta.items()))
+        return swapped
 
     def distinct_values(self, field: str, limit: int = 500) -> list[str]:
         """The most common values of an attribute (for vocabularies), most common first."""

@@ -14,6 +14,7 @@ import numpy as np
 
 from vitrine.arrays import Array
 from vitrine.catalog.records import ProductRecord, Variant
+from vitrine.errors import Conflict
 from vitrine.tables import Tables
 
 
@@ -137,6 +138,17 @@ def batches_by_row(next_bound: Callable[[int, int], int | None], read: Callable[
         after = bound
 
 
+SWAP_BATCH = 2000  # photos whose features a reindex's swap rewrites per statement
+
+
+def check_image_model(found: Sequence[Any] | None, wanted: str | None, collection: str) -> None:
+    """Inside a write: refuses photo features of another encoder than the collection's (a reindex
+    switched it while they were encoded)."""
+    if wanted is not None and found is not None and found[0] != wanted:
+        raise Conflict(f"collection {collection!r} moved to encoder {found[0]} while these products were encoded "
+                       f"with {wanted}; write them again", field="collection")
+
+
 class CollectionStore(Protocol):
     name: str
     # Tells a collection deleted and made again under the same name from this one (its snapshots too).
@@ -148,7 +160,10 @@ class CollectionStore(Protocol):
     def set_meta(self, key: str, value: str, *, bump: bool = False) -> None: ...
     def meta(self) -> dict[str, str]: ...
     def product_hashes(self) -> dict[str, str]: ...
-    def upsert(self, products: Sequence[ProductWrite]) -> None: ...
+    def upsert(self, products: Sequence[ProductWrite], *, image_model: str | None = None) -> None:
+        """Writes products in one transaction. `image_model`: the encoder their photo features came from,
+        checked against the collection's inside the transaction (Conflict if a reindex switched it since)."""
+        ...
     def delete(self, ids: Iterable[str]) -> int: ...
     def get_products(self, ids: Sequence[str]) -> list[Product]: ...
     def filter_rows(self, filters: Filters) -> Array: ...
@@ -169,6 +184,20 @@ class CollectionStore(Protocol):
     def removed_since(self, generation: int) -> Array | None:
         """Rows of the products deleted after `generation`; None when the store cannot tell (its change
         log begins later), and an index that old must be rebuilt."""
+        ...
+    def photo_refs(self, *, after: str = "", limit: int = 256) -> list[tuple[str, str]]:
+        """The collection's distinct photos, (sha256, stored location) in hash order after `after`."""
+        ...
+    def photo_count(self) -> int:
+        """How many distinct photos (by content) the collection holds."""
+        ...
+    def swap_image_features(self, features_of: Callable[[list[tuple[str, str]]], Mapping[str, Array]],
+                            meta: Mapping[str, str]) -> int:
+        """In one write transaction: every photo's features replaced by `features_of` its (sha256, location)
+        pairs (by hash), `meta` set,
+        and every product marked as written now, so that every index is rebuilt. Returns the photos
+        rewritten. What `vitrine reindex` ends with: searches see the old encoder's features or the new
+        one's, never a mix."""
         ...
     def distinct_values(self, field: str, limit: int = 500) -> list[str]: ...
     def vocabulary_texts(self, *, changed_since: int | None = None) -> list[str]: ...

@@ -61,6 +61,7 @@ class JobRunner:
             "ingest": self.huey.task(name="vitrine.ingest")(self.run_ingest),
             "train": self.huey.task(name="vitrine.train")(self.run_train),
             "look": self.huey.task(name="vitrine.look")(self.run_look),
+            "reindex": self.huey.task(name="vitrine.reindex")(self.run_reindex),
         }
         self._looks: LookService | None = None
         self._workers = workers
@@ -211,6 +212,9 @@ class JobRunner:
     def submit_train(self, collection: str, *, seed: int = 0, epochs: int | None = None) -> Job:
         return self._submit("train", collection, {"seed": seed, "epochs": epochs})
 
+    def submit_reindex(self, collection: str, *, encoder: str) -> Job:
+        return self._submit("reindex", collection, {"encoder": encoder})
+
     def submit_look(self, look_id: str, *, collection: str | None, top_k: int, filters: dict[str, Any]) -> Job:
         """`filters`: {"equals": {field: [values]}, "ranges": {field: [low, high]}} (JSON-safe)."""
         return self._submit("look", collection, {"look_id": look_id, "top_k": top_k, "filters": filters})
@@ -260,6 +264,16 @@ class JobRunner:
                                     progress=lambda epoch, epochs, metrics: check(epoch, epochs))
 
         self._run(job_id, work, cancelled="cancelled; the collection keeps its model")
+
+    def run_reindex(self, job_id: str) -> None:
+        """Counts are photos encoded; a restart resumes from the encoder's feature cache."""
+        from vitrine.reindexing import reindex
+
+        def work(job: Job, check: Callable[[int, int], None]) -> dict[str, Any]:
+            return reindex(self.engine, job.collection or "", encoder=job.params["encoder"], progress=check)
+
+        self._run(job_id, work, cancelled="cancelled; the collection keeps its encoder (photos encoded so far are "
+                                          "kept in the cache for the next run)")
 
     def run_look(self, job_id: str) -> None:
         """States QUEUED -> DETECTING -> ANALYZING -> MATCHING -> COMPLETE | FAILED; the result is the look."""

@@ -1,5 +1,5 @@
 """The fashion model over HTTP: zero-shot labels of a photo, a collection's model versions, training
-as a job, and recorded clicks (training pairs)."""
+and reindexing as jobs, and recorded clicks (training pairs)."""
 
 from __future__ import annotations
 
@@ -33,6 +33,12 @@ class LabelsOut(BaseModel):
 class TrainRequest(Strict):
     seed: int = Field(0, ge=0, le=2**31 - 1)
     epochs: int = Field(TrainConfig.epochs, ge=1, le=200)
+
+
+class ReindexRequest(Strict):
+    encoder: str = Field("builtin", max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$",
+                         description="builtin, or the name of a checkpoint `vitrine models pull` brought in "
+                                     "(a folder on the server's disk is named by the CLI only)")
 
 
 class ModelVersionOut(BaseModel):
@@ -79,6 +85,16 @@ def train(name: str, request: Request, engine: EngineDep, body: TrainRequest | N
     body = body or TrainRequest()
     runner: JobRunner = request.app.state.jobs
     return runner.submit_train(name, seed=body.seed, epochs=body.epochs).as_dict()
+
+
+@router.post("/collections/{name}/reindex", dependencies=[Write], status_code=202, response_model=JobOut,
+             summary="Encode the collection's photos with another encoder (a job, resumable); it then searches with it")
+def reindex(name: str, request: Request, engine: EngineDep, body: ReindexRequest | None = None) -> dict[str, Any]:
+    engine.store(name)
+    body = body or ReindexRequest()
+    engine.resolve_encoder(body.encoder)  # an unknown checkpoint is a 422 now, not a failed job later
+    runner: JobRunner = request.app.state.jobs
+    return runner.submit_reindex(name, encoder=body.encoder).as_dict()
 
 
 @router.get("/collections/{name}/models", dependencies=[Read], response_model=list[ModelVersionOut],

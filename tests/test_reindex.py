@@ -1,0 +1,119 @@
+"""`vitrine reindex`: a collection moved to another encoder from the photos it keeps (both backends).
+Its searches see the old features or the new ones, never a mix; a stopped reindex resumes from the
+encoder's cache; a write encoded with the old encoder after the switch is refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import DATA, TINY_CLIP_PROJECTION, backend_environment
+
+from vitrine import reindexing
+from vitrine.catalog.records import ProductRecord
+from vitrine.cli.main import main as cli
+from vitrine.engine import IMAGE_MODEL, Engine
+from vitrine.errors import Conflict
+from vitrine.index.store import ImageWrite, ProductWrite
+from vitrine.models.clip_encoder import ClipCrossModal
+from vitrine.models.colour import COLOUR_DIM
+from vitrine.models.heads import FashionHeads, load_base_heads
+from vitrine.search.query import Query
+
+
+def _own_photo_first(engine: Engine, collection: str, product_id: str) -> None:
+    product = engine.get_product(collection, product_id)
+    assert product.main_image is not None
+    hits = engine.search(Query(image=Path(product.main_image.path).read_bytes(), collection=collection, top_k=3)).hits
+    assert hits[0].id == product_id and hits[0].scores["visual"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_reindex_moves_a_collection_to_a_checkpoint_and_back(
+    engine: Engine, small_luma: Path, tiny_clip: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    engine.ingest("shop", small_luma)
+    store = engine.store("shop")
+    photos = store.photo_count()
+    assert photos >= 12 and store.load_vectors([]).image_features.shape[1] > 1000
+    base = load_base_heads()
+    assert base is not None
+    engine.model_versions("shop").save(FashionHeads(weights=dict(base.weights), card={}))
+    engine.use_model("shop", "v1")
+    _own_photo_first(engine, "shop", "MJ01")
+
+    with backend_environment(engine.home):
+        assert cli(["reindex", "shop", "--encoder", f"clip:{tiny_clip}", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["changed"] and result["photos"] == photos and result["encoded"] == photos
+    assert result["image_model"] == f"clip:{tiny_clip.name}" and result["previous"] == IMAGE_MODEL
+    assert result["swapped"] >= photos
+
+    assert store.meta()["image_model"] == f"clip:{tiny_clip.resolve()}"
+    assert engine.active_model("shop") == "base"  # v1 was trained in the old space
+    assert store.load_vectors([]).image_features.shape[1] == TINY_CLIP_PROJECTION + COLOUR_DIM
+    assert isinstance(engine.heads("shop"), ClipCrossModal)
+    vectors = engine.vectors("shop")
+    assert vectors.xmodal_vectors is not None and vectors.xmodal_vectors.shape[1] == TINY_CLIP_PROJECTION
+    _own_photo_first(engine, "shop", "MJ01")  # the query photo goes through the same CLIP tower as the stored ones
+    hits = engine.search(Query(text="jacket", collection="shop", top_k=5)).hits
+    assert len(hits) == 5 and all("cross_modal" in h.scores for h in hits)
+
+    # Already there: nothing to do.
+    again = reindexing.reindex(engine, "shop", encoder=f"clip:{tiny_clip}")
+    assert not again["changed"] and again["encoded"] == 0
+
+    # Back to the built-in model: every photo's features are in its cache since the ingest.
+    back = reindexing.reindex(engine, "shop", encoder="builtin")
+    assert back["changed"] and back["encoded"] == 0 and back["image_model"] == IMAGE_MODEL
+    assert store.load_vectors([]).image_features.shape[1] > 1000
+    _own_photo_first(engine, "shop", "MJ01")
+
+
+def test_a_stopped_reindex_resumes_and_writes_meanwhile_are_kept(
+    engine: Engine, small_luma: Path, tiny_clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine.ingest("shop", small_luma)
+    store = engine.store("shop")
+    total = store.photo_count()
+    monkeypatch.setattr(reindexing, "BATCH", 5)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_one_batch(done: int, _total: int) -> None:
+        raise Stop
+
+    with pytest.raises(Stop):
+        reindexing.reindex(engine, "shop", encoder=f"clip:{tiny_clip}", progress=stop_after_one_batch)
+    assert store.meta()["image_model"] == IMAGE_MODEL  # nothing switched
+    assert store.load_vectors([]).image_features.shape[1] > 1000
+    _own_photo_first(engine, "shop", "MJ01")
+
+    # A product written while the photos are encoded, with the encoder the collection still has.
+    photo = (DATA / "ccp" / "photos" / "0003.jpg").read_bytes()
+    record = ProductRecord(id="NEW1", title="long brown coat", description="", category="Coats", colour="brown",
+                           price=80.0, image_refs=())
+
+    def write_midway(done: int, all_photos: int) -> None:
+        if done == all_photos and "NEW1" not in store.product_hashes():
+            engine.put_product("shop", record, [photo])
+
+    result = reindexing.reindex(engine, "shop", encoder=f"clip:{tiny_clip}", progress=write_midway)
+    assert result["changed"] and result["photos"] == total
+    assert result["encoded"] == total - 5  # the first batch was encoded before the stop
+    features = store.load_vectors([]).image_features
+    assert result["swapped"] == len(features)  # every photo row, the one written meanwhile too
+    assert features.shape[1] == TINY_CLIP_PROJECTION + COLOUR_DIM and np.isfinite(features).all()
+    _own_photo_first(engine, "shop", "NEW1")  # swapped too, though written after its photos were listed
+
+    # A write encoded with the old encoder that reaches the store after the switch is refused.
+    old = engine.embedder.features(photo)
+    write = ProductWrite(record=ProductRecord(id="OLD1", title="coat", description="", category="Coats", colour="",
+                                              price=None, image_refs=("x",)),
+                         text_vector=engine.text_encoder.encode(["coat"])[0],
+                         images=(ImageWrite(ref="x", path="x", sha256="0" * 64, features=old),))
+    with pytest.raises(Conflict, match="moved to encoder"):
+        store.upsert([write], image_model=IMAGE_MODEL)
+    assert "OLD1" not in store.product_hashes()
