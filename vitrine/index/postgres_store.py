@@ -57,6 +57,7 @@ from vitrine.index.store import (
     batches_by_row,
     check_image_model,
     normalise_field,
+    swap_in_batches,
 )
 
 log = logging.getLogger(__name__)
@@ -622,22 +623,16 @@ class PostgresStore:
 
     def swap_image_features(self, features_of: Callable[[list[tuple[str, str]]], Mapping[str, Array]],
                             meta: Mapping[str, str]) -> int:
-        swapped = 0
         with self._write() as conn:  # the generation's row lock holds every other writer until it commits
-            last = (-1, -1)
-            while True:
-                rows = conn.execute("SELECT product_row, position, sha256, path FROM images WHERE "
-                                    "(product_row, position) > (%s, %s) ORDER BY product_row, position LIMIT %s",
-                                    (*last, SWAP_BATCH)).fetchall()
-                if not rows:
-                    break
-                features = features_of(list(dict.fromkeys((sha, path) for _, _, sha, path in rows)))
+            def write(rows: list[tuple[Array, int, int]]) -> None:
                 with conn.cursor() as cur:
-                    cur.executemany("UPDATE images SET features=%b WHERE product_row=%s AND position=%s",
-                                    [(np.asarray(features[sha], dtype=np.float32), row, position)
-                                     for row, position, sha, _ in rows])
-                swapped += len(rows)
-                last = (rows[-1][0], rows[-1][1])
+                    cur.executemany("UPDATE images SET features=%b WHERE product_row=%s AND position=%s", rows)
+
+            swapped = swap_in_batches(
+                lambda after: conn.execute("SELECT product_row, position, sha256, path FROM images WHERE "
+                                           "(product_row, position) > (%s, %s) ORDER BY product_row, position "
+                                           "LIMIT %s", (*after, SWAP_BATCH)).fetchall(),
+                write, features_of)
             conn.execute("UPDATE products SET changed=%s", (self._local.generation,))
             with conn.cursor() as cur:
                 cur.executemany("INSERT INTO meta(key, value) VALUES(%s, %s) ON CONFLICT(key) DO UPDATE SET "

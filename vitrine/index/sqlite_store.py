@@ -42,6 +42,7 @@ from vitrine.index.store import (
     batches_by_row,
     check_image_model,
     normalise_field,
+    swap_in_batches,
 )
 from vitrine.tables import SqliteTables
 
@@ -369,21 +370,14 @@ class SqliteStore:
 
     def swap_image_features(self, features_of: Callable[[list[tuple[str, str]]], Mapping[str, Array]],
                             meta: Mapping[str, str]) -> int:
-        swapped = 0
         with self._write() as db:
-            last = (-1, -1)
-            while True:
-                rows = db.execute("SELECT product_row, position, sha256, path FROM images WHERE "
-                                  "(product_row, position) > (?, ?) ORDER BY product_row, position LIMIT ?",
-                                  (*last, SWAP_BATCH)).fetchall()
-                if not rows:
-                    break
-                features = features_of(list(dict.fromkeys((sha, path) for _, _, sha, path in rows)))
-                db.executemany("UPDATE images SET features=? WHERE product_row=? AND position=?",
-                               [(np.asarray(features[sha], dtype=np.float32).tobytes(), row, position)
-                                for row, position, sha, _ in rows])
-                swapped += len(rows)
-                last = (rows[-1][0], rows[-1][1])
+            swapped = swap_in_batches(
+                lambda after: db.execute("SELECT product_row, position, sha256, path FROM images WHERE "
+                                         "(product_row, position) > (?, ?) ORDER BY product_row, position LIMIT ?",
+                                         (*after, SWAP_BATCH)).fetchall(),
+                lambda rows: db.executemany("UPDATE images SET features=? WHERE product_row=? AND position=?",
+                                            [(f.tobytes(), row, position) for f, row, position in rows]),
+                features_of)
             db.execute("UPDATE products SET changed=?", (self._writing,))
             db.executemany("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET "
                            "value=excluded.value", list(meta.items()))

@@ -141,6 +141,21 @@ def batches_by_row(next_bound: Callable[[int, int], int | None], read: Callable[
 SWAP_BATCH = 2000  # photos whose features a reindex's swap rewrites per statement
 
 
+def swap_in_batches(read: Callable[[tuple[int, int]], list[tuple[int, int, str, str]]],
+                    write: Callable[[list[tuple[Array, int, int]]], object],
+                    features_of: Callable[[list[tuple[str, str]]], Mapping[str, Array]]) -> int:
+    """The loop of `swap_image_features`, shared by the backends: `read(after)` gives the next photo rows
+    (product row, position, sha256, location) after a (product row, position); `write` stores
+    (features, product row, position). Returns the rows rewritten."""
+    swapped, last = 0, (-1, -1)
+    while rows := read(last):
+        features = features_of(list(dict.fromkeys((sha, location) for _, _, sha, location in rows)))
+        write([(np.asarray(features[sha], dtype=np.float32), row, position) for row, position, sha, _ in rows])
+        swapped += len(rows)
+        last = (rows[-1][0], rows[-1][1])
+    return swapped
+
+
 def check_image_model(found: Sequence[Any] | None, wanted: str | None, collection: str) -> None:
     """Inside a write: refuses photo features of another encoder than the collection's (a reindex
     switched it while they were encoded)."""
