@@ -11,6 +11,7 @@ HERE = Path(__file__).resolve().parent
 
 RUNS = [["ingest_throughput.py"], ["catalog_reading.py"], ["query_latency.py"], ["text_quality.py"],
         ["query_understanding.py"], ["suggest_latency.py"], ["image_quality.py"], ["analytics_cost.py"],
+        ["reindex_swap.py"],
         ["http_load.py", "--seconds", "12", "--workers", "1"], ["http_load.py", "--seconds", "12", "--workers", "2"]]
 
 for script, *args in RUNS:
