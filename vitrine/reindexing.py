@@ -33,8 +33,9 @@ Progress = Callable[[int, int], None]
 
 
 def _encode(engine: Engine, embedder: ImageEmbedder, cache: FeatureCache,
-            refs: list[tuple[str, str]]) -> dict[str, Array]:
-    """Features of these (sha256, location) photos: from the cache, else read, encoded and cached."""
+            refs: list[tuple[str, str]]) -> tuple[dict[str, Array], int]:
+    """Features of these (sha256, location) photos, from the cache, else read, encoded and cached; and
+    how many had to be encoded."""
     found = cache.get_many(sha for sha, _ in refs)
     missing = [(sha, location) for sha, location in refs if sha not in found]
     if missing:
@@ -53,7 +54,7 @@ def _encode(engine: Engine, embedder: ImageEmbedder, cache: FeatureCache,
         fresh = dict(zip((sha for sha, _ in missing), embedder.encode_arrays(arrays), strict=True))
         cache.put_many(fresh)
         found.update(fresh)
-    return found
+    return found, len(missing)
 
 
 def reindex(engine: Engine, name: str, *, encoder: str | None = None,
@@ -72,15 +73,13 @@ def reindex(engine: Engine, name: str, *, encoder: str | None = None,
     started = time.perf_counter()
     total, done, encoded, after = store.photo_count(), 0, 0, ""
     while refs := store.photo_refs(after=after, limit=BATCH):
-        cached = len(cache.get_many(sha for sha, _ in refs))
-        _encode(engine, embedder, cache, refs)
-        encoded += len(refs) - cached
+        encoded += _encode(engine, embedder, cache, refs)[1]
         done, after = done + len(refs), refs[-1][0]
         if progress is not None:
             progress(min(done, total), total)
 
     def features_of(refs: list[tuple[str, str]]) -> Mapping[str, Array]:
-        return _encode(engine, embedder, cache, refs)
+        return _encode(engine, embedder, cache, refs)[0]
 
     swapped = store.swap_image_features(features_of, {"image_model": target, "model_version": BASE})
     seconds = round(time.perf_counter() - started, 1)

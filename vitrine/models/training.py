@@ -219,11 +219,11 @@ def fit_contrastive(model: Any, x_all: Any, t_all: Any, data: TrainingData, conf
                     export: Callable[[], Any], start_scored: bool, progress: Progress | None = None) -> Fit:
     """The training loop shared by the fashion heads and a checkpoint's adapters: `model` has
     `encode_image`, `encode_text` and `logit_scale`; `export()` returns what `retrieval_score` reads.
-    `start_scored`: the starting model is a candidate (fine-tuning keeps it when no epoch beats it)."""
+    `start_scored`: the starting model is a candidate (fine-tuning keeps it when no epoch beats it).
+    Callers have run `check_trainable` before building the model."""
     import torch
     from torch import nn
 
-    check_trainable(data)
     rng = np.random.default_rng(config.seed)
     held = holdout_mask(data.groups, config.holdout, config.seed)
     has_text = np.asarray([bool(v) for v in data.views])
