@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DATA, TINY_CLIP_PROJECTION, backend_environment
+from conftest import DATA, TINY_CLIP_PROJECTION, backend_environment, make_settings
 
 from vitrine import reindexing
 from vitrine.catalog.records import ProductRecord
@@ -21,6 +21,7 @@ from vitrine.models.clip_encoder import ClipCrossModal
 from vitrine.models.colour import COLOUR_DIM
 from vitrine.models.heads import FashionHeads, load_base_heads
 from vitrine.search.query import Query
+from vitrine.settings import Settings
 
 
 def _own_photo_first(engine: Engine, collection: str, product_id: str) -> None:
@@ -117,3 +118,23 @@ def test_a_stopped_reindex_resumes_and_writes_meanwhile_are_kept(
     with pytest.raises(Conflict, match="moved to encoder"):
         store.upsert([write], image_model=IMAGE_MODEL)
     assert "OLD1" not in store.product_hashes()
+
+
+def test_snapshots_of_the_old_encoder_are_not_served(
+    settings: Settings, small_luma: Path, tiny_clip: Path, models_dir: Path
+) -> None:
+    """With vector snapshots on, the snapshot written before the swap holds the old encoder's features:
+    this process and the next build anew instead of loading it."""
+    snapshotting = make_settings(settings.home, models_dir, snapshot_min_products=0)
+    with Engine(snapshotting) as engine:
+        engine.ingest("shop", small_luma)
+        _own_photo_first(engine, "shop", "MJ01")  # builds and writes the snapshot
+        assert list((engine.home / "collections" / "shop" / "snapshots").glob("i*-g*"))
+        reindexing.reindex(engine, "shop", encoder=f"clip:{tiny_clip}")
+        _own_photo_first(engine, "shop", "MJ01")
+    with Engine(snapshotting) as engine:
+        _own_photo_first(engine, "shop", "MJ01")
+        reindexing.reindex(engine, "shop", encoder="builtin")
+    with Engine(snapshotting) as engine:
+        _own_photo_first(engine, "shop", "MJ01")
+        assert engine.vectors("shop").data.image_features.shape[1] in (0, 1328)

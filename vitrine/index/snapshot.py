@@ -253,13 +253,9 @@ def load(folder: Path, *, generation: int, heads: CrossModal | None, exact_limit
         if (heads is None) != ("xmodal_vectors" not in arrays):
             return None
         if heads is not None and len(arrays["xmodal_vectors"]):
-            try:
-                again = heads.image_vectors(np.asarray(arrays["first_raw"])[None, :])[0]
-            except ValueError:  # features of another encoder (the collection was reindexed since)
-                return None
-            if again.shape != arrays["xmodal_vectors"][0].shape or not np.allclose(
-                    again, arrays["xmodal_vectors"][0], atol=1e-5):
-                return None  # the model changed (a new base model, another encoder) since the snapshot was taken
+            again = heads.image_vectors(np.asarray(arrays["first_raw"])[None, :])[0]
+            if not np.allclose(again, arrays["xmodal_vectors"][0], atol=1e-5):
+                return None  # the model changed (a new base model) since the snapshot was taken
         facets = {field: (np.load(folder / f"facet-{field}-positions.npy", mmap_mode="r"),
                           np.load(folder / f"facet-{field}-codes.npy", mmap_mode="r"), list(values))
                   for field, values in meta["facets"].items()}
