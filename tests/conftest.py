@@ -396,3 +396,16 @@ def fake_hub(tiny_clip: Path) -> Iterator[FakeHub]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def pull_with_cli(engine: Engine, hub: FakeHub, name: str, monkeypatch: pytest.MonkeyPatch,
+                  capsys: pytest.CaptureFixture[str]) -> tuple[str, dict[str, Any], Path]:
+    """`vitrine models pull NAME --json` from the fake hub into `engine`'s home (closed first, as another
+    process would run it): the home, the command's JSON and the checkpoint's folder."""
+    from vitrine.cli.main import main as cli
+
+    home = str(engine.home)
+    engine.close()
+    monkeypatch.setenv("VITRINE_HUB_URL", hub.url)
+    assert cli(["--home", home, "models", "pull", name, "--json"]) == 0
+    return home, json.loads(capsys.readouterr().out), Path(home) / "checkpoints" / name

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import COMMIT, DATA, FakeHub, free_port
+from conftest import COMMIT, DATA, FakeHub, free_port, pull_with_cli
 
 from vitrine.cli.main import main as cli
 from vitrine.engine import Engine
@@ -22,12 +22,7 @@ def test_pull_then_search_label_and_shop_the_look_on_the_pulled_checkpoint(
     engine: Engine, small_luma: Path, fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    home = str(engine.home)
-    engine.close()
-    monkeypatch.setenv("VITRINE_HUB_URL", fake_hub.url)
-    assert cli(["--home", home, "models", "pull", "fashion-clip", "--json"]) == 0
-    pulled = json.loads(capsys.readouterr().out)
-    folder = Path(home) / "checkpoints" / "fashion-clip"
+    home, pulled, folder = pull_with_cli(engine, fake_hub, "fashion-clip", monkeypatch, capsys)
     assert pulled["repo"] == "patrickjohncyh/fashion-clip" and pulled["path"] == str(folder)
     assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
     assert not (folder / "tf_model.h5").exists() and not (Path(home) / "checkpoints" / "escape.json").exists()

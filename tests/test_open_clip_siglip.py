@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import COMMIT, REPO, FakeHub
+from conftest import COMMIT, REPO, FakeHub, pull_with_cli
 from safetensors.torch import load_file, save_file
 
 from vitrine.cli.main import main as cli
@@ -126,12 +126,7 @@ def test_pull_marqo_fashionsiglip_with_its_tokenizer_from_the_repository_it_name
         shutil.copyfile(FIXTURE / file, tokenizer / file)
     (tokenizer / "open_clip_model.safetensors").write_bytes(b"not wanted")
     fake_hub.repos["timm/ViT-B-16-SigLIP"] = tokenizer
-    home = str(engine.home)
-    engine.close()
-    monkeypatch.setenv("VITRINE_HUB_URL", fake_hub.url)
-    assert cli(["--home", home, "models", "pull", "marqo-fashionsiglip", "--json"]) == 0
-    pulled = json.loads(capsys.readouterr().out)
-    folder = Path(home) / "checkpoints" / "marqo-fashionsiglip"
+    home, pulled, folder = pull_with_cli(engine, fake_hub, "marqo-fashionsiglip", monkeypatch, capsys)
     assert pulled["repo"] == "Marqo/marqo-fashionSigLIP" and pulled["files"] == 4
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         ["open_clip_config.json", "open_clip_model.safetensors", *TOKENIZER, "vitrine-source.json",
