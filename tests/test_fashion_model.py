@@ -14,9 +14,11 @@ from tests.conftest import LUMA, make_settings
 from vitrine.cli.main import main as cli
 from vitrine.engine import Engine
 from vitrine.errors import InvalidInput, NotFound
+from vitrine.models.captions import clean
 from vitrine.models.colour import PALETTE_RGB, colour_descriptors
 from vitrine.models.heads import FashionHeads, load_base_heads
 from vitrine.models.imaging import to_model_input
+from vitrine.models.labels import PRIOR_WEIGHT, ZeroShotLabeller
 from vitrine.models.training import TrainConfig, collect, train_heads
 from vitrine.search.query import Query
 from vitrine.training import train_collection
@@ -113,6 +115,25 @@ def test_zero_shot_labels_of_a_photo(luma_engine: Engine) -> None:
     # With a collection: its model, and its own values join the default lists.
     assert "Hoodies & Sweatshirts" in luma_engine.labeller("luma").vocabulary["category"]
     assert luma_engine.label_image(photo, "luma")["colour"][0].value == "Green"  # as the catalog spells it
+
+
+def test_a_collection_s_labels_weigh_its_values_by_how_many_products_hold_them(luma_engine: Engine) -> None:
+    photo = luma_engine.embedder.features((LUMA / "images" / "mh03-green_main.jpg").read_bytes())
+    heads, text = load_base_heads(), luma_engine.text_encoder
+    assert heads is not None
+    words = {"colour": ["green", "dark green", "multi"]}
+    plain = ZeroShotLabeller(heads, text, words).label(photo, top=3)[0]["colour"]
+    counts = {"colour": {"dark green": 999, "multi": 3}}
+    weighed = ZeroShotLabeller(heads, text, words, counts).label(photo, top=3)[0]["colour"]
+    p, w = ({x.value: x.confidence for x in found} for found in (plain, weighed))
+    # Each value's odds move by (products + 1) ** PRIOR_WEIGHT against a value no product holds.
+    assert w["dark green"] / w["green"] == pytest.approx(p["dark green"] / p["green"] * 1000 ** PRIOR_WEIGHT, rel=0.01)
+    assert w["multi"] / w["green"] == pytest.approx(p["multi"] / p["green"] * 4 ** PRIOR_WEIGHT, rel=0.01)
+    assert w["dark green"] > 2 * p["dark green"] and w["green"] > w["dark green"]  # it weighs, not overrules
+    # Over the collection, the counts are its products'.
+    held = luma_engine.store("luma").value_counts("category")
+    found = luma_engine.labeller("luma").counts["category"]
+    assert found == {clean(value): n for value, n in held} and sum(found.values()) > 50
 
 
 def test_cli_eval_label_and_models(luma_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

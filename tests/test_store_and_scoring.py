@@ -108,6 +108,18 @@ def test_filters_and_keywords(collections: StoreBackend) -> None:
     store.close()
 
 
+def test_value_counts_count_products_per_value_most_common_first(collections: StoreBackend) -> None:
+    store = collections.open("s", create=True)
+    store.upsert([write(pid, colour=c) for pid, c in (("A", "Red"), ("B", "Blue"), ("C", "red"), ("D", "Red"))])
+    assert store.value_counts("colour") == [("Red", 3), ("Blue", 1)]  # "red" and "Red" are one value
+    assert store.value_counts("category") == [("Dresses", 4)]
+    assert store.value_counts("colour", limit=1) == [("Red", 3)]
+    store.delete(["A", "C"])
+    assert store.value_counts("colour") == [("Blue", 1), ("Red", 1)]
+    assert store.value_counts("no such field") == []
+    store.close()
+
+
 def test_vector_batches_read_what_load_vectors_reads_and_from_one_snapshot(collections: StoreBackend) -> None:
     """A whole build reads the store a batch of products at a time: together the batches are what one
     read gives, and a write made while they are read is in none of them (it is caught up with as a tail)."""

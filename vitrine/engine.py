@@ -621,8 +621,8 @@ class Engine:
         return version
 
     def labeller(self, collection: str | None = None) -> ZeroShotLabeller:
-        """Zero-shot labels with a collection's model and its own values added to the default lists
-        (or the base model and the defaults alone)."""
+        """Zero-shot labels with a collection's model and its own values added to the default lists, weighed
+        by how many of its products hold them (or the base model and the defaults alone)."""
         key = (collection or "", self.store(collection).generation() if collection else 0)
         with self._lock:
             cached = self._labellers.get(collection or "")
@@ -631,12 +631,12 @@ class Engine:
         heads = self.heads(collection) if collection else load_base_heads()
         if heads is None:
             raise ModelUnavailable("no fashion model: train the base model with `vitrine train --base`")
-        found: dict[str, list[str]] = {}
+        found: dict[str, list[tuple[str, int]]] = {}
         if collection:
             store = self.store(collection)
-            found = {"category": store.distinct_values("category"), "colour": store.distinct_values("colour"),
-                     "pattern": [v for f in PATTERN_FIELDS for v in store.distinct_values(f)]}
-        labeller = ZeroShotLabeller(heads, self.text_encoder, collection_vocabulary(found))
+            found = {"category": store.value_counts("category"), "colour": store.value_counts("colour"),
+                     "pattern": [c for f in PATTERN_FIELDS for c in store.value_counts(f)]}
+        labeller = ZeroShotLabeller(heads, self.text_encoder, *collection_vocabulary(found))
         with self._lock:
             self._labellers[collection or ""] = (key, labeller)
         return labeller

@@ -639,11 +639,10 @@ class PostgresStore:
                                 "value=excluded.value", list(meta.items()))
         return swapped
 
-    def distinct_values(self, field: str, limit: int = 500) -> list[str]:
-        """The most common values of an attribute (for vocabularies), most common first."""
-        found = self._all("SELECT min(value) FROM product_values WHERE field=%s GROUP BY value_norm "
+    def value_counts(self, field: str, limit: int = 500) -> list[tuple[str, int]]:
+        found = self._all("SELECT min(value), count(*) FROM product_values WHERE field=%s GROUP BY value_norm "
                           "ORDER BY count(*) DESC, value_norm LIMIT %s", (normalise_field(field), limit))
-        return [v for (v,) in found]
+        return [(v, int(n)) for v, n in found]
 
     def vocabulary_texts(self, *, changed_since: int | None = None) -> list[str]:
         """Each product's title, category and colour: the words its shoppers are understood against.

@@ -383,14 +383,13 @@ class SqliteStore:
                            "value=excluded.value", list(meta.items()))
         return swapped
 
-    def distinct_values(self, field: str, limit: int = 500) -> list[str]:
-        """The most common values of an attribute (for vocabularies), most common first."""
+    def value_counts(self, field: str, limit: int = 500) -> list[tuple[str, int]]:
         with self._locked():
             found = self._db.execute(
-                "SELECT value FROM product_values WHERE field=? GROUP BY value_norm ORDER BY count(*) DESC LIMIT ?",
-                (normalise_field(field), limit),
+                "SELECT min(value), count(*) FROM product_values WHERE field=? GROUP BY value_norm "
+                "ORDER BY count(*) DESC, value_norm LIMIT ?", (normalise_field(field), limit),
             ).fetchall()
-        return [v for (v,) in found]
+        return [(v, int(n)) for v, n in found]
 
     def vocabulary_texts(self, *, changed_since: int | None = None) -> list[str]:
         """Each product's title, category and colour: the words its shoppers are understood against.

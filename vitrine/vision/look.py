@@ -99,11 +99,12 @@ class LookFinder:
         key = (collection or "", ",".join(groups) + (":own" if own_words else ""))
         found = self._choosers.get(key)
         if found is None or found[0] is not base:  # a new model version means new word vectors
-            if own_words:
+            if own_words:  # weighed as the collection's labels are
                 words = [v for v in base.vocabulary["category"] if garment_group(v) in groups]
+                counts = base.counts
             else:
-                words = [w for g in groups for w in GROUP_WORDS[g]]
-            found = (base, ZeroShotLabeller(base.heads, self.engine.text_encoder, {"category": words}))
+                words, counts = [w for g in groups for w in GROUP_WORDS[g]], {}
+            found = (base, ZeroShotLabeller(base.heads, self.engine.text_encoder, {"category": words}, counts))
             self._choosers[key] = found
         return found[1]
 
