@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import DATA, admin_token, wait_for
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from vitrine.api.app import create_app
 from vitrine.cli.main import main as cli
@@ -48,6 +50,20 @@ def test_people_seen_from_the_waist_up_side_by_side_are_found(luma_engine: Engin
     assert len(uppers) == 2
     assert uppers[0][2] <= 700 < uppers[1][0] - 20  # one each side: Zidane on the left, Ancelotti on the right
     assert all(box[3] >= 700 for box in uppers)  # their hips are below the photo: the jackets run off its bottom
+
+
+def test_somebody_the_pose_model_misses_at_first_is_found_on_a_second_look(luma_engine: Engine) -> None:
+    """ccp 0869: a full-length coat under a fur hat; the whole-photo pose run finds nobody, the mirrored
+    photo finds her, and her landmarks come back on the right sides."""
+    photo = BOXES["photos/0869.jpg"]
+    finder = LookFinder(luma_engine)
+    look = finder.find((CCP / photo["image"]).read_bytes(), collection=None)
+    assert look.people == 1
+    coat = next(b["bbox_xyxy"] for b in photo["boxes"] if b["label"] == "coat")
+    assert any(g.group == "outerwear" and iou(g.box, coat) >= 0.5 for g in look.garments)
+    rgb = np.asarray(Image.open(CCP / photo["image"]).convert("RGB"))
+    person = finder.detector.detect(rgb)[0]
+    assert person.point(11)[0] > person.point(12)[0]  # she faces us: her left shoulder is on the photo's right
 
 
 @pytest.mark.parametrize("photo", ["people/bus.jpg", "ccp/photos/0001.jpg", "ccp/photos/0010.jpg"])
@@ -124,12 +140,15 @@ def test_cli_look_draws_the_boxes(luma_home: Path, tmp_path: Path, capsys: pytes
 
 
 def test_detection_evaluation_counts(luma_engine: Engine, tmp_path: Path) -> None:
-    subset = [BOXES["photos/0001.jpg"], BOXES["photos/0003.jpg"]]
+    handbag = {"image": "fpi/21510.jpg", "boxes": [{"label": "bag", "bbox_xyxy": [20, 20, 200, 200]}]}
+    subset = [BOXES["photos/0001.jpg"], BOXES["photos/0003.jpg"], handbag]  # a product photo: nobody in it
     (tmp_path / "photos").symlink_to(CCP / "photos")
+    (tmp_path / "fpi").symlink_to(DATA / "fpi" / "images")
     (tmp_path / "boxes.json").write_text(json.dumps(subset))
     result = evaluate_looks(LookFinder(luma_engine), tmp_path / "boxes.json")
-    assert result["photos"] == 2 and result["groups"]["shoes"]["boxes"] == 2
+    assert result["photos"] == 3 and result["groups"]["shoes"]["boxes"] == 2
     assert result["groups"]["outerwear"]["recall"] == 1.0  # the coat of 0003
+    assert result["people_found"] == {"photos": 3, "found": 2, "missed": ["fpi/21510.jpg"]}
     assert result["photos_per_s"] > 0
 
 

@@ -131,6 +131,9 @@ def cmd_eval_look(engine: Engine, args: argparse.Namespace) -> int:
         precision = "-" if m["precision"] is None else f"{m['precision']:.3f}"
         lines.append(f"{group:<10}{m['boxes']:>7}{m['predicted']:>7}{recall:>8}{precision:>10}")
     lines.append(f"group label accuracy on matched boxes: {result['group_label_accuracy']}")
+    people = result["people_found"]
+    lines.append(f"somebody found in {people['found']} of the {people['photos']} photos with garments"
+                 + (f"; not in {', '.join(people['missed'])}" if people["missed"] else ""))
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
 

@@ -1,5 +1,6 @@
 """Garment detection quality on street photos with boxes (the ccp/boxes.json format): per garment
-group, recall and precision at IoU >= 0.5, group label accuracy on matched boxes, photos per second."""
+group, recall and precision at IoU >= 0.5, group label accuracy on matched boxes, the photos with
+garments where nobody was found, photos per second."""
 
 from __future__ import annotations
 
@@ -94,10 +95,16 @@ def evaluate_looks(finder: LookFinder, boxes_file: Path, *, limit: int | None = 
     photos = photos[:limit] if limit else photos
     counts = new_counts()
     labelled = same_group = 0
+    worn: list[str] = []  # photos with garment boxes, so with somebody to find
+    missed: list[str] = []
     started = time.perf_counter()
     for n, photo in enumerate(photos):
         look = finder.find((boxes_file.parent / photo["image"]).read_bytes(), collection=None)
         truth = true_boxes(photo)
+        if truth:
+            worn.append(photo["image"])
+            if not look.people:
+                missed.append(photo["image"])
         predicted = [(g.group, g.box) for g in look.garments]
         count_matches(truth, predicted, counts)
         for group, box in truth:  # label accuracy: the best-overlapping box of any group, is its group right?
@@ -110,4 +117,5 @@ def evaluate_looks(finder: LookFinder, boxes_file: Path, *, limit: int | None = 
     elapsed = time.perf_counter() - started
     return {"photos": len(photos), "split": split, "iou": IOU, "groups": rates(counts),
             "group_label_accuracy": round(same_group / labelled, 4) if labelled else None,
+            "people_found": {"photos": len(worn), "found": len(worn) - len(missed), "missed": missed},
             "photos_per_s": round(len(photos) / elapsed, 2) if elapsed else None}
