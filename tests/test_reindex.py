@@ -5,7 +5,9 @@ encoder's cache; a write encoded with the old encoder after the switch is refuse
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -138,3 +140,57 @@ def test_snapshots_of_the_old_encoder_are_not_served(
     with Engine(snapshotting) as engine:
         _own_photo_first(engine, "shop", "MJ01")
         assert engine.vectors("shop").data.image_features.shape[1] in (0, 1328)
+
+
+def test_during_the_swap_reads_go_on_and_a_waiting_write_is_refused_never_mixed_in(
+    engine: Engine, small_luma: Path, tiny_clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the swap's transaction runs, another thread reads the collection as it was, without waiting
+    for it (a search goes on). A product written with the old encoder meanwhile waits for the write
+    lock, then finds the collection moved and is refused. Every stored photo ends in the new space."""
+    engine.ingest("shop", small_luma)
+    store = engine.store("shop")
+    record = ProductRecord(id="LATE1", title="long brown coat", description="", category="Coats", colour="brown",
+                           price=80.0, image_refs=())
+    photo = (DATA / "ccp" / "photos" / "0003.jpg").read_bytes()
+    writing, outcome = threading.Event(), []
+    upsert, swap = store.upsert, store.swap_image_features
+
+    def signalled_upsert(products: Any, **kwargs: Any) -> None:
+        if any(p.record.id == "LATE1" for p in products):
+            writing.set()  # encoded with the old encoder, now asking for the write lock
+        upsert(products, **kwargs)
+
+    def writer() -> None:
+        try:
+            engine.put_product("shop", record, [photo])
+            outcome.append("written")
+        except Conflict as exc:
+            outcome.append(str(exc))
+
+    thread = threading.Thread(target=writer)
+
+    def swap_with_a_writer(features_of: Any, meta: Any) -> int:
+        def first_batch_starts_the_writer(refs: Any) -> Any:
+            if not thread.is_alive() and not outcome:
+                seen: list[Any] = []
+                reader = threading.Thread(target=lambda: seen.extend([store.meta()["image_model"],
+                                                                      len(store.get_products(["MJ01"]))]))
+                reader.start()
+                reader.join(60)
+                assert not reader.is_alive() and seen == [IMAGE_MODEL, 1]  # not held up, and the old state
+                thread.start()
+                assert writing.wait(60)  # the writer is at the lock while this transaction holds it
+            return features_of(refs)
+        return swap(first_batch_starts_the_writer, meta)
+
+    monkeypatch.setattr(store, "upsert", signalled_upsert)
+    monkeypatch.setattr(store, "swap_image_features", swap_with_a_writer)
+    result = reindexing.reindex(engine, "shop", encoder=f"clip:{tiny_clip}")
+    thread.join(60)
+    assert result["changed"] and len(outcome) == 1 and "moved to encoder" in outcome[0]
+    assert "LATE1" not in store.product_hashes()
+    features = store.load_vectors([]).image_features
+    assert features.shape[1] == TINY_CLIP_PROJECTION + COLOUR_DIM and np.isfinite(features).all()
+    engine.put_product("shop", record, [photo])  # written again, it is encoded with the new encoder
+    _own_photo_first(engine, "shop", "LATE1")

@@ -129,7 +129,9 @@ CREATE INDEX IF NOT EXISTS values_by_num_row ON product_values(field, num, produ
 
 
 class SqliteStore:
-    """`CollectionStore` on SQLite. Thread-safe: one connection behind a lock."""
+    """`CollectionStore` on SQLite. Thread-safe: a write connection and a read connection, each behind
+    its own lock. Reads run in WAL read transactions, so they neither wait for a write in progress (a
+    reindex's swap holds one for seconds) nor see it before it commits."""
 
     def __init__(self, path: Path, *, name: str) -> None:
         self.name = name
@@ -146,6 +148,10 @@ class SqliteStore:
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA busy_timeout=10000")
         self._migrate()
+        self._read_lock = threading.RLock()
+        self._reader = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._reader.execute("PRAGMA busy_timeout=10000")
+        self._reader.execute("PRAGMA query_only=ON")
 
     def _migrate(self) -> None:
         with self._locked():
@@ -203,6 +209,21 @@ class SqliteStore:
             yield
 
     @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """The read connection, in one read transaction (one snapshot) for the outermost use."""
+        with self._read_lock:
+            if self._closed:
+                raise CollectionGone(f"collection {self.name!r} was deleted", field="collection")
+            outermost = not self._reader.in_transaction
+            if outermost:
+                self._reader.execute("BEGIN")
+            try:
+                yield self._reader
+            finally:
+                if outermost:
+                    self._reader.execute("COMMIT")
+
+    @contextmanager
     def _write(self, *, bump: bool = True) -> Iterator[sqlite3.Connection]:
         """One IMMEDIATE transaction, rolled back on any error. Writes to products bump the
         generation, which tells in-memory indexes to reload. A collection deleted by another process
@@ -230,15 +251,16 @@ class SqliteStore:
             return None
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._read_lock:
             self._closed = True
+            self._reader.close()
             self._db.close()
 
     # -- metadata ---------------------------------------------------------------------------------
 
     def generation(self) -> int:
-        with self._locked():
-            row = self._db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
+        with self._reading() as db:
+            row = db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
         return int(row[0]) if row else 0
 
     def set_meta(self, key: str, value: str, *, bump: bool = False) -> None:
@@ -248,16 +270,16 @@ class SqliteStore:
                        (key, value))
 
     def meta(self) -> dict[str, str]:
-        with self._locked():
-            return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        with self._reading() as db:
+            return dict(db.execute("SELECT key, value FROM meta").fetchall())
 
     def count(self) -> int:
-        with self._locked():
-            return int(self._db.execute("SELECT count(*) FROM products").fetchone()[0])
+        with self._reading() as db:
+            return int(db.execute("SELECT count(*) FROM products").fetchone()[0])
 
     def info(self) -> dict[str, Any]:
-        with self._locked():
-            images = int(self._db.execute("SELECT count(*) FROM images").fetchone()[0])
+        with self._reading() as db:
+            images = int(db.execute("SELECT count(*) FROM images").fetchone()[0])
         meta = self.meta()
         return {
             "name": self.name,
@@ -268,8 +290,8 @@ class SqliteStore:
         }
 
     def product_hashes(self) -> dict[str, str]:
-        with self._locked():
-            return dict(self._db.execute("SELECT id, content_hash FROM products").fetchall())
+        with self._reading() as db:
+            return dict(db.execute("SELECT id, content_hash FROM products").fetchall())
 
     # -- writes -----------------------------------------------------------------------------------
 
@@ -350,23 +372,23 @@ class SqliteStore:
         return version
 
     def model(self, version: int) -> tuple[bytes, str] | None:
-        with self._locked():
-            found = self._db.execute("SELECT weights, card FROM models WHERE version=?", (version,)).fetchone()
+        with self._reading() as db:
+            found = db.execute("SELECT weights, card FROM models WHERE version=?", (version,)).fetchone()
         return (bytes(found[0]), str(found[1])) if found else None
 
     def model_cards(self) -> list[tuple[int, str]]:
-        with self._locked():
-            return [(int(v), str(c)) for v, c in self._db.execute("SELECT version, card FROM models ORDER BY version")]
+        with self._reading() as db:
+            return [(int(v), str(c)) for v, c in db.execute("SELECT version, card FROM models ORDER BY version")]
 
     def photo_refs(self, *, after: str = "", limit: int = 256) -> list[tuple[str, str]]:
-        with self._locked():
-            return [(str(sha), str(path)) for sha, path in self._db.execute(
+        with self._reading() as db:
+            return [(str(sha), str(path)) for sha, path in db.execute(
                 "SELECT sha256, min(path) FROM images WHERE sha256 > ? GROUP BY sha256 ORDER BY sha256 LIMIT ?",
                 (after, limit))]
 
     def photo_count(self) -> int:
-        with self._locked():
-            return int(self._db.execute("SELECT count(DISTINCT sha256) FROM images").fetchone()[0])
+        with self._reading() as db:
+            return int(db.execute("SELECT count(DISTINCT sha256) FROM images").fetchone()[0])
 
     def swap_image_features(self, features_of: Callable[[list[tuple[str, str]]], Mapping[str, Array]],
                             meta: Mapping[str, str]) -> int:
@@ -384,8 +406,8 @@ class SqliteStore:
         return swapped
 
     def value_counts(self, field: str, limit: int = 500) -> list[tuple[str, int]]:
-        with self._locked():
-            found = self._db.execute(
+        with self._reading() as db:
+            found = db.execute(
                 "SELECT min(value), count(*) FROM product_values WHERE field=? GROUP BY value_norm "
                 "ORDER BY count(*) DESC, value_norm LIMIT ?", (normalise_field(field), limit),
             ).fetchall()
@@ -396,15 +418,15 @@ class SqliteStore:
         `changed_since`: only the products written after that generation."""
         scope, args = ("INDEXED BY products_by_change WHERE changed > ?", (changed_since,)) \
             if changed_since is not None else ("", ())
-        with self._locked():
-            found = self._db.execute(f"SELECT title || ' ' || category || ' ' || colour FROM products {scope}",
+        with self._reading() as db:
+            found = db.execute(f"SELECT title || ' ' || category || ' ' || colour FROM products {scope}",
                                      args).fetchall()
         return [t for (t,) in found]
 
     def product_titles(self) -> list[tuple[str, str]]:
         """(id, title) of every product, for search-as-you-type."""
-        with self._locked():
-            return [(i, t) for i, t in self._db.execute("SELECT id, title FROM products")]
+        with self._reading() as db:
+            return [(i, t) for i, t in db.execute("SELECT id, title FROM products")]
 
     def holds_word(self, word: str) -> bool:
         """Whether any product holds `word` (stemmed, in any indexed field): then it is not a typo."""
@@ -413,8 +435,8 @@ class SqliteStore:
 
     def training_pairs(self) -> list[tuple[str, str, str]]:
         """(collection, product id, text) for every recorded pair whose product still exists."""
-        with self._locked():
-            found = self._db.execute(
+        with self._reading() as db:
+            found = db.execute(
                 "SELECT t.product_id, t.text FROM training_pairs t JOIN products p ON p.id = t.product_id"
             ).fetchall()
         return [(self.name, pid, text) for pid, text in found]
@@ -425,16 +447,16 @@ class SqliteStore:
         """Products in the order of `ids`; unknown ids are left out."""
         if not ids:
             return []
-        with self._locked():
+        with self._reading() as db:
             marks = ",".join("?" * len(ids))
-            rows = self._db.execute(
+            rows = db.execute(
                 f"SELECT row, id, title, description, category, colour, price, attributes, variants FROM products "
                 f"WHERE id IN ({marks})", list(ids),
             ).fetchall()
             by_row = {r[0]: r for r in rows}
             images: dict[int, list[ProductImage]] = {}
             if by_row:
-                for prow, pos, ref, path, sha in self._db.execute(
+                for prow, pos, ref, path, sha in db.execute(
                     f"SELECT product_row, position, ref, path, sha256 FROM images WHERE product_row IN "
                     f"({','.join('?' * len(by_row))}) ORDER BY product_row, position", list(by_row),
                 ):
@@ -445,15 +467,15 @@ class SqliteStore:
         """Store rows of the products matching every filter (sorted)."""
         query = filter_sql(filters, "?")
         sql, params = query if query else ("SELECT row FROM products", [])
-        with self._locked():
-            found = [r[0] for r in self._db.execute(sql, params)]
+        with self._reading() as db:
+            found = [r[0] for r in db.execute(sql, params)]
         return np.unique(np.asarray(found, dtype=np.int64))
 
     def stock_rows(self, available: bool) -> Array:
         """Rows of the products known to be in stock (any variant available, or the product's own
         availability), or known to be out of it (`available=False`). Unknown counts as neither."""
-        with self._locked():
-            found = self._db.execute("SELECT row, attributes, variants FROM products").fetchall()
+        with self._reading() as db:
+            found = db.execute("SELECT row, attributes, variants FROM products").fetchall()
         return np.asarray([row for row, attributes, variants in found if in_stock(attributes, variants) is available],
                           dtype=np.int64)
 
@@ -470,8 +492,8 @@ class SqliteStore:
         def rows(match: str) -> Array:
             # As one string, parsed by numpy: a common word of a million products (250k rows) is read in
             # 45 ms, where stepping the cursor row by row took 70.
-            with self._locked():
-                (joined,), = self._db.execute(
+            with self._reading() as db:
+                (joined,), = db.execute(
                     "SELECT group_concat(rowid) FROM products_fts WHERE products_fts MATCH ?", (match,)).fetchall()
             return np.fromstring(joined or "", dtype=np.int64, sep=",")
 
@@ -487,18 +509,14 @@ class SqliteStore:
         # Of a few changed products: through their index (the planner would scan every row in `row` order)
         scope, args = ("INDEXED BY products_by_change WHERE changed > ?", (changed_since,)) \
             if changed_since is not None else ("", ())
-        with self._locked():
-            self._db.execute("BEGIN")
-            try:
-                return _read_vectors(self._db, facet_fields, scope, args)
-            finally:
-                self._db.execute("COMMIT")
+        with self._reading() as db:
+            return _read_vectors(db, facet_fields, scope, args)
 
     def vector_batches(self, facet_fields: Sequence[str], *, batch: int = VECTOR_BATCH) -> Iterator[VectorData]:
         """`load_vectors` of every product, a batch at a time, from one read transaction of a connection of
         its own: a WAL reader sees none of the writes committed after it began, and neither holds up the
         other (a rebuild in the background reads for a minute at a million products)."""
-        with self._locked():  # CollectionGone once deleted
+        with self._reading():  # CollectionGone once deleted
             pass
         db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
         try:
@@ -517,17 +535,17 @@ class SqliteStore:
             db.close()  # ends the read transaction
 
     def changed_count(self, generation: int) -> int:
-        with self._locked():
-            return int(self._db.execute("SELECT count(*) FROM products INDEXED BY products_by_change WHERE changed > ?",
+        with self._reading() as db:
+            return int(db.execute("SELECT count(*) FROM products INDEXED BY products_by_change WHERE changed > ?",
                                         (generation,)).fetchone()[0])
 
     def removed_since(self, generation: int) -> Array | None:
         """Rows of the products deleted after `generation`; None when the log does not reach that far back."""
-        with self._locked():
-            found = self._db.execute("SELECT value FROM meta WHERE key='changes_from'").fetchone()
+        with self._reading() as db:
+            found = db.execute("SELECT value FROM meta WHERE key='changes_from'").fetchone()
             if found is not None and generation < int(found[0]):
                 return None
-            rows = self._db.execute("SELECT row FROM removed WHERE generation > ? ORDER BY row", (generation,))
+            rows = db.execute("SELECT row FROM removed WHERE generation > ? ORDER BY row", (generation,))
             return np.asarray([r for (r,) in rows], dtype=np.int64)
 
 
