@@ -6,7 +6,7 @@ Confidences are a softmax over the vocabulary at the model's trained temperature
 the values it holds weigh by how often it holds them: a softened prior (the counts to the power
 PRIOR_WEIGHT, each value one count more), so a rare name ("Other Pink") needs clearer evidence than
 a common one ("Pink") and the shop's own names beat the default list's near-synonyms. On the test
-splits this lifted category accuracy by 0.04-0.09 and pattern by 0.03 (docs/quality.md).
+splits this lifted category accuracy by 0.04-0.08 and pattern by 0.03 (docs/quality.md).
 """
 
 from __future__ import annotations
