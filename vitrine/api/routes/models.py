@@ -63,7 +63,9 @@ class Click(Strict):
 def labels(
     engine: EngineDep,
     image: Annotated[UploadFile, File(description="The photo")],
-    collection: Annotated[str | None, Query(max_length=64, description="use its model and its own values")] = None,
+    collection: Annotated[str | None, Query(
+        max_length=64, description="use its model and its own values, weighed by how many of its products hold them",
+    )] = None,
 ) -> LabelsOut:
     data = read_upload(image, engine.settings.max_download_bytes)
     if collection:
