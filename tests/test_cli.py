@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 from conftest import LUMA, REPO, backend_environment
 
 from vitrine.cli.main import main
+from vitrine.cli.progress import count_bar
 
 
 def vitrine(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -105,3 +107,23 @@ def test_ingest_a_zip_of_a_catalog_with_its_photos(capsys: pytest.CaptureFixture
     assert json.loads(out)["added"] == 12
     code, _, err = run_main(capsys, home, "ingest", "http://127.0.0.1:9/catalog.csv", "-c", "shop")
     assert code == 2 and "non-public address" in err
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_count_bars_show_on_a_terminal_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    with count_bar(True, "photo") as progress:
+        assert progress is not None
+        progress(3, 10)
+        progress(12, 10)  # more done than announced: the total follows
+    assert "3/10" in terminal.getvalue() and "12/12" in terminal.getvalue()
+    with count_bar(False, "photo") as progress:  # --json or --no-progress
+        assert progress is None
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # a pipe
+    with count_bar(True, "photo") as progress:
+        assert progress is None

@@ -6,13 +6,12 @@ import argparse
 import io
 import json
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageDraw
 
+from vitrine.cli.progress import count_bar
 from vitrine.engine import Engine
 
 GROUP_COLOURS = {"top": (230, 57, 70), "bottom": (29, 120, 196), "dress": (155, 89, 182),
@@ -93,31 +92,11 @@ def cmd_look(engine: Engine, args: argparse.Namespace) -> int:
     return 0
 
 
-@contextmanager
-def _photo_bar(args: argparse.Namespace) -> Iterator[Callable[[int, int], None] | None]:
-    """A progress bar of photos on a terminal, unless --json or --no-progress."""
-    if args.no_progress or args.json or not sys.stderr.isatty():
-        yield None
-        return
-    from tqdm import tqdm
-
-    bar = tqdm(total=0, unit="photo", dynamic_ncols=True, file=sys.stderr)
-
-    def progress(done: int, total: int) -> None:
-        bar.total, bar.n = total, done
-        bar.refresh()
-
-    try:
-        yield progress
-    finally:
-        bar.close()
-
-
 def cmd_eval_look(engine: Engine, args: argparse.Namespace) -> int:
     from vitrine.vision.evaluation import evaluate_looks
     from vitrine.vision.look import LookFinder
 
-    with _photo_bar(args) as progress:
+    with count_bar(not args.no_progress and not args.json, "photo") as progress:
         result = evaluate_looks(LookFinder(engine), args.boxes, limit=args.limit, split=args.split,
                                 progress=progress)
     if args.json:
@@ -144,7 +123,7 @@ def cmd_train_look(engine: Engine, args: argparse.Namespace) -> int:
     from vitrine.vision.look import LookFinder
 
     out = args.out or MODEL_FILE
-    with _photo_bar(args) as progress:
+    with count_bar(not args.no_progress and not args.json, "photo") as progress:
         model = train_decisions(LookFinder(engine), args.boxes, limit=args.limit, progress=progress)
     model.save(out)
     card = dict(model.card, thresholds=model.thresholds.__dict__, path=str(out))

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from vitrine.cli.progress import count_bar
 from vitrine.engine import Engine
 from vitrine.errors import InvalidInput
 from vitrine.models.training import TrainConfig
@@ -123,24 +124,10 @@ def cmd_pull(engine: Engine, args: argparse.Namespace) -> int:
     if not args.name:
         raise InvalidInput("name a checkpoint to pull: fashion-clip, marqo-fashionsiglip or a Hub id owner/name",
                            field="name")
-    bar = None
-    progress = None
-    if not args.json and sys.stderr.isatty():
-        from tqdm import tqdm
-
-        bar = tqdm(total=0, unit="B", unit_scale=True, dynamic_ncols=True, file=sys.stderr)
-
-        def progress(done: int, total: int) -> None:
-            bar.total, bar.n = max(total, done), done
-            bar.refresh()
-
     settings = engine.settings
-    try:
+    with count_bar(not args.json, "B", unit_scale=True) as progress:
         pulled = hub.pull(args.name, home=engine.home, hub_url=settings.hub_url, token=settings.hub_token,
                           timeout_s=max(settings.download_timeout_s, 30.0), force=args.force, progress=progress)
-    finally:
-        if bar is not None:
-            bar.close()
     if args.json:
         sys.stdout.write(json.dumps({"name": pulled.name, "repo": pulled.repo, "path": str(pulled.path),
                                      "commit": pulled.commit, "files": pulled.files, "bytes": pulled.bytes}) + "\n")
@@ -178,22 +165,8 @@ def cmd_reindex(engine: Engine, args: argparse.Namespace) -> int:
     from vitrine.reindexing import reindex
 
     engine.store(args.collection)
-    bar = None
-    progress = None
-    if not args.no_progress and not args.json and sys.stderr.isatty():
-        from tqdm import tqdm
-
-        bar = tqdm(total=0, unit="photo", dynamic_ncols=True, file=sys.stderr)
-
-        def progress(done: int, total: int) -> None:
-            bar.total, bar.n = total, done
-            bar.refresh()
-
-    try:
+    with count_bar(not args.no_progress and not args.json, "photo") as progress:
         result = reindex(engine, args.collection, encoder=args.encoder, progress=progress)
-    finally:
-        if bar is not None:
-            bar.close()
     if args.json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
     elif not result["changed"]:
