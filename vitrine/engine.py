@@ -597,7 +597,7 @@ class Engine:
     def heads(self, name: str) -> CrossModal | None:
         """The shared space a collection searches with: its CLIP checkpoint, or its active heads version
         (else the packaged base)."""
-        encoder = self.store(name).meta().get("image_model", IMAGE_MODEL)
+        encoder = self.image_model_of(name)
         clip = encoder.startswith(CLIP_PREFIX)
         active = self.active_model(name)
         key = (name, f"{encoder}#{active}" if clip else active)  # one object per model: vectors compare it

@@ -208,11 +208,10 @@ class CollectionStore(Protocol):
         ...
     def swap_image_features(self, features_of: Callable[[list[tuple[str, str]]], Mapping[str, Array]],
                             meta: Mapping[str, str]) -> int:
-        """In one write transaction: every photo's features replaced by `features_of` its (sha256, location)
-        pairs (by hash), `meta` set,
-        and every product marked as written now, so that every index is rebuilt. Returns the photos
-        rewritten. What `vitrine reindex` ends with: searches see the old encoder's features or the new
-        one's, never a mix."""
+        """In one write transaction: every photo's features replaced by what `features_of` gives for its
+        (sha256, location) pairs (by hash), `meta` set, and every product marked as written now, so that
+        every index is rebuilt. Returns the photos rewritten. What `vitrine reindex` ends with: searches
+        see the old encoder's features or the new one's, never a mix."""
         ...
     def value_counts(self, field: str, limit: int = 500) -> list[tuple[str, int]]:
         """The most common values of an attribute with their product counts, most common first (for the
