@@ -12,13 +12,15 @@ from PIL import Image
 
 from tests.conftest import LUMA, make_settings
 from vitrine.cli.main import main as cli
-from vitrine.engine import Engine
-from vitrine.errors import InvalidInput, NotFound
+from vitrine.engine import IMAGE_MODEL, Engine
+from vitrine.errors import InvalidInput, ModelUnavailable, NotFound
+from vitrine.models import image_encoder
 from vitrine.models.captions import clean
 from vitrine.models.colour import PALETTE_RGB, colour_descriptors
 from vitrine.models.heads import FashionHeads, load_base_heads
 from vitrine.models.imaging import to_model_input
 from vitrine.models.labels import PRIOR_WEIGHT, ZeroShotLabeller
+from vitrine.models.registry import PACKAGED_MODELS, image_model_spec
 from vitrine.models.training import TrainConfig, collect, train_heads
 from vitrine.search.query import Query
 from vitrine.training import train_collection
@@ -52,6 +54,30 @@ def test_the_packaged_base_model_has_a_card_and_finds_bags_by_their_look(luma_en
                                     understand=False)).hits
     assert sum(h.category == "Bags" for h in hits) >= 4  # from the photos alone: the words are not used
     assert all(h.matched_image is not None for h in hits)  # the photo that matched the words
+
+
+def test_the_fashion_tuned_image_model_has_a_card_and_its_heads_were_trained_on_it() -> None:
+    spec = image_model_spec(IMAGE_MODEL)
+    assert spec.tuned_tail is not None
+    card = json.loads((PACKAGED_MODELS / f"{spec.name}.json").read_text())
+    assert card["name"] == spec.name and card["tuned_from_block"] == spec.tuned_from_block
+    assert card["trained_on"] and card["dev"]["image_only_mrr"]["hm"] > 0.6
+    heads = load_base_heads(IMAGE_MODEL)
+    assert heads is not None and heads.card["image_model"] == IMAGE_MODEL
+    older = load_base_heads("efficientnet-lite0")
+    assert older is not None and older.card["image_model"] == "efficientnet-lite0"
+
+
+def test_a_damaged_tuned_tail_is_refused_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = image_model_spec(IMAGE_MODEL)
+    assert spec.tuned_tail is not None
+    monkeypatch.setattr(image_encoder, "PACKAGED_MODELS", tmp_path)
+    (tmp_path / spec.tuned_tail).write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(ModelUnavailable, match="cannot read the tuned weights"):
+        image_encoder._torch_feature_model(spec)
+    np.savez(tmp_path / spec.tuned_tail, **{"head.weight": np.zeros((3, 3), np.float16)})
+    with pytest.raises(ModelUnavailable, match="do not fit its backbone"):
+        image_encoder._torch_feature_model(spec)
 
 
 def test_cross_modal_weight_moves_scores_between_signals(luma_engine: Engine) -> None:

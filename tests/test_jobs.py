@@ -137,6 +137,7 @@ def test_train_job_versions_labels_and_clicks_over_http(settings: Settings) -> N
 
         versions = client.get("/collections/luma/models").json()
         assert [(v["version"], v["active"]) for v in versions] == [("base", False), ("v1", True)]
+        assert versions[0]["image_model"] == "efficientnet-lite0-fashion" and versions[1]["image_model"] is None
         assert client.put("/collections/luma/models/active", json={"version": "base"}).json()["version"] == "base"
         assert client.put("/collections/luma/models/active", json={"version": "v9"}).status_code == 404
 

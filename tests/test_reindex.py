@@ -74,6 +74,44 @@ def test_reindex_moves_a_collection_to_a_checkpoint_and_back(
     _own_photo_first(engine, "shop", "MJ01")
 
 
+def test_a_collection_on_the_imagenet_model_keeps_working_until_reindex_moves_it_to_the_fashion_model(
+    engine: Engine, small_luma: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What a collection made before the fashion-tuned model sees: it searches on as it was, with the
+    heads trained on the ImageNet model's features, and `vitrine reindex` moves it over."""
+    assert IMAGE_MODEL == "efficientnet-lite0-fashion"
+    engine.ingest("old", small_luma, encoder="efficientnet-lite0")
+    engine.ingest("new", small_luma)
+    store = engine.store("old")
+    assert store.meta()["image_model"] == "efficientnet-lite0"
+    imagenet = store.load_vectors([]).image_features
+    tuned = engine.store("new").load_vectors([]).image_features
+    assert imagenet.shape == tuned.shape and not np.allclose(imagenet, tuned, atol=1e-2)  # the tuned tail counts
+    old_heads, new_heads = engine.heads("old"), engine.heads("new")
+    assert isinstance(old_heads, FashionHeads) and isinstance(new_heads, FashionHeads)
+    assert old_heads.card["image_model"] == "efficientnet-lite0"
+    assert new_heads.card["image_model"] == IMAGE_MODEL
+    _own_photo_first(engine, "old", "MJ01")
+    jackets = engine.search(Query(text="jacket", collection="old", top_k=3)).hits
+    assert jackets and all("cross_modal" in h.scores for h in jackets)
+
+    with backend_environment(engine.home):
+        assert cli(["models", "old"]) == 0
+        assert f"`vitrine reindex old` moves it to {IMAGE_MODEL}" in capsys.readouterr().out
+        assert cli(["reindex", "old", "--json", "--no-progress"]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert result["changed"] and result["previous"] == "efficientnet-lite0" and result["image_model"] == IMAGE_MODEL
+        assert result["encoded"] == 0  # the collection "new" put every photo in the fashion model's cache
+        assert cli(["models", "old"]) == 0
+        out = capsys.readouterr().out
+        assert f"(on {IMAGE_MODEL})" in out and "vitrine reindex" not in out
+
+    assert np.allclose(store.load_vectors([]).image_features, tuned, atol=1e-6)
+    heads = engine.heads("old")
+    assert isinstance(heads, FashionHeads) and heads.card["image_model"] == IMAGE_MODEL
+    _own_photo_first(engine, "old", "MJ01")
+
+
 def test_a_stopped_reindex_resumes_and_writes_meanwhile_are_kept(
     engine: Engine, small_luma: Path, tiny_clip: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

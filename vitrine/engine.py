@@ -57,7 +57,13 @@ from vitrine.models.hub import pulled_path
 from vitrine.models.image_encoder import ImageEncoder
 from vitrine.models.imaging import sniff_image_type
 from vitrine.models.labels import PATTERN_FIELDS, Label, ZeroShotLabeller, collection_vocabulary
-from vitrine.models.registry import image_model_spec, text_model_spec
+from vitrine.models.registry import (
+    DEFAULT_IMAGE_MODEL,
+    IMAGE_MODELS,
+    UNRECORDED_IMAGE_MODEL,
+    image_model_spec,
+    text_model_spec,
+)
 from vitrine.models.text_encoder import TextEncoder
 from vitrine.models.versions import BASE, ModelVersions, parse_version
 from vitrine.search.cache import LruCache, query_key
@@ -75,7 +81,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 COLLECTION_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-IMAGE_MODEL = "efficientnet-lite0"
+IMAGE_MODEL = DEFAULT_IMAGE_MODEL
 TEXT_MODEL = "all-minilm-l6-v2"
 # Fields whose value counts a search can ask for: held in memory per collection (a few bytes a value).
 FACET_FIELDS = ("category", "colour", "size", "brand", "gender")
@@ -103,15 +109,12 @@ class Engine:
         self.backend = open_backend(settings, self.collections_dir)
         self.photos = Photos(self.home, url=settings.storage_url, endpoint=settings.storage_endpoint)
         model_dir = self.home / "models"
-        self.image_encoder = ImageEncoder(image_model_spec(IMAGE_MODEL), model_dir=model_dir, threads=settings.threads)
         self.text_encoder = TextEncoder(text_model_spec(TEXT_MODEL), model_dir=model_dir, threads=settings.threads)
-        self.embedder = ImageEmbedder(
-            self.image_encoder, cache=None, max_pixels=settings.max_image_pixels,
-            batch_size=settings.batch_size, threads=settings.threads,
-        )
-        self.feature_cache = FeatureCache(self.home / "cache" / f"features-{IMAGE_MODEL}.sqlite",
-                                          dim=self.embedder.dim)
-        self.embedder.cache = self.feature_cache
+        # The built-in image models in use, by name: the default always, an older one once a collection
+        # made with it is read. Each has its own feature cache, since features differ between them.
+        self._builtin: dict[str, tuple[ImageEncoder, ImageEmbedder, FeatureCache]] = {}
+        self._lock = threading.RLock()
+        self.image_encoder, self.embedder, self.feature_cache = self._builtin_model(IMAGE_MODEL)
         self.searcher = Searcher(
             text_encoder=self.text_encoder, keyword_weight=settings.keyword_weight,
             cross_modal_weight=settings.cross_modal_weight, image_cross_modal_weight=settings.image_cross_modal_weight,
@@ -134,7 +137,6 @@ class Engine:
         self._heads: dict[tuple[str, str], CrossModal | None] = {}
         self._clip: dict[str, tuple[ClipCheckpoint, ImageEmbedder]] = {}
         self._labellers: dict[str, tuple[tuple[str, int], ZeroShotLabeller]] = {}
-        self._lock = threading.RLock()
         self._write_locks: dict[str, threading.Lock] = {}
 
     # -- lifetime ---------------------------------------------------------------------------------
@@ -168,9 +170,7 @@ class Engine:
             self._vectors.clear()
             self._bases.clear()
         self.backend.close()
-        self.embedder.close()
-        self.feature_cache.close()
-        for _, embedder in self._clip.values():
+        for embedder in [*(e for _, e, _ in self._builtin.values()), *(e for _, e in self._clip.values())]:
             embedder.close()
             if embedder.cache is not None:
                 embedder.cache.close()
@@ -248,16 +248,34 @@ class Engine:
         return self.embedder_of(self.image_model_of(collection))
 
     def image_model_of(self, collection: str) -> str:
-        """The encoder of a collection's photo features: the built-in model's name, or clip:<folder>."""
-        return self.store(collection).meta().get("image_model", IMAGE_MODEL)
+        """The encoder of a collection's photo features: a built-in model's name, or clip:<folder>."""
+        return self.store(collection).meta().get("image_model", UNRECORDED_IMAGE_MODEL)
 
     def embedder_of(self, image_model: str) -> ImageEmbedder:
-        return self._clip_model(image_model)[1] if image_model.startswith(CLIP_PREFIX) else self.embedder
+        if image_model.startswith(CLIP_PREFIX):
+            return self._clip_model(image_model)[1]
+        return self._builtin_model(image_model)[1]
+
+    def _builtin_model(self, name: str) -> tuple[ImageEncoder, ImageEmbedder, FeatureCache]:
+        with self._lock:
+            if name not in self._builtin:
+                encoder = ImageEncoder(image_model_spec(name), model_dir=self.home / "models",
+                                       threads=self.settings.threads)
+                embedder = ImageEmbedder(encoder, cache=None, max_pixels=self.settings.max_image_pixels,
+                                         batch_size=self.settings.batch_size, threads=self.settings.threads)
+                embedder.cache = FeatureCache(self.home / "cache" / f"features-{name}.sqlite", dim=embedder.dim)
+                self._builtin[name] = (encoder, embedder, embedder.cache)
+            return self._builtin[name]
 
     def resolve_encoder(self, encoder: str | None) -> str:
-        """What a collection records as its encoder: `builtin` (or None), `clip:<directory>`, or the name of a
-        pulled checkpoint. Raises InvalidInput for one that cannot be read."""
-        return IMAGE_MODEL if encoder in (None, "builtin") else f"{CLIP_PREFIX}{self._checkpoint_folder(encoder)}"
+        """What a collection records as its encoder: `builtin` (or None) for the default built-in model, a
+        built-in model's name, `clip:<directory>`, or the name of a pulled checkpoint. Raises InvalidInput
+        for one that cannot be read."""
+        if encoder in (None, "builtin"):
+            return IMAGE_MODEL
+        if encoder in IMAGE_MODELS:
+            return encoder
+        return f"{CLIP_PREFIX}{self._checkpoint_folder(encoder)}"
 
     def _clip_model(self, encoder: str) -> tuple[ClipCheckpoint, ImageEmbedder]:
         with self._lock:
@@ -600,11 +618,11 @@ class Engine:
         encoder = self.image_model_of(name)
         clip = encoder.startswith(CLIP_PREFIX)
         active = self.active_model(name)
-        key = (name, f"{encoder}#{active}" if clip else active)  # one object per model: vectors compare it
+        key = (name, f"{encoder}#{active}")  # one object per model: vectors compare it
         with self._lock:
             if key not in self._heads:
                 if not clip:
-                    self._heads[key] = self.model_versions(name).load(active)
+                    self._heads[key] = self.model_versions(name).load(active, image_model=encoder)
                 else:  # the bare checkpoint, or a version `vitrine train` adapted for this collection
                     bare = ClipCrossModal(self._clip_model(encoder)[0])
                     self._heads[key] = bare if active == BASE else ClipAdapter.from_bytes(

@@ -88,6 +88,6 @@ def train_base(
     card.update(created_at=time.time(), version="base", catalogs=sources,
                 image_model=engine.image_encoder.spec.name, text_model=engine.text_encoder.spec.name,
                 command="vitrine train --base")
-    target = out or base_heads_path()
+    target = out or base_heads_path(engine.image_encoder.spec.name)
     FashionHeads(weights=heads.weights, card=card).save(target)
     return {"path": str(target), **card}

@@ -89,8 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"exit 0 even when rows failed (otherwise exit {EXIT_ROWS_FAILED})")
     ingest.add_argument("--prune", action="store_true", help="delete products that are no longer in the file")
     ingest.add_argument("--encoder", metavar="ENCODER",
-                        help="for a new collection: builtin (default), clip:<directory> of a local CLIP/SigLIP "
-                             "checkpoint, or the name of one `vitrine models pull` brought (fashion-clip)")
+                        help="for a new collection: builtin (default), a built-in model's name, clip:<directory> "
+                             "of a local CLIP/SigLIP checkpoint, or the name of one `vitrine models pull` brought "
+                             "(fashion-clip)")
     ingest.add_argument("--report", type=Path, help="also write the validation report (JSON) here")
     ingest.add_argument("--json", action="store_true", help="print the report as JSON")
     ingest.add_argument("--no-progress", action="store_true")

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from vitrine.cli.progress import count_bar
-from vitrine.engine import Engine
+from vitrine.engine import IMAGE_MODEL, Engine
 from vitrine.errors import InvalidInput
+from vitrine.models.registry import IMAGE_MODELS
 from vitrine.models.training import TrainConfig
 
 
@@ -60,7 +61,8 @@ def add_parsers(sub: Any) -> None:
                                              "photos it keeps; resumable), then switch it over in one step")
     reindex.add_argument("collection")
     reindex.add_argument("--encoder", default="builtin",
-                         help="builtin, clip:<checkpoint directory>, or a pulled checkpoint's name (fashion-clip)")
+                         help="builtin (the default built-in model), a built-in model's name, "
+                              "clip:<checkpoint directory>, or a pulled checkpoint's name (fashion-clip)")
     reindex.add_argument("--json", action="store_true")
     reindex.add_argument("--no-progress", action="store_true")
 
@@ -157,7 +159,12 @@ def cmd_models(engine: Engine, args: argparse.Namespace) -> int:
     for card in cards:
         held = card.get("heldout") or {}
         score = f"held-out captions {held['caption_mrr']:.3f} titles {held['title_mrr']:.3f}" if held else ""
-        sys.stdout.write(f"{'*' if card['active'] else ' '} {card['version']:<6} {score}\n")
+        on = f" (on {card['image_model']})" if card.get("image_model") else ""
+        sys.stdout.write(f"{'*' if card['active'] else ' '} {card['version']:<6}{on} {score}\n")
+    encoder = engine.image_model_of(args.collection)
+    if encoder in IMAGE_MODELS and encoder != IMAGE_MODEL:
+        sys.stdout.write(f"its photos are encoded with an older built-in model: `vitrine reindex {args.collection}` "
+                         f"moves it to {IMAGE_MODEL}\n")
     return 0
 
 

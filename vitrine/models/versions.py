@@ -19,6 +19,7 @@ from vitrine.errors import NotFound
 from vitrine.index.store import CollectionStore
 from vitrine.models.clip_encoder import PREFIX as CLIP_PREFIX
 from vitrine.models.heads import FashionHeads, base_heads_path, load_base_heads
+from vitrine.models.registry import UNRECORDED_IMAGE_MODEL
 
 BASE = "base"
 _VERSION_FILE = re.compile(r"^v(\d+)\.npz$")
@@ -51,10 +52,11 @@ class ModelVersions:
         heads.card["version"] = f"v{version}"
         return version
 
-    def load(self, version: str) -> FashionHeads | None:
-        """`base` (the packaged model, None if absent) or `v<N>`; NotFound for an unknown version."""
+    def load(self, version: str, *, image_model: str) -> FashionHeads | None:
+        """`base` (the packaged heads of the collection's `image_model`, None if absent) or `v<N>`; NotFound
+        for an unknown version."""
         if version == BASE:
-            return load_base_heads()
+            return load_base_heads(image_model)
         weights, card = self.read(version)
         source = f"collection {self.store.name!r} version {card['version']}"
         return FashionHeads.from_bytes(weights, card, source=source)
@@ -74,12 +76,13 @@ class ModelVersions:
 
     def cards(self) -> list[dict[str, Any]]:
         """Each version's model card (the weights are not read)."""
-        encoder = str(self.store.meta().get("image_model", ""))
+        encoder = str(self.store.meta().get("image_model", UNRECORDED_IMAGE_MODEL))
         if encoder.startswith(CLIP_PREFIX):  # its base is the bare checkpoint, not the packaged heads
             out: list[dict[str, Any]] = [{"version": BASE, "checkpoint": Path(encoder[len(CLIP_PREFIX):]).name}]
         else:
-            base_card = base_heads_path().with_suffix(".json")
-            out = [{"version": BASE, **_summary(json.loads(base_card.read_text()) if base_card.is_file() else {})}]
+            base_card = base_heads_path(encoder).with_suffix(".json")
+            out = [{"version": BASE, "image_model": encoder,
+                    **_summary(json.loads(base_card.read_text()) if base_card.is_file() else {})}]
         self._move_files()
         for number, card in self.store.model_cards():
             out.append({"version": f"v{number}", **_summary(json.loads(card))})

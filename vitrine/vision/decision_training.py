@@ -26,6 +26,7 @@ import numpy as np
 
 from vitrine.arrays import Array
 from vitrine.errors import InvalidInput
+from vitrine.models.heads import base_heads_path
 from vitrine.models.imaging import decode_image
 from vitrine.vision.decisions import (
     CROPS,
@@ -216,10 +217,12 @@ def train_decisions(finder: LookFinder, boxes_file: Path, *, limit: int | None =
             best = (mean_f1(result), thresholds, result)
     assert best is not None
     positives = {name: sum(1 for label in labels if label[name]) for name in DECISIONS}
+    image_model = finder.engine.image_encoder.spec.name
     card = {
         "name": "look-decisions", "trained_on": str(boxes_file.name), "split": "train", "photos": len(photos),
         "command": f"vitrine train-look {boxes_file.name}",
-        "zero_shot_shares_from": "the packaged base model (vitrine/models/base/fashion-heads.npz)",
+        "image_model": image_model,
+        "zero_shot_shares_from": f"the packaged base model ({base_heads_path(image_model).name})",
         "people": len(people), "positives": positives, "evidence": list(HAND_MADE) + [
             f"{crop}_pc{i}" for crop in pcs for i in range(components)],
         "outerwear_reach": [round(v, 4) for v in reach], "l2": L2, "folds": FOLDS,

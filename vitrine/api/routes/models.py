@@ -37,8 +37,10 @@ class TrainRequest(Strict):
 
 class ReindexRequest(Strict):
     encoder: str = Field("builtin", max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$",
-                         description="builtin, or the name of a checkpoint `vitrine models pull` brought in "
-                                     "(a folder on the server's disk is named by the CLI only)")
+                         description="builtin (the default built-in model), a built-in model's name "
+                                     "(efficientnet-lite0-fashion, efficientnet-lite0), or the name of a checkpoint "
+                                     "`vitrine models pull` brought in (a folder on the server's disk is named by "
+                                     "the CLI only)")
 
 
 class ModelVersionOut(BaseModel):
@@ -47,6 +49,7 @@ class ModelVersionOut(BaseModel):
     heldout: dict[str, float] | None = None
     created_at: float | None = None
     started_from: str | None = None
+    image_model: str | None = Field(None, description="base on a built-in model: the image model its heads read")
 
 
 class UseModel(Strict):
@@ -108,7 +111,8 @@ def versions(name: str, engine: EngineDep) -> list[ModelVersionOut]:
         held = card.get("heldout")
         out.append(ModelVersionOut(version=card["version"], active=card["version"] == active,
                                    heldout={k: float(v) for k, v in held.items()} if held else None,
-                                   created_at=card.get("created_at"), started_from=card.get("started_from")))
+                                   created_at=card.get("created_at"), started_from=card.get("started_from"),
+                                   image_model=card.get("image_model")))
     return out
 
 
