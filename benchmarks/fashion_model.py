@@ -125,7 +125,8 @@ def main() -> None:
             before = evaluate(engine, left_out, labels=False)
             install(engine, f"{left_out}-train", base)
             card = train_collection(engine, f"{left_out}-train")
-            tuned = engine.model_versions(f"{left_out}-train").load(card["version"])
+            tuned = engine.model_versions(f"{left_out}-train").load(
+                card["version"], image_model=engine.image_model_of(f"{left_out}-train"))
             assert tuned is not None
             install(engine, f"{left_out}-test", tuned)
             after = evaluate(engine, left_out, labels=False)
