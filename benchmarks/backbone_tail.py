@@ -11,6 +11,7 @@ R@10 on the hm and fpi test splits, scored the same way for the frozen baseline.
     python benchmarks/backbone_tail.py frozen --epochs 17
     python benchmarks/backbone_tail.py tune --epochs 8 --tail-lr 3e-4   # ~2.5 min an epoch on 2 cores
     python benchmarks/backbone_tail.py export tune.pt   # the tuned tail into the package (float16)
+    python benchmarks/backbone_tail.py extract --cut 11  # deeper: blocks 11-15 trained (1.7 GB of activations)
 
 `export` writes the tail of a tuned state as the packaged weights of the `efficientnet-lite0-fashion`
 image model; its base heads are then trained on its features with `vitrine train --base`.
@@ -38,11 +39,15 @@ from vitrine.models.training import TrainingData, _view_weights, collect, descri
 from vitrine.search.evaluation import GroundTruth
 
 WORK = Path("/tmp/vitrine-backbone")
-CUT = 13  # blocks [0, CUT) frozen: their output is 192 x 7 x 7
+CUT = 13  # blocks [0, CUT) frozen: their output is 192 x 7 x 7 (block 11's input is 112 x 14 x 14)
 SPEC = image_model_spec("efficientnet-lite0")
 
 
-def extract() -> None:
+def acts_path(cut: int) -> Path:
+    return WORK / ("acts.npy" if cut == CUT else f"acts{cut}.npy")
+
+
+def extract(cut: int = CUT) -> None:
     import hashlib
 
     import onnxruntime as ort
@@ -51,14 +56,18 @@ def extract() -> None:
     backbone = _torch_feature_model(SPEC).backbone.eval()
 
     class Front(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone = backbone  # a submodule, so that the export reads its weights as parameters
+
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            x = backbone._swish(backbone._bn0(backbone._conv_stem(x)))
-            for block in backbone._blocks[:CUT]:
+            x = self.backbone._swish(self.backbone._bn0(self.backbone._conv_stem(x)))
+            for block in self.backbone._blocks[:cut]:
                 x = block(x)
             return x
 
     WORK.mkdir(parents=True, exist_ok=True)
-    onnx_path = WORK / "front.onnx"
+    onnx_path = WORK / f"front{cut}.onnx"
     with torch.no_grad():
         torch.onnx.export(Front().eval(), (torch.zeros(2, 3, 224, 224),), str(onnx_path), input_names=["pixels"],
                           output_names=["act"], dynamic_axes={"pixels": {0: "b"}, "act": {0: "b"}},
@@ -77,8 +86,9 @@ def extract() -> None:
                     if path.is_file():
                         photos.setdefault(hashlib.sha256(path.read_bytes()).hexdigest(), path)
     shas, paths = list(photos), list(photos.values())
-    acts = np.lib.format.open_memmap(WORK / "acts.npy", mode="w+", dtype=np.float16,
-                                     shape=(len(paths), 2, 192, 7, 7))
+    with torch.no_grad():
+        shape = tuple(Front()(torch.zeros(1, 3, 224, 224)).shape[1:])
+    acts = np.lib.format.open_memmap(acts_path(cut), mode="w+", dtype=np.float16, shape=(len(paths), 2, *shape))
     started = time.time()
     for start in range(0, len(paths), 32):
         pixels = np.stack([to_model_input(decode_image(p.read_bytes(), max_pixels=50_000_000, draft_px=224),
@@ -91,14 +101,14 @@ def extract() -> None:
     print(f"{len(paths)} photos in {time.time() - started:.0f} s")
 
 
-def train(mode: str, epochs: int, tail_lr: float, start: str = "frozen.pt", out: str = "") -> None:
+def train(mode: str, epochs: int, tail_lr: float, start: str = "frozen.pt", out: str = "", cut: int = CUT) -> None:
     import torch
     from torch import nn
 
     torch.manual_seed(0)
     torch.set_num_threads(2)
     rng = np.random.default_rng(0)
-    acts = np.load(WORK / "acts.npy")
+    acts = np.load(acts_path(cut))
     sha_index = {s: i for i, s in enumerate((WORK / "shas.txt").read_text().split())}
     engine = Engine(bench_settings(HOME))
     backbone = _torch_feature_model(SPEC).backbone
@@ -114,7 +124,7 @@ def train(mode: str, epochs: int, tail_lr: float, start: str = "frozen.pt", out:
     class Model(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.blocks = nn.ModuleList(copy.deepcopy(backbone._blocks[CUT:]))
+            self.blocks = nn.ModuleList(copy.deepcopy(backbone._blocks[cut:]))
             self.head, self.bn = copy.deepcopy(backbone._conv_head), copy.deepcopy(backbone._bn1)
             self.drop = nn.Dropout(0.1)
             self.image_in, self.image_out = nn.Linear(1280 + 48, 1024), nn.Linear(1024, 384)
@@ -191,7 +201,12 @@ def train(mode: str, epochs: int, tail_lr: float, start: str = "frozen.pt", out:
     colours = torch.from_numpy(train_data.features[:, -48:].copy())
     heads = [p for n, p in model.named_parameters() if n.split(".")[0] not in ("blocks", "head", "bn")]
     if mode == "tune":
-        model.load_state_dict(torch.load(WORK / start))
+        state = torch.load(WORK / start)
+        blocks = sum(1 for k in state if k.startswith("blocks.") and k.endswith("._project_conv.weight"))
+        if blocks != len(model.blocks):
+            # heads trained on another cut's frozen features: the same ImageNet blocks, so keep the heads only
+            state = {k: v for k, v in state.items() if k.split(".")[0] not in ("blocks", "head", "bn")}
+        model.load_state_dict(state, strict=False)
         groups = [{"params": tail, "lr": tail_lr}, {"params": heads, "lr": 3e-4}]
     else:
         for p in tail:
@@ -254,13 +269,14 @@ def main() -> None:
     parser.add_argument("--tail-lr", type=float, default=1e-4)
     parser.add_argument("--start", default="frozen.pt", help="tune from this state (a file in the work folder)")
     parser.add_argument("--out", default="", help="save each epoch here (default: <mode>.pt)")
+    parser.add_argument("--cut", type=int, default=CUT, help="train blocks from this one on (extract for it first)")
     args = parser.parse_args()
     if args.mode == "extract":
-        extract()
+        extract(args.cut)
     elif args.mode == "export":
         export(args.state)
     else:
-        train(args.mode, args.epochs, args.tail_lr, args.start, args.out)
+        train(args.mode, args.epochs, args.tail_lr, args.start, args.out, args.cut)
 
 
 if __name__ == "__main__":
