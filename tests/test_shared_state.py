@@ -198,3 +198,35 @@ def test_looks_kept_as_files_by_an_older_vitrine_move_into_the_tables(engine: En
     assert looks.photo(look_id) == (STREET.read_bytes(), "jpeg")
     assert looks.crop(look_id, 0) == b"\x89PNG old crop"
     assert looks.store.ids() == [look_id] and not root.exists()
+
+
+def test_a_sqlite_file_opened_by_two_processes_at_once_retries_the_wal_switch_it_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replicas and workers starting together open the same new files; SQLite answers the loser of the
+    switch to WAL "database is locked" without waiting (seen as a replica that died on start)."""
+    from vitrine import sqlite_files
+
+    real = sqlite3.connect
+    lost = {"left": 2}
+
+    class Racing:
+        def __init__(self, db: sqlite3.Connection) -> None:
+            self.db = db
+
+        def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+            if "journal_mode" in sql and lost["left"]:
+                lost["left"] -= 1
+                raise sqlite3.OperationalError("database is locked")
+            return self.db.execute(sql, *args)
+
+        def close(self) -> None:
+            self.db.close()
+
+    monkeypatch.setattr(sqlite_files.sqlite3, "connect", lambda *a, **k: Racing(real(*a, **k)))
+    db = sqlite_files.connect_wal(tmp_path / "cache.sqlite")
+    assert lost["left"] == 0 and db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+    (tmp_path / "a folder").mkdir()
+    with pytest.raises(sqlite3.OperationalError, match="unable to open"):  # not retried
+        sqlite_files.connect_wal(tmp_path / "a folder")

@@ -4,11 +4,12 @@ every machine sees the same keys and the same jobs. Queries are written once, wi
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
+
+from vitrine.sqlite_files import connect_wal
 
 
 class Tables(Protocol):
@@ -33,9 +34,7 @@ class SqliteTables:
     def __init__(self, path: Path, schema: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=10000")
+        self._db = connect_wal(path)
         self._db.executescript(schema)
 
     def rows(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:

@@ -44,6 +44,7 @@ from vitrine.index.store import (
     normalise_field,
     swap_in_batches,
 )
+from vitrine.sqlite_files import connect_wal
 from vitrine.tables import SqliteTables
 
 # 2: image feature rows end with the colour descriptor; 3: products have variants; 4: `sizes` is
@@ -141,12 +142,10 @@ class SqliteStore:
         self._closed = False
         self._writing = 0  # the generation of the write in progress (under the lock)
         self._posting_cache = PostingCache()
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db = connect_wal(path)
         self.incarnation = path.stat().st_ino
-        self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.execute("PRAGMA busy_timeout=10000")
         self._migrate()
         self._read_lock = threading.RLock()
         self._reader = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)

@@ -3,7 +3,6 @@ collections and restarts (an ingest killed half-way resumes without re-encoding)
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from vitrine.arrays import Array
+from vitrine.sqlite_files import connect_wal
 
 
 class FeatureCache:
@@ -18,10 +18,8 @@ class FeatureCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.dim = dim
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = connect_wal(path)
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=10000")
         self._db.execute("CREATE TABLE IF NOT EXISTS features(sha256 TEXT PRIMARY KEY, vector BLOB NOT NULL)")
 
     def get_many(self, hashes: Iterable[str]) -> dict[str, Array]:
