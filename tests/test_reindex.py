@@ -5,6 +5,7 @@ encoder's cache; a write encoded with the old encoder after the switch is refuse
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,7 @@ def test_reindex_moves_a_collection_to_a_checkpoint_and_back(
 
 
 def test_a_collection_on_the_imagenet_model_keeps_working_until_reindex_moves_it_to_the_fashion_model(
-    engine: Engine, small_luma: Path, capsys: pytest.CaptureFixture[str]
+    engine: Engine, small_luma: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     """What a collection made before the fashion-tuned model sees: it searches on as it was, with the
     heads trained on the ImageNet model's features, and `vitrine reindex` moves it over."""
@@ -92,6 +93,10 @@ def test_a_collection_on_the_imagenet_model_keeps_working_until_reindex_moves_it
     assert old_heads.card["image_model"] == "efficientnet-lite0"
     assert new_heads.card["image_model"] == IMAGE_MODEL
     _own_photo_first(engine, "old", "MJ01")
+    with caplog.at_level(logging.WARNING, logger="vitrine.engine"):
+        engine.preload()  # what a server starting over this home does
+    told = [r for r in caplog.records if r.getMessage().startswith("collection on an older built-in image model")]
+    assert [(r.collection, r.image_model) for r in told] == [("old", "efficientnet-lite0")]  # type: ignore[attr-defined]
     jackets = engine.search(Query(text="jacket", collection="old", top_k=3)).hits
     assert jackets and all("cross_modal" in h.scores for h in jackets)
 

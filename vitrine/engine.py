@@ -152,6 +152,10 @@ class Engine:
         try:
             for name in self.collection_names():
                 self.vectors(name)
+                encoder = self.image_model_of(name)
+                if encoder in IMAGE_MODELS and encoder != IMAGE_MODEL:
+                    log.warning("collection on an older built-in image model; `vitrine reindex` moves it",
+                                extra={"collection": name, "image_model": encoder, "default": IMAGE_MODEL})
         except ServiceDown as exc:
             log.warning("collections not preloaded", extra={"error": str(exc)})
 
