@@ -96,7 +96,7 @@ def test_a_collection_on_the_imagenet_model_keeps_working_until_reindex_moves_it
     with caplog.at_level(logging.WARNING, logger="vitrine.engine"):
         engine.preload()  # what a server starting over this home does
     told = [r for r in caplog.records if r.getMessage().startswith("collection on an older built-in image model")]
-    assert [(r.collection, r.image_model) for r in told] == [("old", "efficientnet-lite0")]  # type: ignore[attr-defined]
+    assert [(r.collection, r.image_model) for r in told] == [("old", "efficientnet-lite0")]  # fields from extra=
     jackets = engine.search(Query(text="jacket", collection="old", top_k=3)).hits
     assert jackets and all("cross_modal" in h.scores for h in jackets)
 
