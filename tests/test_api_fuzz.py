@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
@@ -20,6 +22,7 @@ from vitrine.settings import Settings
 # schemathesis parametrizes at collection, so the spec is read at import, straight from the app
 # (fetching /openapi.json would run the app's lifespan); the lifespan starts in the fixture below.
 HOME = Path(tempfile.mkdtemp(prefix="vitrine-fuzz-"))
+atexit.register(shutil.rmtree, HOME, True)  # made at import, so removed at exit: every run, filtered or not
 APP = create_app(Settings(home=HOME / "home", data_dir=DATA, threads=2, rate_limit_per_minute=0))
 schema = schemathesis.openapi.from_dict(APP.openapi())
 schema.app = APP  # cases are sent to the app in process, as from_asgi would
