@@ -15,9 +15,10 @@ from vitrine.api.app import create_app
 from vitrine.cli.main import main as cli
 from vitrine.engine import Engine
 from vitrine.errors import ImageError, InvalidInput
+from vitrine.index.store import Filters, RangeFilter
 from vitrine.vision.evaluation import evaluate_looks, photo_split
 from vitrine.vision.garments import garment_group, iou
-from vitrine.vision.look import NO_PERSON, LookFinder
+from vitrine.vision.look import MATCH_GROUPS, NO_PERSON, LookFinder, categories_by_group, match_filters
 from vitrine.vision.service import LookService
 
 CCP = DATA / "ccp"
@@ -34,7 +35,27 @@ def test_garments_of_a_street_photo_overlap_the_true_boxes(luma_engine: Engine) 
     for garment in look.garments:
         assert set(garment.labels) == {"category", "colour", "pattern"}
         assert garment.crop_png[:8] == b"\x89PNG\r\n\x1a\n"
+        if garment.group == "shoes":  # Luma sells no shoes: her boots are not matched with its tights
+            assert garment.matches == [] and garment.unmatched == "the collection has no shoes"
+            continue
         assert len(garment.matches) == 3 and all(m.collection == "luma" for m in garment.matches)
+        assert {garment_group(m.category) for m in garment.matches} <= set(MATCH_GROUPS.get(garment.group,
+                                                                                            (garment.group,)))
+
+
+def test_matches_keep_to_the_garment_s_group_and_the_shopper_s_filters() -> None:
+    by_group = categories_by_group([("Tees", 24), ("Jackets", 23), ("Pants", 25), ("Watches", 9)])
+    assert by_group == {"top": ["Tees"], "outerwear": ["Jackets"], "bottom": ["Pants"]}
+    shopper = Filters(equals={"colour": ("Red",)}, ranges={"price": RangeFilter(high=50)})
+    top = match_filters(shopper, by_group, "top")
+    assert top is not None and top.equals == {"colour": ("Red",), "category": ("Tees", "Jackets")}
+    assert top.ranges == shopper.ranges
+    bottom = match_filters(shopper, by_group, "bottom")
+    assert bottom is not None and bottom.equals["category"] == ("Pants",)
+    assert match_filters(shopper, by_group, "shoes") is None  # nothing of that group: no matches at all
+    own = Filters(equals={"Category": ("Watches",)})  # the shopper's own category choice stands
+    assert match_filters(own, by_group, "shoes") is own
+    assert match_filters(shopper, {}, "shoes") is shopper  # no category names a group: nothing to go by
 
 
 def test_people_seen_from_the_waist_up_side_by_side_are_found(luma_engine: Engine) -> None:
@@ -134,7 +155,10 @@ def test_cli_look_draws_the_boxes(luma_home: Path, tmp_path: Path, capsys: pytes
     assert cli(["--home", str(luma_home), "look", str(CCP / "photos" / "0003.jpg"), "-c", "luma", "-k", "2",
                 "--draw", str(drawn), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["garments"] and all(len(g["matches"]) == 2 for g in result["garments"])
+    assert result["garments"] and all(len(g["matches"]) == 2 and g["unmatched"] is None
+                                      for g in result["garments"] if g["group"] != "shoes")
+    shoes = [g for g in result["garments"] if g["group"] == "shoes"]
+    assert shoes and all(g["matches"] == [] and g["unmatched"] == "the collection has no shoes" for g in shoes)
     assert drawn.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert cli(["--home", str(luma_home), "look", str(tmp_path / "missing.jpg")]) == 2
 

@@ -266,6 +266,7 @@ def test_shop_the_look(server: dict[str, str], page: Any) -> None:
     page.wait_for_selector("#garments .garment")
     assert page.locator(".stage .box").count() == page.locator("#garments .garment").count() >= 2
     assert page.locator("#garments .garment .card").count() >= 4
+    assert "No matches: the collection has no shoes" in page.locator("#garments").inner_text()  # not tights
     page.screenshot(path=str(SHOTS / "ui-look.png"), full_page=True)
     page.get_by_label("Category").first.fill("trench coat")  # an inline correction (needs the write key)
     page.evaluate("k => localStorage.setItem('vitrine.key', k)", server["token"])

@@ -86,6 +86,8 @@ def cmd_look(engine: Engine, args: argparse.Namespace) -> int:
         out.append(f"- {g['group']:<9} box {g['box']}  {summary}")
         for m in g["matches"]:
             out.append(f"    {m['score']:.3f}  {m['id']:<14} {m['title']}")
+        if g.get("unmatched"):
+            out.append(f"    no matches: {g['unmatched']}")
     if args.draw:
         out.append(f"drawn: {args.draw}")
     sys.stdout.write("\n".join(out) + "\n")

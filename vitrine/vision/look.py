@@ -19,7 +19,7 @@ from PIL import Image
 
 from vitrine.arrays import Array
 from vitrine.engine import Engine
-from vitrine.index.store import Filters
+from vitrine.index.store import Filters, normalise_field
 from vitrine.models.imaging import decode_image
 from vitrine.models.labels import Label, ZeroShotLabeller
 from vitrine.search.query import Hit, Query
@@ -29,6 +29,11 @@ from vitrine.vision.garments import GROUP_WORDS, Box, body_regions, garment_grou
 from vitrine.vision.people import PeopleDetector, Person
 
 SHORT_BOTTOMS = ("skirt", "shorts")
+# The groups whose products a garment is matched with: a top and a coat are close enough that a shopper
+# looking at one may want the other (and the decision between them is the least sure).
+MATCH_GROUPS: dict[str, tuple[str, ...]] = {"top": ("top", "outerwear"), "outerwear": ("outerwear", "top")}
+PLURALS = {"top": "tops", "bottom": "bottoms", "dress": "dresses", "outerwear": "coats or jackets", "shoes": "shoes",
+           "bag": "bags"}
 MATCH_ALPHA = 0.7  # image weight when matching a crop together with its label words
 NO_PERSON = "no person found in the photo"
 Stage = Callable[[str], None]
@@ -42,6 +47,7 @@ class Garment:
     labels: dict[str, list[Label]]
     crop_png: bytes = b""
     matches: list[Hit] = field(default_factory=list)
+    unmatched: str | None = None  # why it has no matches ("the collection has no shoes")
 
     def label(self, kind: str) -> str:
         found = self.labels.get(kind) or []
@@ -131,11 +137,15 @@ class LookFinder:
             garments += self._garments(rgb, person, number, collection)
         stage("MATCHING")
         if collection:
+            by_group = categories_by_group(self.engine.store(collection).value_counts("category"))
             for garment in garments:
+                within = match_filters(filters or Filters(), by_group, garment.group)
+                if within is None:
+                    garment.unmatched = f"the collection has no {PLURALS.get(garment.group, garment.group)}"
+                    continue
                 words = f"{garment.label('colour')} {garment.label('category')}".strip()
                 response = self.engine.search(Query(image=garment.crop_png, text=words or None, alpha=MATCH_ALPHA,
-                                                    collection=collection, top_k=top_k, filters=filters or Filters(),
-                                                    facets=()))
+                                                    collection=collection, top_k=top_k, filters=within, facets=()))
                 garment.matches = response.hits
         reason = None if garments else "people found, but no garment clearly visible"
         return Look(width=image.width, height=image.height, people=len(people), garments=garments, reason=reason)
@@ -186,6 +196,29 @@ class LookFinder:
         return garments
 
 
+def categories_by_group(counts: list[tuple[str, int]]) -> dict[str, list[str]]:
+    """A collection's categories (from `value_counts`) by the garment group each names; others left out."""
+    out: dict[str, list[str]] = {}
+    for value, _ in counts:
+        group = garment_group(value)
+        if group is not None:
+            out.setdefault(group, []).append(value)
+    return out
+
+
+def match_filters(filters: Filters, by_group: dict[str, list[str]], group: str) -> Filters | None:
+    """The filters a garment's matches are searched with: the shopper's, narrowed to the collection's
+    categories of the garment's group, so that shoes are never matched with tights. None when the
+    collection sells none of that group. Left as they are when no category of the collection names a
+    garment group (nothing to go by), or when the shopper filters on category themselves."""
+    if not by_group or any(normalise_field(f) == "category" for f in filters.equals):
+        return filters
+    categories = [c for g in MATCH_GROUPS.get(group, (group,)) for c in by_group.get(g, [])]
+    if not categories:
+        return None
+    return Filters(equals={**filters.equals, "category": tuple(categories)}, ranges=filters.ranges)
+
+
 def look_as_dict(look: Look, *, crop_url: Callable[[int], str] | None = None) -> dict[str, Any]:
     """The JSON shape of a look (CLI --json and the job result)."""
     garments = []
@@ -195,6 +228,7 @@ def look_as_dict(look: Look, *, crop_url: Callable[[int], str] | None = None) ->
             "labels": {k: [{"value": x.value, "confidence": x.confidence} for x in v] for k, v in g.labels.items()},
             "matches": [{"collection": h.collection, "id": h.id, "title": h.title, "score": round(h.score, 4),
                          "category": h.category, "colour": h.colour, "price": h.price} for h in g.matches],
+            "unmatched": g.unmatched,
         }
         if crop_url is not None:
             item["crop_url"] = crop_url(i)

@@ -401,7 +401,8 @@ async function showLook(lookId, view) {
       } },
         el("div", {}, el("label", { for: `fix-${g.index}`, text: "Category" }), category),
         el("button", { type: "submit", class: "secondary", text: "Correct" })),
-      el("ul", { class: "grid" }, g.matches.map((m) => card({ ...m, main_image_url: `/collections/${encodeURIComponent(m.collection)}/products/${encodeURIComponent(m.id)}/images/0`, matched_image_url: null, matched_image_position: null }))));
+      g.unmatched ? el("p", { class: "meta", text: `No matches: ${g.unmatched}` })
+        : el("ul", { class: "grid" }, g.matches.map((m) => card({ ...m, main_image_url: `/collections/${encodeURIComponent(m.collection)}/products/${encodeURIComponent(m.id)}/images/0`, matched_image_url: null, matched_image_position: null }))));
   });
   view.replaceChildren(el("p", { class: "meta", text: look.reason || `${look.people} people, ${look.garments.length} garments` }),
     el("div", { class: "look" }, stage, el("div", { id: "garments" }, garments)));
