@@ -229,6 +229,26 @@ def write_catalog(folder: Path, rows: list[dict[str, str]], name: str = "catalog
     return path
 
 
+HM_JEANS = {"Menswear": ("0611020022", "0611020026", "0664647001"),
+            "Ladieswear": ("0399256001", "0399256002", "0399256005"),
+            "Divided": ("0399136004", "0399136009", "0399136027")}
+
+
+def hm_catalog(folder: Path, ids: set[str]) -> Path:
+    """Real H&M rows (products `ids`) with their photos, in H&M's own columns: the gender is in `section`."""
+    source = DATA / "hm"
+    with (source / "catalog.csv").open(newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["product_id"] in ids]
+    for row in rows:
+        (folder / row["image"]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source / row["image"], folder / row["image"])
+    with (folder / "catalog.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return folder / "catalog.csv"
+
+
 @pytest.fixture
 def small_luma(tmp_path: Path) -> Path:
     """12 real Luma products (hoodies, jackets, pants, bags) with their photos, in a private folder."""

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 import shop_exports as shop
-from conftest import LUMA, luma_rows, write_catalog
+from conftest import HM_JEANS, LUMA, hm_catalog, luma_rows, write_catalog
 from test_cli import run_main
 
 from vitrine.catalog.cleaning import Money, html_to_text, parse_money
 from vitrine.catalog.columns import detect_columns, lookup
 from vitrine.catalog.formats import detect_format
-from vitrine.catalog.records import choose_category, to_record
+from vitrine.catalog.records import choose_category, derived_genders, to_record
 from vitrine.engine import Engine
 from vitrine.errors import CatalogError
 from vitrine.index.sqlite_store import SqliteStore
@@ -153,6 +153,37 @@ def test_cli_exits_6_when_rows_failed(capsys: pytest.CaptureFixture[str], tmp_pa
     code, out, err = run_main(capsys, home, "ingest", str(catalog), "-c", "shop", "--no-progress",
                               "--allow-failures")
     assert code == 0
+
+
+@pytest.mark.parametrize(("attributes", "genders"), [
+    ({"section": "Menswear"}, ["Men"]),
+    ({"section": "Ladieswear"}, ["Women"]),
+    ({"Department": "Women's Shoes"}, ["Women"]),
+    ({"section": "Baby/Children"}, ["Baby", "Kids"]),
+    ({"section": "Divided"}, []),  # H&M's young line: no gender in the name
+    ({"material": "Menswear fabric"}, []),  # not a department
+])
+def test_a_department_attribute_gives_a_gender(attributes: dict[str, str], genders: list[str]) -> None:
+    assert derived_genders(["Trousers"], attributes) == genders
+    assert derived_genders(["Men/Bottoms/Pants"], attributes) == ["Men"]  # a gendered category path comes first
+
+
+def test_collections_of_schema_7_gain_genders_from_their_departments(tmp_path: Path, settings: object) -> None:
+    with Engine(settings) as engine:  # type: ignore[arg-type]
+        engine.ingest("old", hm_catalog(tmp_path / "hm", {*HM_JEANS["Menswear"], *HM_JEANS["Divided"]}))
+        path = engine.store("old").path
+    db = sqlite3.connect(path)
+    db.execute("DELETE FROM product_values WHERE field='gender'")  # as schema 7 stored H&M rows
+    db.execute("PRAGMA user_version=7")
+    db.commit()
+    db.close()
+    store = SqliteStore(path, name="old")
+    try:
+        assert store.value_counts("gender") == [("Men", 3)]  # the Divided jeans name none
+        assert len(store.filter_rows(Filters(equals={"gender": ("men",)}))) == 3
+    finally:
+        store.close()
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone() == (8,)
 
 
 def test_collections_of_the_previous_schema_open_and_gain_variants(tmp_path: Path, settings: object) -> None:

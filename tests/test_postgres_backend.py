@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import BACKEND, LUMA, REPO, create_database, free_port, make_settings, wait_for
+from conftest import BACKEND, HM_JEANS, LUMA, REPO, create_database, free_port, hm_catalog, make_settings, wait_for
 from fastapi.testclient import TestClient
 
 from vitrine.api.app import create_app
@@ -188,7 +188,25 @@ def test_a_collection_from_before_the_change_log_is_migrated(postgres_server: st
         assert engine.store("shop").count() == 11
         assert engine.store("shop").save_model(b"weights", "{}") == 1  # version 3 keeps model versions
     with psycopg.connect(url, autocommit=True) as conn:
-        assert conn.execute("SELECT version FROM vitrine_collections WHERE name = 'shop'").fetchone() == (3,)
+        assert conn.execute("SELECT version FROM vitrine_collections WHERE name = 'shop'").fetchone() == (4,)
+
+
+def test_a_collection_of_version_3_gains_genders_from_its_departments(postgres_server: str, models_dir: Path,
+                                                                      tmp_path: Path) -> None:
+    url = create_database("departments")
+    catalog = hm_catalog(tmp_path / "hm", {*HM_JEANS["Menswear"], *HM_JEANS["Divided"]})
+    with Engine(make_settings(tmp_path / "a", models_dir, database_url=url)) as engine:
+        engine.ingest("hm", catalog)
+    with psycopg.connect(url, autocommit=True) as conn:
+        (collection_id,), = conn.execute("SELECT id FROM vitrine_collections WHERE name = 'hm'").fetchall()
+        conn.execute(f"DELETE FROM vc_{collection_id}.product_values WHERE field = 'gender'")  # as version 3 stored
+        conn.execute("UPDATE vitrine_collections SET version = 3 WHERE name = 'hm'")
+    with Engine(make_settings(tmp_path / "b", models_dir, database_url=url)) as engine:
+        assert engine.store("hm").value_counts("gender") == [("Men", 3)]  # the Divided jeans name none
+        hits = engine.search(Query(collection="hm", filters=Filters(equals={"gender": ("men",)}))).hits
+        assert sorted(h.id for h in hits) == sorted(HM_JEANS["Menswear"])
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert conn.execute("SELECT version FROM vitrine_collections WHERE name = 'hm'").fetchone() == (4,)
 
 
 def test_a_bad_or_unreachable_database_url_is_said_clearly(tmp_path: Path, models_dir: Path) -> None:

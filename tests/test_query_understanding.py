@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import HM_JEANS, hm_catalog
 from fastapi.testclient import TestClient
 from test_cli import run_main
 
@@ -158,3 +159,21 @@ def test_the_facet_boost_goes_to_the_products_holding_an_understood_value(luma_e
             expected[sorted(holders)] += FACET_BOOST
         np.testing.assert_array_equal(bonus, expected)
         assert 0 < np.count_nonzero(bonus == 2 * FACET_BOOST) < np.count_nonzero(bonus)
+
+
+def test_a_department_names_the_gender_when_no_field_does(engine: Engine, tmp_path: Path) -> None:
+    """H&M keeps gender in `section` ("Menswear", "Ladieswear"): "mens jeans" must find men's jeans first,
+    and the gender filter and facet must know them. "Divided" names no gender."""
+    engine.ingest("hm", hm_catalog(tmp_path / "hm", {i for ids in HM_JEANS.values() for i in ids}))
+
+    def ids(query: Query) -> list[str]:
+        return [h.id for h in engine.search(query).hits]
+
+    assert sorted(ids(Query(collection="hm", filters=Filters(equals={"gender": ("Men",)})))) == \
+        sorted(HM_JEANS["Menswear"])
+    assert sorted(ids(Query(collection="hm", filters=Filters(equals={"gender": ("women",)})))) == \
+        sorted(HM_JEANS["Ladieswear"])
+    response = engine.search(Query(text="mens jeans", collection="hm", top_k=9))
+    assert response.understood == {"gender": ["Men"]}
+    assert set([h.id for h in response.hits][:3]) == set(HM_JEANS["Menswear"])
+    assert engine.search(Query(collection="hm", facets=("gender",))).facets["gender"] == {"Men": 3, "Women": 3}

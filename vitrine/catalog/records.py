@@ -242,6 +242,34 @@ def gender_of_paths(paths: list[str]) -> list[str]:
     return list(dict.fromkeys(found))
 
 
+# Attributes that name a store's department, and the department words that are a gender ("Menswear").
+DEPARTMENT_FIELDS = frozenset({"department", "section", "division", "index_group_name", "index_name"})
+_DEPARTMENT_GENDERS = {
+    "men": "Men", "mens": "Men", "menswear": "Men", "man": "Men",
+    "women": "Women", "womens": "Women", "womenswear": "Women", "woman": "Women", "ladies": "Women",
+    "ladieswear": "Women", "boys": "Boys", "girls": "Girls", "kids": "Kids", "kidswear": "Kids",
+    "children": "Kids", "childrenswear": "Kids", "baby": "Baby", "unisex": "Unisex",
+}
+
+
+def gender_of_departments(attributes: dict[str, Any]) -> list[str]:
+    """The genders a department attribute names (H&M's `section` "Menswear": "Men"; "Baby/Children":
+    "Baby", "Kids"), for a catalog with neither a gender field nor gendered category paths."""
+    found = []
+    for name, value in attributes.items():
+        if re.sub(r"[^a-z]+", "_", name.strip().lower()).strip("_") not in DEPARTMENT_FIELDS:
+            continue
+        for word in re.findall(r"[a-z]+", str(value).lower().replace("'", "")):
+            if word in _DEPARTMENT_GENDERS:
+                found.append(_DEPARTMENT_GENDERS[word])
+    return list(dict.fromkeys(found))
+
+
+def derived_genders(category_paths: list[str], attributes: dict[str, Any]) -> list[str]:
+    """A product's genders when it has no gender field: its category paths', else its department's."""
+    return gender_of_paths(category_paths) or gender_of_departments(attributes)
+
+
 def _leaf_category(value: str) -> str:
     segments = category_segments(value)
     return segments[-1] if segments else value

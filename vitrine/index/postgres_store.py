@@ -43,6 +43,7 @@ from vitrine.index.rows import (
     filter_values,
     in_stock,
     products_in_order,
+    stored_genders,
     variants_json,
 )
 from vitrine.index.store import (
@@ -68,7 +69,7 @@ log = logging.getLogger(__name__)
 # filter indexes that hold the product row (an index-only scan instead of a table visit per row).
 # Collection 3: trained model versions, which were files on the machine that trained them.
 DATABASE_VERSION = 1
-COLLECTION_VERSION = 3
+COLLECTION_VERSION = 4  # 3: model versions in the store; 4: genders from departments ("Menswear")
 _SETUP_LOCK = 7_146_001  # pg_advisory_xact_lock key: one process sets the database up at a time
 _CONNECT_TIMEOUT_S = 5
 _STREAM_ROWS = 5000
@@ -356,7 +357,15 @@ class PostgresCollections:
             conn.execute(sql.SQL("SET LOCAL search_path TO {}, public").format(_schema(collection_id)))
             if found[0] < 2:
                 conn.execute(_MIGRATE_TO_2)
-            conn.execute(_MODELS)
+            if found[0] < 3:
+                conn.execute(_MODELS)
+            if found[0] < 4:  # products without a gender get their department's, as new writes do
+                stored = conn.execute("SELECT row_id, category, attributes FROM products WHERE row_id NOT IN "
+                                      "(SELECT product_row FROM product_values WHERE field = 'gender')").fetchall()
+                with conn.cursor() as cursor:
+                    cursor.executemany("INSERT INTO product_values(product_row, field, value, value_norm, num) "
+                                       "VALUES(%s, 'gender', %s, %s, NULL)",
+                                       [(row, g, g.lower()) for row, g in stored_genders(stored)])
             conn.execute("UPDATE vitrine_collections SET version=%s WHERE id=%s", (COLLECTION_VERSION, collection_id))
         log.info("collection migrated", extra={"collection_id": collection_id, "version": COLLECTION_VERSION})
 

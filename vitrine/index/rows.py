@@ -4,13 +4,13 @@ keyword index holds, and whether it is in stock. Kept here so both stores find t
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from vitrine.catalog.records import ProductRecord, Variant, category_segments, gender_of_paths, parse_availability
+from vitrine.catalog.records import ProductRecord, Variant, category_segments, derived_genders, parse_availability
 from vitrine.index.store import Filters, Product, ProductImage, normalise_field
 
 _MAX_VALUE_LEN = 120
@@ -45,7 +45,7 @@ def filter_values(r: ProductRecord) -> list[tuple[str, str, str, float | None]]:
     values += [("category", segments[-1]) for segments in map(category_segments, r.categories) if segments]
     if not any(normalise_field(k) == "gender" for k in r.attributes):
         paths = list(r.categories) or [str(r.attributes.get("category_path", r.category))]
-        values += [("gender", g) for g in gender_of_paths(paths)]
+        values += [("gender", g) for g in derived_genders(paths, r.attributes)]
     for variant in r.variants:
         values += [(normalise_field(k), v) for k, v in variant.options.items()]
         values.append(("sku", variant.sku))
@@ -54,6 +54,21 @@ def filter_values(r: ProductRecord) -> list[tuple[str, str, str, float | None]]:
     for price in sorted(p for p in prices if p is not None):
         found[("price", repr(price))] = ("price", repr(price), repr(price), price)
     return list(found.values())
+
+
+def stored_genders(products: Iterable[tuple[int, str, str]]) -> list[tuple[int, str]]:
+    """(row, gender) for stored products without one, from (row, category, attributes as JSON): what a
+    store migration adds so that older rows are found by gender as `filter_values` finds new ones."""
+    found = []
+    for row, category, attributes in products:
+        try:
+            parsed = json.loads(attributes)
+        except ValueError:
+            continue
+        parsed = parsed if isinstance(parsed, dict) else {}
+        path = str(parsed.get("category_path", category))
+        found += [(row, g) for g in derived_genders([path], parsed)]
+    return found
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ vectors; the `generation` counter tells in-memory indexes when to reload."""
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import threading
@@ -17,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from vitrine.arrays import Array
-from vitrine.catalog.records import gender_of_paths
 from vitrine.errors import CollectionGone, Conflict, NotFound
 from vitrine.files import remove_folder
 from vitrine.index.keywords import PostingCache, Postings, keyword_scores, keyword_scores_of, keyword_words
@@ -28,6 +26,7 @@ from vitrine.index.rows import (
     filter_values,
     in_stock,
     products_in_order,
+    stored_genders,
     variants_json,
 )
 from vitrine.index.store import (
@@ -50,8 +49,9 @@ from vitrine.tables import SqliteTables
 # 2: image feature rows end with the colour descriptor; 3: products have variants; 4: `sizes` is
 # filtered as `size`, and category paths give a gender ("Men/Tops") to products without one; 5: a change
 # log (the generation that last wrote each product, and the rows removed), so indexes update incrementally;
-# 6: the filter indexes hold the product row, so a filter's rows are read from the index alone
-SCHEMA_VERSION = 7
+# 6: the filter indexes hold the product row, so a filter's rows are read from the index alone; 7: model
+# versions in the store; 8: products without a gender get their department's ("section": "Menswear")
+SCHEMA_VERSION = 8
 _STRONG_COLUMNS = "{id title category colour}"  # rows.SearchTexts
 
 _SCHEMA = """
@@ -162,12 +162,13 @@ class SqliteStore:
                     f"collection {self.name!r} was built by an older Vitrine whose image features lack colour; "
                     "delete it and ingest its catalog again"
                 )
-            if version in (2, 3, 4, 5, 6):
+            if version in (2, 3, 4, 5, 6, 7):
                 self._db.execute("BEGIN")
                 if version == 2:  # products gained variants: old rows have none
                     self._db.execute("ALTER TABLE products ADD COLUMN variants TEXT NOT NULL DEFAULT '[]'")
                 if version in (2, 3):
                     self._migrate_values()
+                self._add_missing_genders()
                 columns = {c[1] for c in self._db.execute("PRAGMA table_info(products)")}
                 if "changed" not in columns:
                     self._db.execute("ALTER TABLE products ADD COLUMN changed INTEGER NOT NULL DEFAULT 0")
@@ -183,20 +184,22 @@ class SqliteStore:
                                        f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
 
     def _migrate_values(self) -> None:
-        """Schema 4's filter values, in the open transaction: `sizes` rows become `size` ones, and
-        products without a gender get their category path's."""
+        """Schema 4's filter values, in the open transaction: `sizes` rows become `size` ones."""
         db = self._db
         db.execute("DELETE FROM product_values WHERE field='sizes' AND EXISTS (SELECT 1 FROM product_values s "
                    "WHERE s.field='size' AND s.product_row=product_values.product_row "
                    "AND s.value_norm=product_values.value_norm)")
         db.execute("UPDATE product_values SET field='size' WHERE field='sizes'")
-        has_gender = {r for (r,) in db.execute("SELECT DISTINCT product_row FROM product_values WHERE field='gender'")}
-        for row, category, attributes in db.execute("SELECT row, category, attributes FROM products").fetchall():
-            if row in has_gender:
-                continue
-            for gender in gender_of_paths([str(json.loads(attributes).get("category_path", category))]):
-                db.execute("INSERT INTO product_values(product_row, field, value, value_norm, num) "
-                           "VALUES(?, 'gender', ?, ?, NULL)", (row, gender, gender.lower()))
+
+    def _add_missing_genders(self) -> None:
+        """Schema 4's and 8's filter values, in the open transaction: products without a gender get their
+        category path's, else their department's, as `rows.filter_values` gives them now."""
+        db = self._db
+        stored = db.execute("SELECT row, category, attributes FROM products WHERE row NOT IN "
+                            "(SELECT product_row FROM product_values WHERE field='gender')").fetchall()
+        db.executemany("INSERT INTO product_values(product_row, field, value, value_norm, num) "
+                       "VALUES(?, 'gender', ?, ?, NULL)",
+                       [(row, g, g.lower()) for row, g in stored_genders(stored)])
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
