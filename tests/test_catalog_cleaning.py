@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import shop_exports as shop
-from conftest import HM_JEANS, LUMA, hm_catalog, luma_rows, write_catalog
+from conftest import HM_JEANS, LUMA, hm_catalog, luma_rows, make_settings, write_catalog
 from test_cli import run_main
 
 from vitrine.catalog.cleaning import Money, html_to_text, parse_money
@@ -168,21 +168,24 @@ def test_a_department_attribute_gives_a_gender(attributes: dict[str, str], gende
     assert derived_genders(["Men/Bottoms/Pants"], attributes) == ["Men"]  # a gendered category path comes first
 
 
-def test_collections_of_schema_7_gain_genders_from_their_departments(tmp_path: Path, settings: object) -> None:
-    with Engine(settings) as engine:  # type: ignore[arg-type]
+def test_collections_of_schema_7_gain_genders_from_their_departments(tmp_path: Path, models_dir: Path) -> None:
+    """Opened by this Vitrine, a schema 7 store gives H&M rows their `section`'s gender, and a snapshot
+    saved before (of the same generation, without them) does not hide it: the migration is a write."""
+    settings = make_settings(tmp_path / "home", models_dir, snapshot_min_products=0)
+    with Engine(settings) as engine:
         engine.ingest("old", hm_catalog(tmp_path / "hm", {*HM_JEANS["Menswear"], *HM_JEANS["Divided"]}))
         path = engine.store("old").path
-    db = sqlite3.connect(path)
-    db.execute("DELETE FROM product_values WHERE field='gender'")  # as schema 7 stored H&M rows
-    db.execute("PRAGMA user_version=7")
-    db.commit()
-    db.close()
-    store = SqliteStore(path, name="old")
-    try:
-        assert store.value_counts("gender") == [("Men", 3)]  # the Divided jeans name none
-        assert len(store.filter_rows(Filters(equals={"gender": ("men",)}))) == 3
-    finally:
-        store.close()
+    with sqlite3.connect(path) as db:
+        db.execute("DELETE FROM product_values WHERE field='gender'")  # as schema 7 stored H&M rows
+    with Engine(settings) as engine:
+        assert engine.search(Query(collection="old", facets=("gender",))).facets["gender"] == {}  # snapshot saved
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version=7")
+    with Engine(settings) as engine:
+        assert engine.search(Query(collection="old", facets=("gender",))).facets["gender"] == {"Men": 3}
+        response = engine.search(Query(text="mens jeans", collection="old", top_k=6))
+        assert response.understood == {"gender": ["Men"]}
+        assert {h.id for h in response.hits[:3]} == set(HM_JEANS["Menswear"])
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone() == (8,)
 
 

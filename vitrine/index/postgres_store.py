@@ -188,6 +188,25 @@ INSERT INTO meta SELECT 'changes_from', value FROM meta WHERE key = 'generation'
 """
 
 
+def _add_missing_genders(conn: psycopg.Connection[Any]) -> None:
+    """Version 4's filter values, in the open transaction on the collection's schema: products without a
+    gender get their department's ("Menswear"), as new writes do."""
+    stored = conn.execute("SELECT row_id, category, attributes FROM products WHERE row_id NOT IN "
+                          "(SELECT product_row FROM product_values WHERE field = 'gender')").fetchall()
+    added = stored_genders(stored)
+    if not added:
+        return
+    with conn.cursor() as cursor:
+        cursor.executemany("INSERT INTO product_values(product_row, field, value, value_norm, num) "
+                           "VALUES(%s, 'gender', %s, %s, NULL)", [(row, g, g.lower()) for row, g in added])
+        # as a write: a snapshot of an earlier generation catches up with these products' new values
+        found = conn.execute("UPDATE meta SET value = (value::bigint + 1)::text WHERE key = 'generation' "
+                             "RETURNING value::bigint").fetchone()
+        assert found is not None  # every collection has its generation
+        rows = sorted({r for r, _ in added})
+        cursor.executemany("UPDATE products SET changed = %s WHERE row_id = %s", [(found[0], row) for row in rows])
+
+
 class _VectorDumper(Dumper):
     """numpy arrays as pgvector's binary input (dimensions, then big-endian float32s); oid 0 lets the
     server take the type from the column written."""
@@ -359,13 +378,8 @@ class PostgresCollections:
                 conn.execute(_MIGRATE_TO_2)
             if found[0] < 3:
                 conn.execute(_MODELS)
-            if found[0] < 4:  # products without a gender get their department's, as new writes do
-                stored = conn.execute("SELECT row_id, category, attributes FROM products WHERE row_id NOT IN "
-                                      "(SELECT product_row FROM product_values WHERE field = 'gender')").fetchall()
-                with conn.cursor() as cursor:
-                    cursor.executemany("INSERT INTO product_values(product_row, field, value, value_norm, num) "
-                                       "VALUES(%s, 'gender', %s, %s, NULL)",
-                                       [(row, g, g.lower()) for row, g in stored_genders(stored)])
+            if found[0] < 4:
+                _add_missing_genders(conn)
             conn.execute("UPDATE vitrine_collections SET version=%s WHERE id=%s", (COLLECTION_VERSION, collection_id))
         log.info("collection migrated", extra={"collection_id": collection_id, "version": COLLECTION_VERSION})
 

@@ -168,12 +168,12 @@ class SqliteStore:
                     self._db.execute("ALTER TABLE products ADD COLUMN variants TEXT NOT NULL DEFAULT '[]'")
                 if version in (2, 3):
                     self._migrate_values()
-                self._add_missing_genders()
                 columns = {c[1] for c in self._db.execute("PRAGMA table_info(products)")}
                 if "changed" not in columns:
                     self._db.execute("ALTER TABLE products ADD COLUMN changed INTEGER NOT NULL DEFAULT 0")
                 for statement in filter(str.strip, (_CHANGE_LOG + _COVERING_FILTERS + _MODELS).split(";")):
                     self._db.execute(statement)
+                self._add_missing_genders()
                 if version < 5:  # changes before this generation were not logged: older indexes cannot catch up
                     self._db.execute("INSERT OR REPLACE INTO meta(key, value) SELECT 'changes_from', "
                                      "coalesce((SELECT value FROM meta WHERE key='generation'), '0')")
@@ -197,9 +197,16 @@ class SqliteStore:
         db = self._db
         stored = db.execute("SELECT row, category, attributes FROM products WHERE row NOT IN "
                             "(SELECT product_row FROM product_values WHERE field='gender')").fetchall()
+        added = stored_genders(stored)
+        if not added:
+            return
         db.executemany("INSERT INTO product_values(product_row, field, value, value_norm, num) "
-                       "VALUES(?, 'gender', ?, ?, NULL)",
-                       [(row, g, g.lower()) for row, g in stored_genders(stored)])
+                       "VALUES(?, 'gender', ?, ?, NULL)", [(row, g, g.lower()) for row, g in added])
+        # as a write: a snapshot of an earlier generation catches up with these products' new values
+        generation = int(db.execute("INSERT INTO meta(key, value) VALUES('generation', '1') ON CONFLICT(key) "
+                                    "DO UPDATE SET value = CAST(value AS INTEGER) + 1 RETURNING value").fetchone()[0])
+        rows = sorted({r for r, _ in added})
+        db.executemany("UPDATE products SET changed=? WHERE row=?", [(generation, row) for row in rows])
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
