@@ -45,7 +45,8 @@ def test_pull_then_search_label_and_shop_the_look_on_the_pulled_checkpoint(
         assert set(again.label_image(photo, "fc")) == {"category", "colour", "pattern"}
         # Shop the look labels and matches crops in the checkpoint's own space.
         look = LookFinder(again).find(photo, collection="fc", top_k=2)
-        assert look.garments and all(len(g.matches) == 2 for g in look.garments)
+        assert look.garments and all(len(g.matches) == 2 for g in look.garments if g.group != "shoes")
+        assert all(g.unmatched == "the collection has no shoes" for g in look.garments if g.group == "shoes")
         assert all(garment_group(g.label("category")) == g.group for g in look.garments)
 
 

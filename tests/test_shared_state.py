@@ -19,6 +19,7 @@ from vitrine.analytics.store import SCHEMA as ANALYTICS
 from vitrine.analytics.store import Analytics
 from vitrine.engine import Engine
 from vitrine.errors import NotFound
+from vitrine.index.sqlite_store import SCHEMA_VERSION
 from vitrine.models.heads import FashionHeads, load_base_heads
 from vitrine.search.query import Query
 from vitrine.settings import Settings
@@ -107,7 +108,7 @@ def test_a_schema_6_store_gains_the_models_table(engine: Engine, small_luma: Pat
         assert again.model_versions("shop").save(_shifted(1.05)) == 1
         assert again.store("shop").count() == 12
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (7,)
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         (card,), = db.execute("SELECT card FROM models").fetchall()
     assert json.loads(card)["recipe"] == "test" and "version" not in json.loads(card)
 
