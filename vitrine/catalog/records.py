@@ -257,7 +257,7 @@ def gender_of_departments(attributes: dict[str, Any]) -> list[str]:
     "Baby", "Kids"), for a catalog with neither a gender field nor gendered category paths."""
     found = []
     for name, value in attributes.items():
-        if re.sub(r"[^a-z]+", "_", name.strip().lower()).strip("_") not in DEPARTMENT_FIELDS:
+        if option_name(name) not in DEPARTMENT_FIELDS:
             continue
         for word in re.findall(r"[a-z]+", str(value).lower().replace("'", "")):
             if word in _DEPARTMENT_GENDERS:

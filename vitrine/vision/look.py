@@ -34,6 +34,7 @@ SHORT_BOTTOMS = ("skirt", "shorts")
 MATCH_GROUPS: dict[str, tuple[str, ...]] = {"top": ("top", "outerwear"), "outerwear": ("outerwear", "top")}
 PLURALS = {"top": "tops", "bottom": "bottoms", "dress": "dresses", "outerwear": "coats or jackets", "shoes": "shoes",
            "bag": "bags"}
+MAX_CATEGORIES = 100_000  # a shop's categories read for matching (value_counts' default stops at 500)
 MATCH_ALPHA = 0.7  # image weight when matching a crop together with its label words
 NO_PERSON = "no person found in the photo"
 Stage = Callable[[str], None]
@@ -87,6 +88,7 @@ class LookFinder:
         self.detector = PeopleDetector()
         self._decisions = decisions
         self._choosers: dict[tuple[str, str], tuple[ZeroShotLabeller, ZeroShotLabeller]] = {}
+        self._by_group: dict[str, tuple[tuple[str, int], dict[str, list[str]]]] = {}
 
     @property
     def decisions(self) -> DecisionModel:
@@ -114,6 +116,16 @@ class LookFinder:
             self._choosers[key] = found
         return found[1]
 
+    def _categories_by_group(self, collection: str) -> dict[str, list[str]]:
+        """The collection's categories by garment group, read once per generation of the collection."""
+        store = self.engine.store(collection)
+        key = (collection, store.generation())
+        found = self._by_group.get(collection)
+        if found is None or found[0] != key:
+            found = (key, categories_by_group(store.value_counts("category", limit=MAX_CATEGORIES)))
+            self._by_group[collection] = found
+        return found[1]
+
     def _share(self, collection: str | None, groups: tuple[str, ...], features: Array, group: str = "",
                words: tuple[str, ...] = ()) -> float:
         """The probability mass the chooser over `groups` gives to `group`'s words (or to `words`)."""
@@ -137,7 +149,7 @@ class LookFinder:
             garments += self._garments(rgb, person, number, collection)
         stage("MATCHING")
         if collection:
-            by_group = categories_by_group(self.engine.store(collection).value_counts("category"))
+            by_group = self._categories_by_group(collection)
             for garment in garments:
                 within = match_filters(filters or Filters(), by_group, garment.group)
                 if within is None:
