@@ -5,6 +5,7 @@ result (hits, scores, totals, facets) equals what a whole rebuild of the same st
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from pathlib import Path
@@ -16,6 +17,7 @@ from conftest import BACKEND, LUMA, make_settings
 
 from vitrine import engine as engine_module
 from vitrine.catalog.records import record_from_fields
+from vitrine.cli.main import main as cli
 from vitrine.engine import Engine
 from vitrine.errors import NotFound
 from vitrine.index import updates
@@ -255,3 +257,29 @@ def test_a_filters_positions_are_kept_per_snapshot_and_follow_writes(luma_copy: 
                            [PHOTO.read_bytes()])
         engine.store("luma").delete([gone])
         assert ids(None) == every - {gone} | {"MH02"} and len(reads) == 2
+
+
+def test_a_one_shot_process_rebuilds_after_a_bulk_change_instead_of_searching_the_old_build(
+        luma_copy: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The CLI has nothing worth serving while a rebuild runs, and exits before a background one would end:
+    after another process's bulk change it builds first, and saves the snapshot the next one starts from."""
+    monkeypatch.setattr(updates, "TAIL_MAX", 1)
+    settings = make_settings(luma_copy, models_dir, snapshot_min_products=0, search_cache_size=0)
+    storm = Query(text="storm parka", collection="luma", top_k=5)
+
+    def bulk_change(*ids: str) -> None:
+        """Written by another process, which saves no snapshot of its own."""
+        with Engine(settings.model_copy(update={"vector_snapshots": False})) as writer:
+            for i in ids:
+                writer.put_product("luma", record_from_fields(i, {"title": "Storm parka"}), [PHOTO.read_bytes()])
+
+    with Engine(settings) as engine:
+        engine.vectors("luma")  # a snapshot of this generation
+    bulk_change("NEW-1", "NEW-2")
+    with Engine(settings, serve_stale=False) as one_shot:  # a server would search the snapshot meanwhile
+        assert {"NEW-1", "NEW-2"} <= {h.id for h in one_shot.search(storm).hits}
+        assert one_shot.vectors("luma").live_size == 193
+    if BACKEND == "sqlite":  # the CLI is one-shot (its settings come from the home, not the test's database)
+        bulk_change("NEW-3", "NEW-4")
+        assert cli(["--home", str(luma_copy), "search", "luma", "--text", "storm parka", "--json"]) == 0
+        assert {"NEW-3", "NEW-4"} <= {h["id"] for h in json.loads(capsys.readouterr().out)["hits"]}

@@ -101,8 +101,12 @@ def check_collection_name(name: str) -> str:
 
 
 class Engine:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, serve_stale: bool = True) -> None:
+        """`serve_stale`: after a bulk change, search what was loaded before while the collection is rebuilt
+        in the background (a server). A one-shot process (the CLI) has nothing worth serving: it rebuilds
+        first, and saves the snapshot the next process starts from."""
         self.settings = settings
+        self.serve_stale = serve_stale
         self.home = settings.home
         self.collections_dir = self.home / "collections"
         self.collections_dir.mkdir(parents=True, exist_ok=True)
@@ -339,7 +343,8 @@ class Engine:
         the products written since (index/updates.py). When that tail would be too large (a bulk change),
         the collection is built whole in the background, and searches meanwhile read what was served
         before (`serving`, or the base): an older generation, whose deleted products the search drops
-        when it fetches them. Built whole here, with searches waiting, only when there is nothing to serve."""
+        when it fetches them. Built whole here, with searches waiting, when there is nothing to serve (or
+        the engine does not serve stale: the CLI)."""
         heads = self.heads(name)
         base = self._bases.get(name)
         if base is None or base.heads is not heads:
@@ -352,12 +357,13 @@ class Engine:
                 if updated.tail is not None and updated.size - updated.tail.start > updates.TAIL_MERGE:
                     self._rebuild_later(name, store)
                 return updated
-            self._rebuild_later(name, store)
-            if name not in self._stale:
-                log.info("serving an older generation while the collection is rebuilt",
-                         extra={"collection": name, "generation": generation, "base_generation": base.generation})
-            self._stale.add(name)
-            return serving if serving is not None and serving.heads is heads else base
+            if self.serve_stale:
+                self._rebuild_later(name, store)
+                if name not in self._stale:
+                    log.info("serving an older generation while the collection is rebuilt", extra={
+                        "collection": name, "generation": generation, "base_generation": base.generation})
+                self._stale.add(name)
+                return serving if serving is not None and serving.heads is heads else base
         built = self._build_vectors(name, store, generation, heads)
         self._bases[name] = built
         self._stale.discard(name)
@@ -894,8 +900,8 @@ def _rows_with(store: CollectionStore, field: str, value: str) -> Array:
 
 
 @contextmanager
-def open_engine(settings: Settings | None = None) -> Iterator[Engine]:
-    engine = Engine(settings or Settings())
+def open_engine(settings: Settings | None = None, *, serve_stale: bool = True) -> Iterator[Engine]:
+    engine = Engine(settings or Settings(), serve_stale=serve_stale)
     try:
         yield engine
     finally:

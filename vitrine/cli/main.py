@@ -361,6 +361,9 @@ COMMANDS = {"ingest": cmd_ingest, "search": cmd_search, "similar": cmd_similar,
             **merch_commands.COMMANDS, **worker_commands.COMMANDS}
 
 
+LONG_RUNNING = frozenset({"serve", "worker"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(logging.INFO if args.verbose else logging.WARNING)
@@ -371,7 +374,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"error: setting {'.'.join(map(str, first['loc']))}: {first['msg']}\n")
         return 2
     try:
-        with open_engine(settings) as engine:
+        # a server or worker serves the last build during a bulk change's rebuild; a one-shot command waits
+        with open_engine(settings, serve_stale=args.command in LONG_RUNNING) as engine:
             return COMMANDS[args.command](engine, args)
     except VitrineError as exc:
         sys.stderr.write(f"error: {exc}\n")
