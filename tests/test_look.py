@@ -134,6 +134,14 @@ def test_look_job_states_index_and_correction(settings: object, luma_home: Path)
 
         fixed = client.patch(f"/looks/{look_id}/garments/0", json={"labels": {"category": "blouse"}})
         assert fixed.status_code == 200 and fixed.json()["corrected"] == {"category": "blouse"}
+        assert fixed.json()["group"] == "top" and len(fixed.json()["matches"]) == 2  # the look's top_k
+        assert {garment_group(m["category"]) for m in fixed.json()["matches"]} <= {"top", "outerwear"}
+        # A correction to a kind of another group moves the garment there, and it is matched again.
+        shoes = next(g["index"] for g in look["garments"] if g["group"] == "shoes")
+        assert look["garments"][shoes]["unmatched"] == "the collection has no shoes"
+        moved = client.patch(f"/looks/{look_id}/garments/{shoes}", json={"labels": {"category": "gym bag"}}).json()
+        assert moved["group"] == "bag" and moved["unmatched"] is None
+        assert len(moved["matches"]) == 2 and all(m["category"] == "Bags" for m in moved["matches"])
         assert client.get(f"/looks/{look_id}").json()["garments"][0]["labels"]["category"][0]["value"] == "blouse"
         assert client.patch(f"/looks/{look_id}/garments/0", json={"box": [0, 0, 9999, 5]}).status_code == 422
         assert client.patch(f"/looks/{look_id}/garments/42", json={"labels": {"colour": "red"}}).status_code == 404

@@ -83,6 +83,16 @@ class Filters:
     def __bool__(self) -> bool:
         return bool(self.equals or self.ranges)
 
+    def as_plain(self) -> dict[str, Any]:
+        """As JSON keeps it (a job's parameters, a look's record)."""
+        return {"equals": {k: list(v) for k, v in self.equals.items()},
+                "ranges": {k: [r.low, r.high] for k, r in self.ranges.items()}}
+
+    @classmethod
+    def from_plain(cls, plain: Mapping[str, Any]) -> Filters:
+        return cls(equals={k: tuple(v) for k, v in plain.get("equals", {}).items()},
+                   ranges={k: RangeFilter(*v) for k, v in plain.get("ranges", {}).items()})
+
 
 @dataclass
 class VectorData:

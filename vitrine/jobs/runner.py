@@ -21,7 +21,7 @@ from huey import RedisHuey, SqliteHuey
 
 from vitrine.engine import Engine
 from vitrine.errors import CollectionGone, InvalidInput, ServiceDown, VitrineError
-from vitrine.index.store import Filters, RangeFilter
+from vitrine.index.store import Filters
 from vitrine.jobs.store import CANCELLED, COMPLETE, FAILED, FINISHED, QUEUED, Job, JobStore
 from vitrine.vision.service import LookService
 
@@ -280,15 +280,13 @@ class JobRunner:
 
         def work(job: Job, check: Callable[[int, int], None]) -> dict[str, Any]:
             p = job.params
-            equals = {k: tuple(v) for k, v in p["filters"].get("equals", {}).items()}
-            ranges = {k: RangeFilter(*v) for k, v in p["filters"].get("ranges", {}).items()}
 
             def stage(name: str) -> None:
                 self.jobs.set_stage(job_id, name)
                 check(LOOK_STAGES.index(name) + 1, len(LOOK_STAGES))
 
             return self.looks.run(p["look_id"], collection=job.collection, top_k=p["top_k"],
-                                  filters=Filters(equals=equals, ranges=ranges), stage=stage)
+                                  filters=Filters.from_plain(p["filters"]), stage=stage)
 
         self._run(job_id, work, cancelled="cancelled")
 

@@ -149,18 +149,22 @@ class LookFinder:
             garments += self._garments(rgb, person, number, collection)
         stage("MATCHING")
         if collection:
-            by_group = self._categories_by_group(collection)
             for garment in garments:
-                within = match_filters(filters or Filters(), by_group, garment.group)
-                if within is None:
-                    garment.unmatched = f"the collection has no {PLURALS.get(garment.group, garment.group)}"
-                    continue
                 words = f"{garment.label('colour')} {garment.label('category')}".strip()
-                response = self.engine.search(Query(image=garment.crop_png, text=words or None, alpha=MATCH_ALPHA,
-                                                    collection=collection, top_k=top_k, filters=within, facets=()))
-                garment.matches = response.hits
+                garment.matches, garment.unmatched = self.match(garment.crop_png, words, garment.group,
+                                                                collection=collection, top_k=top_k, filters=filters)
         reason = None if garments else "people found, but no garment clearly visible"
         return Look(width=image.width, height=image.height, people=len(people), garments=garments, reason=reason)
+
+    def match(self, crop_png: bytes, words: str, group: str, *, collection: str, top_k: int,
+              filters: Filters | None = None) -> tuple[list[Hit], str | None]:
+        """A garment's matches in `collection`, among its group's categories, or why there are none."""
+        within = match_filters(filters or Filters(), self._categories_by_group(collection), group)
+        if within is None:
+            return [], f"the collection has no {PLURALS.get(group, group)}"
+        response = self.engine.search(Query(image=crop_png, text=words or None, alpha=MATCH_ALPHA,
+                                            collection=collection, top_k=top_k, filters=within, facets=()))
+        return response.hits, None
 
     def evidence(self, rgb: Array, person: Person) -> PersonEvidence:
         """A person's regions and what the decisions read, from the built-in model whatever the collection
@@ -231,6 +235,11 @@ def match_filters(filters: Filters, by_group: dict[str, list[str]], group: str) 
     return Filters(equals={**filters.equals, "category": tuple(categories)}, ranges=filters.ranges)
 
 
+def match_as_dict(hit: Hit) -> dict[str, Any]:
+    return {"collection": hit.collection, "id": hit.id, "title": hit.title, "score": round(hit.score, 4),
+            "category": hit.category, "colour": hit.colour, "price": hit.price}
+
+
 def look_as_dict(look: Look, *, crop_url: Callable[[int], str] | None = None) -> dict[str, Any]:
     """The JSON shape of a look (CLI --json and the job result)."""
     garments = []
@@ -238,8 +247,7 @@ def look_as_dict(look: Look, *, crop_url: Callable[[int], str] | None = None) ->
         item: dict[str, Any] = {
             "index": i, "person": g.person, "group": g.group, "box": list(g.box),
             "labels": {k: [{"value": x.value, "confidence": x.confidence} for x in v] for k, v in g.labels.items()},
-            "matches": [{"collection": h.collection, "id": h.id, "title": h.title, "score": round(h.score, 4),
-                         "category": h.category, "colour": h.colour, "price": h.price} for h in g.matches],
+            "matches": [match_as_dict(h) for h in g.matches],
             "unmatched": g.unmatched,
         }
         if crop_url is not None:

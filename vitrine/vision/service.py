@@ -26,12 +26,14 @@ from vitrine.engine import Engine
 from vitrine.errors import Busy, ImageError, InvalidInput, NotFound
 from vitrine.index.store import Filters
 from vitrine.models.imaging import decode_image, sniff_image_type
-from vitrine.vision.look import LookFinder, Stage, look_as_dict
+from vitrine.vision.garments import garment_group
+from vitrine.vision.look import LookFinder, Stage, look_as_dict, match_as_dict
 from vitrine.vision.store import SCHEMA, LookStore
 
 LOOK_ID = re.compile(r"^[0-9a-f]{16}$")
 SWEEP_EVERY_S = 60.0
 LABEL_KINDS = ("category", "colour", "pattern")
+REMATCH_TOP_K = 5  # matches of a corrected garment of a look older Vitrines kept without its top_k
 CHANGE_ATTEMPTS = 8
 T = TypeVar("T")
 
@@ -96,7 +98,8 @@ class LookService:
         photo = self.photo(look_id)[0]
         look = self.finder.find(photo, collection=collection, top_k=top_k, filters=filters, stage=stage)
         self.store.put_crops(look_id, [garment.crop_png for garment in look.garments])
-        record.update(look_as_dict(look), collection=collection, finished_at=time.time())
+        record.update(look_as_dict(look), collection=collection, finished_at=time.time(), top_k=top_k,
+                      filters=(filters or Filters()).as_plain())
         self._write(look_id, record)
         return record
 
@@ -128,16 +131,20 @@ class LookService:
         as a product, recorded as a training pair."""
         if not labels and box is None:
             raise InvalidInput("give labels or a box to correct", field="labels")
+        for kind, value in (labels or {}).items():
+            if kind not in LABEL_KINDS:
+                raise InvalidInput(f"label kind must be one of {', '.join(LABEL_KINDS)}", field=f"labels.{kind}")
+            if not value.strip() or len(value) > 80:
+                raise InvalidInput("a label is 1 to 80 characters", field=f"labels.{kind}")
+        rematched = self._rematch(look_id, index, labels) if labels else None
 
         def change(record: dict[str, Any]) -> dict[str, Any]:
             garment = self._garment(record, index)
             for kind, value in (labels or {}).items():
-                if kind not in LABEL_KINDS:
-                    raise InvalidInput(f"label kind must be one of {', '.join(LABEL_KINDS)}", field=f"labels.{kind}")
-                if not value.strip() or len(value) > 80:
-                    raise InvalidInput("a label is 1 to 80 characters", field=f"labels.{kind}")
                 garment["labels"][kind] = [{"value": value.strip(), "confidence": 1.0}]
                 garment.setdefault("corrected", {})[kind] = value.strip()
+            if rematched is not None:
+                garment["group"], garment["matches"], garment["unmatched"] = rematched
             if box is not None:
                 width, height = record["width"], record["height"]
                 if len(box) != 4 or not (0 <= box[0] < box[2] <= width and 0 <= box[1] < box[3] <= height):
@@ -150,6 +157,24 @@ class LookService:
         if garment.get("product"):
             self._record_pairs(garment)
         return garment
+
+    def _rematch(self, look_id: str, index: int, labels: dict[str, str]) -> tuple[str, list[dict[str, Any]],
+                                                                                   str | None] | None:
+        """A garment's group and matches once its labels are corrected (a category naming another group
+        moves it there: a "top" corrected to "trench coat" is outerwear); None when the look matched
+        nothing (no collection)."""
+        record = self.get(look_id)
+        garment = self._garment(record, index)
+        if not record.get("collection"):
+            return None
+        current = {kind: (found[0]["value"] if found else "") for kind, found in garment["labels"].items()}
+        current.update({kind: value.strip() for kind, value in labels.items()})
+        group = garment_group(current.get("category", "")) or garment["group"]
+        words = f"{current.get('colour', '')} {current.get('category', '')}".strip()
+        hits, unmatched = self.finder.match(self.crop(look_id, index), words, group, collection=record["collection"],
+                                            top_k=int(record.get("top_k") or REMATCH_TOP_K),
+                                            filters=Filters.from_plain(record.get("filters") or {}))
+        return group, [match_as_dict(h) for h in hits], unmatched
 
     def index(self, look_id: str, collection: str) -> list[str]:
         """Adds each garment as a product (its crop as the photo, its labels as attributes)."""

@@ -72,10 +72,8 @@ def create_look(
             raise RateLimited("the looks quota of this address is used up; retry later or use an API key",
                               retry_after_s=math.ceil(wait_s))
     look_id, _ = runner.looks.save_photo(data, anonymous=key is None)
-    filters = parsed.to_filters()
-    plain = {"equals": {k: list(v) for k, v in filters.equals.items()},
-             "ranges": {k: [r.low, r.high] for k, r in filters.ranges.items()}}
-    return runner.submit_look(look_id, collection=collection or None, top_k=top_k, filters=plain).as_dict()
+    return runner.submit_look(look_id, collection=collection or None, top_k=top_k,
+                              filters=parsed.to_filters().as_plain()).as_dict()
 
 
 @router.get("/looks/{look_id}", dependencies=[Read], summary="A look: garments with boxes, labels, crops, matches")
