@@ -153,6 +153,11 @@ def test_look_job_states_index_and_correction(settings: object, luma_home: Path)
         # The correction is now a training pair of that product.
         assert (indexed["products"][0], "blouse") in {(p, t) for _, p, t in engine.store("wardrobe").training_pairs()}
 
+        assert client.delete("/collections/luma").status_code in (200, 204)
+        orphan = client.patch(f"/looks/{look_id}/garments/0", json={"labels": {"colour": "red"}})
+        assert orphan.status_code == 200 and orphan.json()["labels"]["colour"][0]["value"] == "red"
+        assert orphan.json()["matches"] == [] and orphan.json()["unmatched"] == "the collection 'luma' is gone"
+
         refused = client.post("/looks", files={"image": ("x.jpg", b"GIF89a broken")})
         assert refused.status_code == 422 and refused.json()["error"]["field"] == "image"
         assert client.get("/looks/../../etc").status_code == 404

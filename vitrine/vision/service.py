@@ -161,8 +161,8 @@ class LookService:
     def _rematch(self, look_id: str, index: int, labels: dict[str, str]) -> tuple[str, list[dict[str, Any]],
                                                                                    str | None] | None:
         """A garment's group and matches once its labels are corrected (a category naming another group
-        moves it there: a "top" corrected to "trench coat" is outerwear); None when the look matched
-        nothing (no collection)."""
+        moves it there: a "top" corrected to "trench coat" is outerwear); None when the look was matched
+        against no collection."""
         record = self.get(look_id)
         garment = self._garment(record, index)
         if not record.get("collection"):
@@ -171,9 +171,13 @@ class LookService:
         current.update({kind: value.strip() for kind, value in labels.items()})
         group = garment_group(current.get("category", "")) or garment["group"]
         words = f"{current.get('colour', '')} {current.get('category', '')}".strip()
-        hits, unmatched = self.finder.match(self.crop(look_id, index), words, group, collection=record["collection"],
-                                            top_k=int(record.get("top_k") or REMATCH_TOP_K),
-                                            filters=Filters.from_plain(record.get("filters") or {}))
+        crop = self.crop(look_id, index)
+        try:
+            hits, unmatched = self.finder.match(crop, words, group, collection=record["collection"],
+                                                top_k=int(record.get("top_k") or REMATCH_TOP_K),
+                                                filters=Filters.from_plain(record.get("filters") or {}))
+        except NotFound:  # the collection was deleted since: the labels are still corrected
+            return group, [], f"the collection {record['collection']!r} is gone"
         return group, [match_as_dict(h) for h in hits], unmatched
 
     def index(self, look_id: str, collection: str) -> list[str]:
