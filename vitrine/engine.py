@@ -156,8 +156,8 @@ class Engine:
         try:
             for name in self.collection_names():
                 self.vectors(name)
-                encoder = self.image_model_of(name)
-                if encoder in IMAGE_MODELS and encoder != IMAGE_MODEL:
+                encoder = self.older_builtin_model(name)
+                if encoder is not None:
                     log.warning("collection on an older built-in image model; `vitrine reindex` moves it",
                                 extra={"collection": name, "image_model": encoder, "default": IMAGE_MODEL})
         except ServiceDown as exc:
@@ -258,6 +258,12 @@ class Engine:
     def image_model_of(self, collection: str) -> str:
         """The encoder of a collection's photo features: a built-in model's name, or clip:<folder>."""
         return self.store(collection).meta().get("image_model", UNRECORDED_IMAGE_MODEL)
+
+    def older_builtin_model(self, collection: str) -> str | None:
+        """The older built-in image model the collection's photos are encoded with (`vitrine reindex` moves
+        them to the default one), or None."""
+        encoder = self.image_model_of(collection)
+        return encoder if encoder in IMAGE_MODELS and encoder != IMAGE_MODEL else None
 
     def embedder_of(self, image_model: str) -> ImageEmbedder:
         if image_model.startswith(CLIP_PREFIX):

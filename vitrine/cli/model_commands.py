@@ -11,7 +11,6 @@ from typing import Any
 from vitrine.cli.progress import count_bar
 from vitrine.engine import IMAGE_MODEL, Engine
 from vitrine.errors import InvalidInput
-from vitrine.models.registry import IMAGE_MODELS
 from vitrine.models.training import TrainConfig
 
 
@@ -161,8 +160,7 @@ def cmd_models(engine: Engine, args: argparse.Namespace) -> int:
         score = f"held-out captions {held['caption_mrr']:.3f} titles {held['title_mrr']:.3f}" if held else ""
         on = f" (on {card['image_model']})" if card.get("image_model") else ""
         sys.stdout.write(f"{'*' if card['active'] else ' '} {card['version']:<6}{on} {score}\n")
-    encoder = engine.image_model_of(args.collection)
-    if encoder in IMAGE_MODELS and encoder != IMAGE_MODEL:
+    if engine.older_builtin_model(args.collection) is not None:
         sys.stdout.write(f"its photos are encoded with an older built-in model: `vitrine reindex {args.collection}` "
                          f"moves it to {IMAGE_MODEL}\n")
     return 0
