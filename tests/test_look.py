@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -111,6 +112,50 @@ def test_non_images_and_bombs_are_refused(luma_engine: Engine) -> None:
         service.save_photo((CCP / "photos" / "0003.jpg").read_bytes()[:300])  # truncated
 
 
+def test_a_drawn_box_adds_the_garment_the_look_missed_and_a_moved_box_is_cut_again(luma_engine: Engine) -> None:
+    """The look finds no bags: the shopper draws the one she carries (ccp 0003's purse), says it is a bag, and it
+    is cut from the photo as drawn and matched with Luma's bags. A garment's box moved onto her trousers is cut
+    again there and its labels read again, all but the one she corrected."""
+    service = LookService(luma_engine)
+    photo = (CCP / "photos" / "0003.jpg").read_bytes()
+    look_id, _ = service.save_photo(photo)
+    look = service.run(look_id, collection="luma", top_k=2)
+    assert "bag" not in {g["group"] for g in look["garments"]}
+    truth = {b["label"]: b["bbox_xyxy"] for b in BOXES["photos/0003.jpg"]["boxes"]}
+
+    bag = service.add(look_id, truth["purse"], group="bag")
+    assert bag["index"] == len(look["garments"]) and bag["person"] is None and bag["group"] == "bag"
+    assert bag["unmatched"] is None and len(bag["matches"]) == 2 and {m["category"] for m in bag["matches"]} == {"Bags"}
+    assert {garment_group(label["value"]) for label in bag["labels"]["category"]} == {"bag"}
+    x0, y0, x1, y1 = truth["purse"]
+    crop = Image.open(io.BytesIO(service.crop(look_id, bag["index"])))
+    assert crop.size == (x1 - x0, y1 - y0)
+    assert np.array_equal(np.asarray(crop.convert("RGB")),  # a bag is cut as drawn, not whitened where
+                          np.asarray(Image.open(io.BytesIO(photo)).convert("RGB"))[y0:y1, x0:x1])  # the person ends
+    assert service.get(look_id)["garments"][-1] == bag
+
+    trousers = service.add(look_id, truth["pants"])  # no group given: read from the crop
+    assert trousers["group"] == "bottom" and trousers["index"] == bag["index"] + 1
+    assert all(garment_group(m["category"]) == "bottom" for m in trousers["matches"])
+
+    top = next(g for g in look["garments"] if g["group"] in ("top", "outerwear"))
+    service.correct(look_id, top["index"], labels={"colour": "plum"})
+    moved = service.correct(look_id, top["index"], box=truth["blouse"])
+    assert moved["box"] == truth["blouse"] and moved["corrected"] == {"colour": "plum", "box": truth["blouse"]}
+    assert moved["labels"]["colour"][0]["value"] == "plum"  # corrected: kept
+    assert moved["labels"]["category"] != top["labels"]["category"]  # read again from the new crop
+    x0, y0, x1, y1 = truth["blouse"]
+    assert Image.open(io.BytesIO(service.crop(look_id, top["index"]))).size == (x1 - x0, y1 - y0)
+    assert [m["id"] for m in moved["matches"]] != [m["id"] for m in top["matches"]]
+
+    for box in ([0, 0, 9999, 5], [10, 10, 12, 12]):  # outside the photo; a slip of the mouse
+        with pytest.raises(InvalidInput, match="box"):
+            service.add(look_id, box)
+    with pytest.raises(InvalidInput, match="group"):
+        service.add(look_id, truth["purse"], group="hat")
+    assert len(service.get(look_id)["garments"]) == len(look["garments"]) + 2  # nothing stored by the refusals
+
+
 def test_look_job_states_index_and_correction(settings: object, luma_home: Path) -> None:
     auth = {"Authorization": f"Bearer {admin_token(settings.home)}"}  # type: ignore[attr-defined]
     with Engine(settings) as engine, TestClient(create_app(engine=engine), headers=auth) as client:  # type: ignore[arg-type]
@@ -145,6 +190,16 @@ def test_look_job_states_index_and_correction(settings: object, luma_home: Path)
         assert client.get(f"/looks/{look_id}").json()["garments"][0]["labels"]["category"][0]["value"] == "blouse"
         assert client.patch(f"/looks/{look_id}/garments/0", json={"box": [0, 0, 9999, 5]}).status_code == 422
         assert client.patch(f"/looks/{look_id}/garments/42", json={"labels": {"colour": "red"}}).status_code == 404
+        # A garment the look missed, drawn by the shopper: 201, with its crop and its matches in the look's collection.
+        skirt = next(b["bbox_xyxy"] for b in BOXES["photos/0001.jpg"]["boxes"] if b["label"] == "skirt")
+        drawn = client.post(f"/looks/{look_id}/garments", json={"box": skirt, "group": "bottom"})
+        assert drawn.status_code == 201, drawn.text
+        assert drawn.json()["index"] == len(look["garments"]) and len(drawn.json()["matches"]) == 2
+        assert client.get(drawn.json()["crop_url"]).headers["content-type"] == "image/png"
+        look["garments"].append(drawn.json())  # indexed below with the others
+        refused = client.post(f"/looks/{look_id}/garments", json={"box": skirt, "group": "hat"})
+        assert refused.status_code == 422 and "group" in refused.json()["error"]["field"]
+        assert client.post("/looks/0123456789abcdef/garments", json={"box": skirt}).status_code == 404
 
         indexed = client.post(f"/looks/{look_id}/index", json={"collection": "wardrobe"}).json()
         assert len(indexed["products"]) == len(look["garments"])

@@ -130,6 +130,9 @@ def test_a_look_analysed_by_a_worker_is_read_corrected_and_indexed_through_anoth
             looks.crop(look_id, len(done["garments"]))
         looks.correct(look_id, 0, labels={"colour": "plum"})
         assert LookService(worker).get(look_id)["garments"][0]["corrected"] == {"colour": "plum"}
+        drawn = looks.add(look_id, [0, 0, done["width"] // 3, done["height"] // 3], group="bag")  # one it missed
+        assert LookService(worker).get(look_id)["garments"][-1] == drawn and drawn["group"] == "bag"
+        assert LookService(worker).crop(look_id, drawn["index"]) == looks.crop(look_id, drawn["index"])
         ids = LookService(worker).index(look_id, "shop")
         assert replica.get_product("shop", ids[0]).colour == "plum"
         assert looks.get(look_id)["garments"][0]["product"] == {"collection": "shop", "id": ids[0]}

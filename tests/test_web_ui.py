@@ -17,12 +17,19 @@ import httpx
 import pytest
 import shop_exports
 from conftest import DATA, LUMA, REPO, admin_token, luma_rows, make_settings, served, wait_for, write_catalog
+from PIL import Image
 
 from vitrine.engine import Engine
 from vitrine.web import STATIC
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = REPO / "docs" / "img"
+
+
+def look_boxes(image: str) -> list[dict[str, Any]]:
+    """The true garment boxes of a ccp street photo."""
+    photos = json.loads((DATA / "ccp" / "boxes.json").read_text())
+    return next(p["boxes"] for p in photos if p["image"] == image)  # type: ignore[no-any-return]
 # `make test` installs Debian's chromium; only a bare `pytest` without it skips these (CI never does).
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("CI"),
                                 reason="Debian chromium is not installed (make browser)")
@@ -267,11 +274,26 @@ def test_shop_the_look(server: dict[str, str], page: Any) -> None:
     assert page.locator(".stage .box").count() == page.locator("#garments .garment").count() >= 2
     assert page.locator("#garments .garment .card").count() >= 4
     assert "No matches: the collection has no shoes" in page.locator("#garments").inner_text()  # not tights
-    page.screenshot(path=str(SHOTS / "ui-look.png"), full_page=True)
     page.get_by_label("Category").first.fill("trench coat")  # an inline correction (needs the write key)
     page.evaluate("k => localStorage.setItem('vitrine.key', k)", server["token"])
     page.get_by_role("button", name="Correct").first.click()
     page.wait_for_function("document.querySelector('#garments .meta')?.textContent.includes('trench coat')")
+    # The look finds no bags: the shopper drags a box around hers on the photo and shops it.
+    garments = page.locator("#garments .garment").count()
+    x0, y0, x1, y1 = next(b["bbox_xyxy"] for b in look_boxes("photos/0003.jpg") if b["label"] == "purse")
+    width, height = Image.open(DATA / "ccp" / "photos" / "0003.jpg").size
+    stage = page.locator(".stage").bounding_box()
+    page.mouse.move(stage["x"] + x0 * stage["width"] / width, stage["y"] + y0 * stage["height"] / height)
+    page.mouse.down()
+    page.mouse.move(stage["x"] + x1 * stage["width"] / width, stage["y"] + y1 * stage["height"] / height, steps=5)
+    page.mouse.up()
+    page.get_by_label("What you drew").select_option("bag")
+    page.get_by_role("button", name="Shop this garment").click()
+    page.wait_for_function(f"document.querySelectorAll('#garments .garment').length === {garments + 1}")
+    added = page.locator("#garments .garment").last
+    assert added.get_attribute("aria-label") == f"garment {garments + 1}: bag"
+    assert added.locator(".card").count() >= 1  # matched with Luma's bags
+    page.screenshot(path=str(SHOTS / "ui-look.png"), full_page=True)
 
 
 def test_our_assets_are_small() -> None:

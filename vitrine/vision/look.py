@@ -37,12 +37,15 @@ PLURALS = {"top": "tops", "bottom": "bottoms", "dress": "dresses", "outerwear": 
 MAX_CATEGORIES = 100_000  # a shop's categories read for matching (value_counts' default stops at 500)
 MATCH_ALPHA = 0.7  # image weight when matching a crop together with its label words
 NO_PERSON = "no person found in the photo"
+# A drawn box is cut as drawn for these: the person segmentation cuts into feet and into a carried bag.
+UNMASKED_GROUPS = ("shoes", "bag")
+MIN_MASKED_SHARE = 0.3  # a drawn box less than this much person is cut as drawn (a bag on a bench)
 Stage = Callable[[str], None]
 
 
 @dataclass
 class Garment:
-    person: int
+    person: int | None  # None: a garment somebody drew
     group: str  # top, bottom, dress, outerwear, shoes, bag
     box: Box  # in the original photo's pixels
     labels: dict[str, list[Label]]
@@ -166,6 +169,38 @@ class LookFinder:
                                             collection=collection, top_k=top_k, filters=within, facets=()))
         return response.hits, None
 
+    def drawn(self, photo: bytes, box: Box, *, collection: str | None, group: str | None = None) -> Garment:
+        """A garment where somebody drew its box: one the look missed (it finds no bags), or a box corrected.
+        Its crop is cut from the photo and set on white by the person segmentation (except shoes and bags,
+        which it cuts into); its group is read from the crop unless given; its labels are read as the look's
+        own garments' are. `box` must lie inside the photo."""
+        image = decode_image(photo, max_pixels=self.engine.settings.max_image_pixels)
+        rgb = np.asarray(image, dtype=np.uint8)
+        x0, y0, x1, y1 = box
+        everyone = self.detector.segment(rgb)
+        masked = everyone is not None and float(everyone[y0:y1, x0:x1].mean()) >= MIN_MASKED_SHARE
+        mask = everyone if everyone is not None else np.ones(rgb.shape[:2], dtype=bool)
+        crop = _crop_on_white(rgb, mask, box, masked=masked)
+        if group is None:
+            group = self.group_of(self.engine.embedder.features(crop))
+        if masked and group in UNMASKED_GROUPS:
+            crop = _crop_on_white(rgb, mask, box, masked=False)
+        embedder = self.engine.embedder_for(collection) if collection else self.engine.embedder
+        features = embedder.features(crop)
+        labels = self.engine.labeller(collection).label(features)[0]
+        labels["category"] = self._chooser(collection, (group,), own_words=True).label(features)[0]["category"]
+        return Garment(person=None, group=group, box=box, labels=labels, crop_png=crop)
+
+    def group_of(self, features: Array) -> str:
+        """The garment group whose words the built-in model reads most of in a crop's features."""
+        chooser = self._chooser(None, tuple(GROUP_WORDS))
+        shares = dict.fromkeys(GROUP_WORDS, 0.0)
+        for label in chooser.label(features, top=len(chooser.vocabulary["category"]))[0]["category"]:
+            group = garment_group(label.value)
+            if group is not None:
+                shares[group] += label.confidence
+        return max(shares, key=lambda g: shares[g])
+
     def evidence(self, rgb: Array, person: Person) -> PersonEvidence:
         """A person's regions and what the decisions read, from the built-in model whatever the collection
         (the decisions were learned on its features)."""
@@ -240,16 +275,20 @@ def match_as_dict(hit: Hit) -> dict[str, Any]:
             "category": hit.category, "colour": hit.colour, "price": hit.price}
 
 
+def garment_as_dict(garment: Garment, index: int) -> dict[str, Any]:
+    return {
+        "index": index, "person": garment.person, "group": garment.group, "box": list(garment.box),
+        "labels": {k: [{"value": x.value, "confidence": x.confidence} for x in v] for k, v in garment.labels.items()},
+        "matches": [match_as_dict(h) for h in garment.matches],
+        "unmatched": garment.unmatched,
+    }
+
+
 def look_as_dict(look: Look, *, crop_url: Callable[[int], str] | None = None) -> dict[str, Any]:
     """The JSON shape of a look (CLI --json and the job result)."""
     garments = []
     for i, g in enumerate(look.garments):
-        item: dict[str, Any] = {
-            "index": i, "person": g.person, "group": g.group, "box": list(g.box),
-            "labels": {k: [{"value": x.value, "confidence": x.confidence} for x in v] for k, v in g.labels.items()},
-            "matches": [match_as_dict(h) for h in g.matches],
-            "unmatched": g.unmatched,
-        }
+        item = garment_as_dict(g, i)
         if crop_url is not None:
             item["crop_url"] = crop_url(i)
         garments.append(item)

@@ -64,8 +64,7 @@ class PeopleDetector:
         height, width = rgb.shape[:2]
         with self._lock:
             self._load()
-            segmentation = self._segmenter.process(rgb).segmentation_mask
-            everyone = segmentation is not None and segmentation > SEGMENT_THRESHOLD
+            everyone = self._segment(rgb)
             canvas = rgb.copy()
             people: list[Person] = []
             for window in _windows(width, height):
@@ -75,6 +74,16 @@ class PeopleDetector:
             if not people and isinstance(everyone, np.ndarray) and everyone.mean() >= MIN_SEGMENTED_SHARE:
                 people += self._second_look(rgb, everyone)
         return sorted(people, key=lambda p: -(p.box[2] - p.box[0]) * (p.box[3] - p.box[1]))
+
+    def segment(self, rgb: Array) -> Array | None:
+        """(H, W) bool: the pixels of anybody in the photo; None when the segmentation gives nothing."""
+        with self._lock:
+            self._load()
+            return self._segment(rgb)
+
+    def _segment(self, rgb: Array) -> Array | None:
+        segmentation = self._segmenter.process(rgb).segmentation_mask
+        return None if segmentation is None else segmentation > SEGMENT_THRESHOLD
 
     def _find(self, canvas: Array, window: tuple[int, int, int, int], people: list[Person], everyone: Any) -> None:
         """Runs the pose model on one window of the canvas until it finds nobody new, painting over each

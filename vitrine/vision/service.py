@@ -26,8 +26,9 @@ from vitrine.engine import Engine
 from vitrine.errors import Busy, ImageError, InvalidInput, NotFound
 from vitrine.index.store import Filters
 from vitrine.models.imaging import decode_image, sniff_image_type
-from vitrine.vision.garments import garment_group
-from vitrine.vision.look import LookFinder, Stage, look_as_dict, match_as_dict
+from vitrine.models.labels import Label
+from vitrine.vision.garments import GROUP_WORDS, Box, garment_group
+from vitrine.vision.look import LookFinder, Stage, garment_as_dict, look_as_dict, match_as_dict
 from vitrine.vision.store import SCHEMA, LookStore
 
 LOOK_ID = re.compile(r"^[0-9a-f]{16}$")
@@ -35,6 +36,7 @@ SWEEP_EVERY_S = 60.0
 LABEL_KINDS = ("category", "colour", "pattern")
 REMATCH_TOP_K = 5  # matches of a corrected garment of a look older Vitrines kept without its top_k
 CHANGE_ATTEMPTS = 8
+MIN_BOX_SIDE = 8  # a drawn or corrected box smaller than this is a slip of the mouse, not a garment
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
@@ -127,58 +129,93 @@ class LookService:
 
     def correct(self, look_id: str, index: int, *, labels: dict[str, str] | None = None,
                 box: list[int] | None = None) -> dict[str, Any]:
-        """Replaces a garment's labels and/or box; the correction is kept and, for a garment indexed
+        """Replaces a garment's labels and/or box, and matches it again. A new box is cut from the photo and
+        its labels read again (except those corrected). The correction is kept and, for a garment indexed
         as a product, recorded as a training pair."""
         if not labels and box is None:
             raise InvalidInput("give labels or a box to correct", field="labels")
-        for kind, value in (labels or {}).items():
-            if kind not in LABEL_KINDS:
-                raise InvalidInput(f"label kind must be one of {', '.join(LABEL_KINDS)}", field=f"labels.{kind}")
-            if not value.strip() or len(value) > 80:
-                raise InvalidInput("a label is 1 to 80 characters", field=f"labels.{kind}")
-        rematched = self._rematch(look_id, index, labels) if labels else None
+        labels = _checked_labels(labels)
+        record = self.get(look_id)
+        garment = self._garment(record, index)
+        corrected = {k: v for k, v in garment.get("corrected", {}).items() if k in LABEL_KINDS} | labels
+        group = garment_group(labels.get("category", "")) or garment["group"]
+        current = {kind: found[0]["value"] if found else "" for kind, found in garment["labels"].items()}
+        crop, read = None, {}
+        if box is not None:
+            drawn = self.finder.drawn(self.photo(look_id)[0], _checked_box(record, box),
+                                      collection=record.get("collection"), group=group)
+            crop, read = drawn.crop_png, {k: v for k, v in drawn.labels.items() if k not in corrected}
+            current |= {kind: found[0].value if found else "" for kind, found in read.items()}
+        matched = self._match(record, crop or self.crop(look_id, index), current | labels, group)
 
-        def change(record: dict[str, Any]) -> dict[str, Any]:
-            garment = self._garment(record, index)
-            for kind, value in (labels or {}).items():
-                garment["labels"][kind] = [{"value": value.strip(), "confidence": 1.0}]
-                garment.setdefault("corrected", {})[kind] = value.strip()
-            if rematched is not None:
-                garment["group"], garment["matches"], garment["unmatched"] = rematched
+        def change(latest: dict[str, Any]) -> dict[str, Any]:
+            garment = self._garment(latest, index)
+            for kind, found in read.items():
+                garment["labels"][kind] = [{"value": x.value, "confidence": x.confidence} for x in found]
+            for kind, value in labels.items():
+                garment["labels"][kind] = [{"value": value, "confidence": 1.0}]
+                garment.setdefault("corrected", {})[kind] = value
+            garment["group"] = group
+            if matched is not None:
+                garment["matches"], garment["unmatched"] = matched
             if box is not None:
-                width, height = record["width"], record["height"]
-                if len(box) != 4 or not (0 <= box[0] < box[2] <= width and 0 <= box[1] < box[3] <= height):
-                    raise InvalidInput(f"box must be [x0, y0, x1, y1] inside the {width}x{height} photo", field="box")
                 garment["box"] = list(box)
                 garment.setdefault("corrected", {})["box"] = list(box)
             return garment
 
-        garment = self._change(look_id, change)
-        if garment.get("product"):
-            self._record_pairs(garment)
-        return garment
+        changed = self._change(look_id, change)
+        if crop is not None:
+            self.store.put_crop(look_id, index, crop)
+        if changed.get("product"):
+            self._record_pairs(changed)
+        return changed
 
-    def _rematch(self, look_id: str, index: int, labels: dict[str, str]) -> tuple[str, list[dict[str, Any]],
-                                                                                   str | None] | None:
-        """A garment's group and matches once its labels are corrected (a category naming another group
-        moves it there: a "top" corrected to "trench coat" is outerwear); None when the look was matched
-        against no collection."""
+    def add(self, look_id: str, box: list[int], *, group: str | None = None,
+            labels: dict[str, str] | None = None) -> dict[str, Any]:
+        """A garment the look missed, where somebody drew its box (the look finds no bags): cut from the photo,
+        its group read from the crop unless given (or named by a corrected category), labelled and matched
+        like the look's own garments."""
+        labels = _checked_labels(labels)
+        if group is not None and group not in GROUP_WORDS:
+            raise InvalidInput(f"group must be one of {', '.join(GROUP_WORDS)}", field="group")
         record = self.get(look_id)
-        garment = self._garment(record, index)
+        if "garments" not in record:
+            raise InvalidInput(f"look {look_id!r} has not been analysed yet", field="look_id")
+        group = group or garment_group(labels.get("category", ""))
+        drawn = self.finder.drawn(self.photo(look_id)[0], _checked_box(record, box),
+                                  collection=record.get("collection"), group=group)
+        for kind, value in labels.items():
+            drawn.labels[kind] = [Label(value, 1.0)]
+        matched = self._match(record, drawn.crop_png, {k: drawn.label(k) for k in drawn.labels}, drawn.group)
+        item = garment_as_dict(drawn, 0)
+        if matched is not None:
+            item["matches"], item["unmatched"] = matched
+        if labels:
+            item["corrected"] = dict(labels)
+
+        def append(latest: dict[str, Any]) -> dict[str, Any]:
+            item["index"] = len(latest["garments"])
+            latest["garments"].append(item)
+            return item
+
+        added = self._change(look_id, append)
+        self.store.put_crop(look_id, added["index"], drawn.crop_png)
+        return added
+
+    def _match(self, record: dict[str, Any], crop: bytes, labels: dict[str, str],
+               group: str) -> tuple[list[dict[str, Any]], str | None] | None:
+        """A garment's matches in the look's collection (with the look's filters and top_k), or why it has
+        none; None when the look was matched against no collection."""
         if not record.get("collection"):
             return None
-        current = {kind: (found[0]["value"] if found else "") for kind, found in garment["labels"].items()}
-        current.update({kind: value.strip() for kind, value in labels.items()})
-        group = garment_group(current.get("category", "")) or garment["group"]
-        words = f"{current.get('colour', '')} {current.get('category', '')}".strip()
-        crop = self.crop(look_id, index)
+        words = f"{labels.get('colour', '')} {labels.get('category', '')}".strip()
         try:
             hits, unmatched = self.finder.match(crop, words, group, collection=record["collection"],
                                                 top_k=int(record.get("top_k") or REMATCH_TOP_K),
                                                 filters=Filters.from_plain(record.get("filters") or {}))
         except NotFound:  # the collection was deleted since: the labels are still corrected
-            return group, [], f"the collection {record['collection']!r} is gone"
-        return group, [match_as_dict(h) for h in hits], unmatched
+            return [], f"the collection {record['collection']!r} is gone"
+        return [match_as_dict(h) for h in hits], unmatched
 
     def index(self, look_id: str, collection: str) -> list[str]:
         """Adds each garment as a product (its crop as the photo, its labels as attributes)."""
@@ -266,3 +303,24 @@ class LookService:
             root.rmdir()
         if moved:
             log.info("looks moved into the tables", extra={"looks": moved})
+
+
+def _checked_labels(labels: dict[str, str] | None) -> dict[str, str]:
+    out = {}
+    for kind, value in (labels or {}).items():
+        if kind not in LABEL_KINDS:
+            raise InvalidInput(f"label kind must be one of {', '.join(LABEL_KINDS)}", field=f"labels.{kind}")
+        if not value.strip() or len(value) > 80:
+            raise InvalidInput("a label is 1 to 80 characters", field=f"labels.{kind}")
+        out[kind] = value.strip()
+    return out
+
+
+def _checked_box(record: dict[str, Any], box: list[int]) -> Box:
+    width, height = record["width"], record["height"]
+    if len(box) != 4 or not (0 <= box[0] < box[2] <= width and 0 <= box[1] < box[3] <= height):
+        raise InvalidInput(f"box must be [x0, y0, x1, y1] inside the {width}x{height} photo", field="box")
+    if box[2] - box[0] < MIN_BOX_SIDE or box[3] - box[1] < MIN_BOX_SIDE:
+        raise InvalidInput(f"a box is at least {MIN_BOX_SIDE} pixels on each side", field="box")
+    x0, y0, x1, y1 = box
+    return x0, y0, x1, y1

@@ -72,9 +72,12 @@ class LookStore:
 
     def put_crops(self, look_id: str, crops: list[bytes]) -> None:
         for position, png in enumerate(crops):
-            self._db.change("INSERT INTO look_crops VALUES(?, ?, ?) ON CONFLICT(look_id, position) DO UPDATE SET "
-                            "png = excluded.png", (look_id, position, png))
+            self.put_crop(look_id, position, png)
         self._db.change("DELETE FROM look_crops WHERE look_id = ? AND position >= ?", (look_id, len(crops)))
+
+    def put_crop(self, look_id: str, position: int, png: bytes) -> None:
+        self._db.change("INSERT INTO look_crops VALUES(?, ?, ?) ON CONFLICT(look_id, position) DO UPDATE SET "
+                        "png = excluded.png", (look_id, position, png))
 
     def crop(self, look_id: str, position: int) -> bytes | None:
         found = self._db.rows("SELECT png FROM look_crops WHERE look_id = ? AND position = ?", (look_id, position))

@@ -1,11 +1,11 @@
 """Shop the look over HTTP: upload a street photo (a job), read the look with its boxes, labels, crops
-and matches, correct a garment, add the garments to a collection."""
+and matches, correct a garment or add one it missed, add the garments to a collection."""
 
 from __future__ import annotations
 
 import math
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from pydantic import BaseModel, Field
@@ -27,6 +27,13 @@ class Correction(Strict):
     box: list[int] | None = Field(None, min_length=4, max_length=4, description="[x0, y0, x1, y1] in photo pixels")
 
 
+class DrawnGarment(Strict):
+    box: list[int] = Field(..., min_length=4, max_length=4, description="[x0, y0, x1, y1] in photo pixels")
+    group: Literal["top", "bottom", "dress", "outerwear", "shoes", "bag"] | None = Field(
+        None, description="what it is; read from the crop when left out (less sure: say it when you know)")
+    labels: dict[str, str] | None = Field(None, description="category / colour / pattern, when known")
+
+
 class IndexLook(Strict):
     collection: str = Field(..., min_length=1, max_length=64)
 
@@ -45,8 +52,13 @@ def _with_urls(record: dict[str, Any]) -> dict[str, Any]:
     look_id = record["id"]
     record["photo_url"] = f"/looks/{look_id}/photo"
     for garment in record.get("garments", []):
-        garment["crop_url"] = f"/looks/{look_id}/garments/{garment['index']}/crop"
+        _with_crop_url(look_id, garment)
     return record
+
+
+def _with_crop_url(look_id: str, garment: dict[str, Any]) -> dict[str, Any]:
+    garment["crop_url"] = f"/looks/{look_id}/garments/{garment['index']}/crop"
+    return garment
 
 
 @router.post("/looks", status_code=202, response_model=JobOut,
@@ -94,9 +106,16 @@ def look_crop(look_id: str, index: int, request: Request) -> Response:
 
 
 @router.patch("/looks/{look_id}/garments/{index}", dependencies=[Write],
-              summary="Correct a garment's labels or box; kept, and a training pair once indexed")
+              summary="Correct a garment's labels or box (cut again); matched again; kept, and a training pair "
+                      "once indexed")
 def correct_garment(look_id: str, index: int, body: Correction, request: Request) -> dict[str, Any]:
-    return _runner(request).looks.correct(look_id, index, labels=body.labels, box=body.box)
+    return _with_crop_url(look_id, _runner(request).looks.correct(look_id, index, labels=body.labels, box=body.box))
+
+
+@router.post("/looks/{look_id}/garments", status_code=201, dependencies=[Write],
+             summary="Add a garment the look missed (a bag): draw its box; it is labelled and matched like the others")
+def add_garment(look_id: str, body: DrawnGarment, request: Request) -> dict[str, Any]:
+    return _with_crop_url(look_id, _runner(request).looks.add(look_id, body.box, group=body.group, labels=body.labels))
 
 
 @router.post("/looks/{look_id}/index", dependencies=[Write], response_model=Indexed,

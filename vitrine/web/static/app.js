@@ -377,12 +377,12 @@ async function lookPage(lookId) {
 async function showLook(lookId, view) {
   let look;
   try { look = await api(`/looks/${lookId}`); } catch (e) { view.replaceChildren(el("p", { class: "error", text: e.message })); return; }
-  const stage = el("div", { class: "stage" }, el("img", { src: look.photo_url, alt: "the uploaded photo" }));
+  const stage = el("div", { class: "stage" }, el("img", { src: look.photo_url, alt: "the uploaded photo", draggable: "false" }));
+  const boxStyle = ([x0, y0, x1, y1]) => `left:${(100 * x0) / look.width}%;top:${(100 * y0) / look.height}%;width:${(100 * (x1 - x0)) / look.width}%;height:${(100 * (y1 - y0)) / look.height}%`;
   for (const g of look.garments) {
-    const [x0, y0, x1, y1] = g.box;
-    const style = `left:${(100 * x0) / look.width}%;top:${(100 * y0) / look.height}%;width:${(100 * (x1 - x0)) / look.width}%;height:${(100 * (y1 - y0)) / look.height}%`;
-    stage.append(el("div", { class: "box", style }, el("span", { text: `${g.group}: ${g.labels.colour[0].value} ${g.labels.category[0].value}` })));
+    stage.append(el("div", { class: "box", style: boxStyle(g.box) }, el("span", { text: `${g.group}: ${g.labels.colour[0].value} ${g.labels.category[0].value}` })));
   }
+  const drawn = drawOnLook(lookId, look, stage, boxStyle, () => showLook(lookId, view));
   const garments = look.garments.map((g) => {
     const category = el("input", { type: "text", id: `fix-${g.index}`, value: g.labels.category[0].value });
     return el("section", { class: "garment", "aria-label": `garment ${g.index + 1}: ${g.group}` },
@@ -405,7 +405,52 @@ async function showLook(lookId, view) {
         : el("ul", { class: "grid" }, g.matches.map((m) => card({ ...m, main_image_url: `/collections/${encodeURIComponent(m.collection)}/products/${encodeURIComponent(m.id)}/images/0`, matched_image_url: null, matched_image_position: null }))));
   });
   view.replaceChildren(el("p", { class: "meta", text: look.reason || `${look.people} people, ${look.garments.length} garments` }),
-    el("div", { class: "look" }, stage, el("div", { id: "garments" }, garments)));
+    el("div", { class: "look" }, el("div", {}, stage, drawn), el("div", { id: "garments" }, garments)));
+}
+
+// A garment the look missed (it finds no bags): the shopper drags a box around it on the photo, says what it is
+// (or lets Vitrine read it), and it is added to the look, labelled and matched like the others.
+function drawOnLook(lookId, look, stage, boxStyle, done) {
+  const group = el("select", { id: "drawn-group" },
+    el("option", { value: "", text: "let Vitrine read it" }),
+    ["top", "bottom", "dress", "outerwear", "shoes", "bag"].map((g) => el("option", { value: g, text: g })));
+  const form = el("form", { class: "row", id: "drawn", hidden: true, onsubmit: async (e) => {
+    e.preventDefault();
+    try {
+      await api(`/looks/${lookId}/garments`, { method: "POST", json: { box, group: group.value || null } });
+      toast("Garment added");
+      done();
+    } catch (err) { toast(err.message); }
+  } },
+    el("div", {}, el("label", { for: "drawn-group", text: "What you drew" }), group),
+    el("button", { type: "submit", text: "Shop this garment" }));
+  let box = null;
+  let start = null;
+  const marker = el("div", { class: "drawing", hidden: true });
+  stage.append(marker);
+  const at = (e) => {
+    const r = stage.getBoundingClientRect();
+    const clamp = (v) => Math.min(1, Math.max(0, v));
+    return [Math.round(clamp((e.clientX - r.left) / r.width) * look.width), Math.round(clamp((e.clientY - r.top) / r.height) * look.height)];
+  };
+  const around = (a, b) => [Math.min(a[0], b[0]), Math.min(a[1], b[1]), Math.max(a[0], b[0]), Math.max(a[1], b[1])];
+  stage.addEventListener("pointerdown", (e) => { start = at(e); stage.setPointerCapture(e.pointerId); e.preventDefault(); });
+  stage.addEventListener("pointermove", (e) => {
+    if (!start) return;
+    marker.hidden = false;
+    marker.setAttribute("style", boxStyle(around(start, at(e))));
+  });
+  stage.addEventListener("pointerup", (e) => {
+    if (!start) return;
+    const b = around(start, at(e));
+    start = null;
+    if (b[2] - b[0] < 8 || b[3] - b[1] < 8) { marker.hidden = true; return; }  // a click, not a box
+    box = b;
+    marker.setAttribute("style", boxStyle(b));
+    form.hidden = false;
+    group.focus();
+  });
+  return el("div", {}, el("p", { class: "meta", text: "Missed something? Drag a box around it on the photo." }), form);
 }
 
 // -- admin ---------------------------------------------------------------------------------------
