@@ -134,7 +134,7 @@ def test_a_drawn_box_adds_the_garment_the_look_missed_and_a_moved_box_is_cut_aga
                           np.asarray(Image.open(io.BytesIO(photo)).convert("RGB"))[y0:y1, x0:x1])  # the person ends
     assert service.get(look_id)["garments"][-1] == bag
 
-    trousers = service.add(look_id, truth["pants"])  # no group given: read from the crop
+    trousers = service.add(look_id, truth["pants"])  # no group given: read by the drawn-box model
     assert trousers["group"] == "bottom" and trousers["index"] == bag["index"] + 1
     assert all(garment_group(m["category"]) == "bottom" for m in trousers["matches"])
 
@@ -154,6 +154,24 @@ def test_a_drawn_box_adds_the_garment_the_look_missed_and_a_moved_box_is_cut_aga
     with pytest.raises(InvalidInput, match="group"):
         service.add(look_id, truth["purse"], group="hat")
     assert len(service.get(look_id)["garments"]) == len(look["garments"]) + 2  # nothing stored by the refusals
+
+
+@pytest.mark.parametrize(("photo", "expected"), [
+    ("photos/0006.jpg", {"purse": "bag", "skirt": "bottom", "shoes": "shoes"}),
+    ("photos/0058.jpg", {"pants": "bottom", "purse": "bag", "shoes": "shoes"}),
+])
+def test_what_a_drawn_box_holds_is_read_from_the_crop_and_where_it_lies(luma_engine: Engine, photo: str,
+                                                                       expected: dict[str, str]) -> None:
+    """Dev photos (the drawn-box model never saw them): a carried purse, read zero-shot from its crop alone, is a
+    bottom or a top; where it lies on the person makes it a bag."""
+    assert photo_split(photo) == "dev"
+    finder = LookFinder(luma_engine)
+    data = (CCP / photo).read_bytes()
+    for box in BOXES[photo]["boxes"]:
+        if box["label"] in expected:
+            garment = finder.drawn(data, tuple(box["bbox_xyxy"]), collection="luma")
+            assert garment.group == expected[box["label"]], box
+            assert {garment_group(label.value) for label in garment.labels["category"]} == {garment.group}
 
 
 def test_look_job_states_index_and_correction(settings: object, luma_home: Path) -> None:

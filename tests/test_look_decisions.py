@@ -14,9 +14,10 @@ from PIL import Image
 
 from vitrine.cli.main import main as cli
 from vitrine.engine import Engine
-from vitrine.vision import decisions
+from vitrine.vision import decisions, drawn_boxes
 from vitrine.vision.decision_training import GRID, fit_logistic
 from vitrine.vision.decisions import Thresholds, choose, leg_gaps
+from vitrine.vision.drawn_box_training import COMPONENTS, L2
 from vitrine.vision.evaluation import photo_split, read_photos
 from vitrine.vision.garments import L_ANKLE, L_HIP, R_ANKLE, R_HIP
 from vitrine.vision.look import LookFinder
@@ -45,6 +46,12 @@ def test_train_look_learns_from_train_photos_only(
     assert all(card["thresholds"][name] in values for name, values in GRID.items())
     assert card["outerwear_reach"][3] > 0  # coats reach below the upper-body box
 
+    drawn = card["drawn_boxes"]  # what a drawn box holds: learned from the same train photos' true boxes
+    assert drawn["photos"] == 36 and drawn["split"] == "train"
+    assert drawn["path"] == str(out.parent / "look-drawn-boxes.npz")
+    assert drawn["components"] in COMPONENTS and drawn["l2"] in L2 and 0 < drawn["out_of_fold_accuracy"]["all"] <= 1
+    assert drawn_boxes.load(Path(drawn["path"])).card == {k: v for k, v in drawn.items() if k != "path"}
+
     model = decisions.load(out)
     assert model.thresholds == Thresholds(**card["thresholds"])
     photo = (CCP / dev[0]["image"]).read_bytes()
@@ -61,6 +68,16 @@ def test_the_shipped_decisions_and_their_card() -> None:
     n = len(decisions.HAND_MADE) + sum(len(basis) for _, basis in model.components.values())
     assert model.mean.shape == model.scale.shape == (n,) and len(card["evidence"]) == n
     assert all(w.shape == (n + 1,) for w in model.weights.values())
+
+
+def test_the_shipped_drawn_box_model_and_its_card() -> None:
+    model = drawn_boxes.load()
+    card = model.card
+    assert card["split"] == "train" and card["photos"] == len(read_photos(CCP / "boxes.json", "train"))
+    n = 2 * len(drawn_boxes.GROUPS) + len(drawn_boxes.GEOMETRY) + card["components"]
+    assert model.mean.shape == model.scale.shape == (n,) and len(card["evidence"]) == n
+    assert model.weights.shape == (len(drawn_boxes.GROUPS), n + 1) and model.basis.shape[0] == card["components"]
+    assert card["out_of_fold_accuracy"]["bag"] > 0.8  # a carried bag: from a quarter (zero-shot) to most
 
 
 def test_a_coat_reaches_below_the_hips(luma_engine: Engine) -> None:

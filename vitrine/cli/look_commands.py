@@ -35,10 +35,11 @@ def add_parsers(sub: Any) -> None:
     evaluate.add_argument("--json", action="store_true")
     evaluate.add_argument("--no-progress", action="store_true")
 
-    train = sub.add_parser("train-look", help="learn shop the look's garment decisions from the train split of a "
-                                              "boxes file (ccp/boxes.json)")
+    train = sub.add_parser("train-look", help="learn shop the look's garment decisions, and what a drawn box holds, "
+                                              "from the train split of a boxes file (ccp/boxes.json)")
     train.add_argument("boxes", type=Path)
-    train.add_argument("--out", type=Path, help="where to write the model (default: the package's)")
+    train.add_argument("--out", type=Path, help="where to write the decisions (default: the package's); the "
+                                                "drawn-box model goes beside them")
     train.add_argument("--limit", type=int, help="only the first N train photos")
     train.add_argument("--json", action="store_true")
     train.add_argument("--no-progress", action="store_true")
@@ -120,15 +121,23 @@ def cmd_eval_look(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_train_look(engine: Engine, args: argparse.Namespace) -> int:
+    from vitrine.vision import drawn_boxes
     from vitrine.vision.decision_training import train_decisions
     from vitrine.vision.decisions import MODEL_FILE
+    from vitrine.vision.drawn_box_training import train_drawn_boxes
     from vitrine.vision.look import LookFinder
 
     out = args.out or MODEL_FILE
+    drawn_out = out.parent / drawn_boxes.MODEL_FILE.name
+    finder = LookFinder(engine)
     with count_bar(not args.no_progress and not args.json, "photo") as progress:
-        model = train_decisions(LookFinder(engine), args.boxes, limit=args.limit, progress=progress)
+        model = train_decisions(finder, args.boxes, limit=args.limit, progress=progress)
+    with count_bar(not args.no_progress and not args.json, "photo") as progress:
+        drawn = train_drawn_boxes(finder, args.boxes, limit=args.limit, progress=progress)
     model.save(out)
-    card = dict(model.card, thresholds=model.thresholds.__dict__, path=str(out))
+    drawn.save(drawn_out)
+    card = dict(model.card, thresholds=model.thresholds.__dict__, path=str(out),
+                drawn_boxes=dict(drawn.card, path=str(drawn_out)))
     if args.json:
         sys.stdout.write(json.dumps(card, indent=2) + "\n")
         return 0
@@ -136,6 +145,8 @@ def cmd_train_look(engine: Engine, args: argparse.Namespace) -> int:
              f"out of fold, mean F1 {card['out_of_fold']['mean_f1']}:"]
     for group, m in card["out_of_fold"]["groups"].items():
         lines.append(f"  {group:<10} recall {m['recall']}  precision {m['precision']}")
+    lines.append(f"what a drawn box holds, out of fold: {drawn.card['out_of_fold_accuracy']['all']} of "
+                 f"{sum(drawn.card['boxes'].values())} boxes read right: {drawn_out}")
     lines.append(f"measure it on the dev split: vitrine eval-look {args.boxes} --split dev")
     sys.stdout.write("\n".join(lines) + "\n")
     return 0

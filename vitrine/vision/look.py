@@ -25,6 +25,8 @@ from vitrine.models.labels import Label, ZeroShotLabeller
 from vitrine.search.query import Hit, Query
 from vitrine.vision.decisions import DecisionModel, choose, leg_gaps
 from vitrine.vision.decisions import load as load_decisions
+from vitrine.vision.drawn_boxes import DrawnBoxModel, box_geometry
+from vitrine.vision.drawn_boxes import load as load_drawn_model
 from vitrine.vision.garments import GROUP_WORDS, Box, body_regions, garment_group, inner_top, skirt_length
 from vitrine.vision.people import PeopleDetector, Person
 
@@ -67,10 +69,10 @@ class Look:
     reason: str | None = None
 
 
-def _crop_on_white(rgb: Array, mask: Array, box: Box, *, masked: bool) -> bytes:
+def _crop_on_white(rgb: Array, mask: Array | None, box: Box, *, masked: bool) -> bytes:
     x0, y0, x1, y1 = box
     crop = rgb[y0:y1, x0:x1].copy()
-    if masked:
+    if masked and mask is not None:
         crop[~mask[y0:y1, x0:x1]] = 255
     buffer = io.BytesIO()
     Image.fromarray(crop).save(buffer, "PNG")
@@ -90,8 +92,16 @@ class LookFinder:
         self.engine = engine
         self.detector = PeopleDetector()
         self._decisions = decisions
+        self._drawn_model: DrawnBoxModel | None = None
         self._choosers: dict[tuple[str, str], tuple[ZeroShotLabeller, ZeroShotLabeller]] = {}
         self._by_group: dict[str, tuple[tuple[str, int], dict[str, list[str]]]] = {}
+
+    @property
+    def drawn_model(self) -> DrawnBoxModel:
+        """Loaded on first use, like the decisions."""
+        if self._drawn_model is None:
+            self._drawn_model = load_drawn_model()
+        return self._drawn_model
 
     @property
     def decisions(self) -> DecisionModel:
@@ -171,35 +181,41 @@ class LookFinder:
 
     def drawn(self, photo: bytes, box: Box, *, collection: str | None, group: str | None = None) -> Garment:
         """A garment where somebody drew its box: one the look missed (it finds no bags), or a box corrected.
-        Its crop is cut from the photo and set on white by the person segmentation (except shoes and bags,
-        which it cuts into); its group is read from the crop unless given; its labels are read as the look's
-        own garments' are. `box` must lie inside the photo."""
+        It is cut from the photo (`cut`); its group is read by the drawn-box model unless given; its labels
+        are read as the look's own garments' are. `box` must lie inside the photo."""
         image = decode_image(photo, max_pixels=self.engine.settings.max_image_pixels)
         rgb = np.asarray(image, dtype=np.uint8)
-        x0, y0, x1, y1 = box
         everyone = self.detector.segment(rgb)
-        masked = everyone is not None and float(everyone[y0:y1, x0:x1].mean()) >= MIN_MASKED_SHARE
-        mask = everyone if everyone is not None else np.ones(rgb.shape[:2], dtype=bool)
-        crop = _crop_on_white(rgb, mask, box, masked=masked)
+        crop, masked = self.cut(rgb, everyone, box)
         if group is None:
-            group = self.group_of(self.engine.embedder.features(crop))
+            raw = self.engine.embedder.features(crop)
+            group = self.drawn_model.group(raw, self.group_shares(raw),
+                                           box_geometry(box, everyone, image.width, image.height))
         if masked and group in UNMASKED_GROUPS:
-            crop = _crop_on_white(rgb, mask, box, masked=False)
+            crop = self.cut(rgb, None, box)[0]
         embedder = self.engine.embedder_for(collection) if collection else self.engine.embedder
         features = embedder.features(crop)
         labels = self.engine.labeller(collection).label(features)[0]
         labels["category"] = self._chooser(collection, (group,), own_words=True).label(features)[0]["category"]
         return Garment(person=None, group=group, box=box, labels=labels, crop_png=crop)
 
-    def group_of(self, features: Array) -> str:
-        """The garment group whose words the built-in model reads most of in a crop's features."""
+    @staticmethod
+    def cut(rgb: Array, everyone: Array | None, box: Box) -> tuple[bytes, bool]:
+        """A drawn box's crop, set on white by the person segmentation `everyone` when at least
+        MIN_MASKED_SHARE of the box is person (else as drawn), and whether it was."""
+        x0, y0, x1, y1 = box
+        masked = everyone is not None and float(everyone[y0:y1, x0:x1].mean()) >= MIN_MASKED_SHARE
+        return _crop_on_white(rgb, everyone, box, masked=masked), masked
+
+    def group_shares(self, features: Array) -> Array:
+        """The zero-shot shares of each garment group's words in a crop's built-in features (GROUP_WORDS order)."""
         chooser = self._chooser(None, tuple(GROUP_WORDS))
         shares = dict.fromkeys(GROUP_WORDS, 0.0)
         for label in chooser.label(features, top=len(chooser.vocabulary["category"]))[0]["category"]:
             group = garment_group(label.value)
             if group is not None:
                 shares[group] += label.confidence
-        return max(shares, key=lambda g: shares[g])
+        return np.array(list(shares.values()), dtype=np.float32)
 
     def evidence(self, rgb: Array, person: Person) -> PersonEvidence:
         """A person's regions and what the decisions read, from the built-in model whatever the collection
