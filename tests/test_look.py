@@ -238,15 +238,25 @@ def test_look_job_states_index_and_correction(settings: object, luma_home: Path)
 
 def test_cli_look_draws_the_boxes(luma_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     drawn = tmp_path / "look.png"
+    purse = ",".join(map(str, next(b["bbox_xyxy"] for b in BOXES["photos/0003.jpg"]["boxes"] if b["label"] == "purse")))
     assert cli(["--home", str(luma_home), "look", str(CCP / "photos" / "0003.jpg"), "-c", "luma", "-k", "2",
-                "--draw", str(drawn), "--json"]) == 0
+                "--draw", str(drawn), "--box", f"{purse}=bag", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
+    bag = result["garments"].pop()  # the purse the look missed, shopped from its box
+    assert bag["person"] is None and bag["group"] == "bag" and bag["box"] == [int(v) for v in purse.split(",")]
+    assert len(bag["matches"]) == 2 and {m["category"] for m in bag["matches"]} == {"Bags"}
     assert result["garments"] and all(len(g["matches"]) == 2 and g["unmatched"] is None
                                       for g in result["garments"] if g["group"] != "shoes")
     shoes = [g for g in result["garments"] if g["group"] == "shoes"]
     assert shoes and all(g["matches"] == [] and g["unmatched"] == "the collection has no shoes" for g in shoes)
     assert drawn.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert cli(["--home", str(luma_home), "look", str(tmp_path / "missing.jpg")]) == 2
+    with pytest.raises(SystemExit) as exited:  # not a box: argparse says so
+        cli(["--home", str(luma_home), "look", str(CCP / "photos" / "0003.jpg"), "--box", "1,2,3"])
+    assert exited.value.code == 2 and "four whole numbers" in capsys.readouterr().err
+    photo = str(CCP / "photos" / "0003.jpg")
+    assert cli(["--home", str(luma_home), "look", photo, "--box", "0,0,9999,10"]) == 2  # outside the photo
+    assert "box must be" in capsys.readouterr().err
 
 
 def test_detection_evaluation_counts(luma_engine: Engine, tmp_path: Path) -> None:

@@ -24,6 +24,10 @@ def add_parsers(sub: Any) -> None:
     look.add_argument("--collection", "-c", help="collection to match garments in (none: labels only)")
     look.add_argument("--top-k", "-k", type=int, default=5)
     look.add_argument("--draw", type=Path, metavar="PNG", help="save the photo with the garment boxes drawn")
+    look.add_argument("--box", action="append", type=drawn_box, default=[], metavar="X0,Y0,X1,Y1[=GROUP]",
+                      help="also shop the garment inside this box of the photo (pixels), one the look may miss: a "
+                           "bag, say; =GROUP says what it is (top, bottom, dress, outerwear, shoes, bag), else it is "
+                           "read. Repeatable")
     look.add_argument("--index", action="store_true", help="also add the garments to the collection as products")
     look.add_argument("--json", action="store_true")
 
@@ -43,6 +47,18 @@ def add_parsers(sub: Any) -> None:
     train.add_argument("--limit", type=int, help="only the first N train photos")
     train.add_argument("--json", action="store_true")
     train.add_argument("--no-progress", action="store_true")
+
+
+def drawn_box(text: str) -> tuple[list[int], str | None]:
+    """X0,Y0,X1,Y1[=GROUP] -> ([x0, y0, x1, y1], group or None)."""
+    corners, _, group = text.partition("=")
+    try:
+        box = [int(v) for v in corners.split(",")]
+    except ValueError:
+        box = []
+    if len(box) != 4:
+        raise argparse.ArgumentTypeError(f"{text!r}: a box is four whole numbers X0,Y0,X1,Y1, then =GROUP if known")
+    return box, group.strip().lower() or None
 
 
 def draw_look(photo: bytes, look: dict[str, Any]) -> Image.Image:
@@ -70,6 +86,10 @@ def cmd_look(engine: Engine, args: argparse.Namespace) -> int:
     service = LookService(engine)
     look_id, _ = service.save_photo(photo)
     look = service.run(look_id, collection=args.collection, top_k=args.top_k)
+    for box, group in args.box:
+        service.add(look_id, box, group=group)
+    if args.box:
+        look = service.get(look_id)
     if args.index and args.collection:
         look["indexed"] = service.index(look_id, args.collection)
     if args.draw:
@@ -84,7 +104,8 @@ def cmd_look(engine: Engine, args: argparse.Namespace) -> int:
     for g in look["garments"]:
         labels = g["labels"]
         summary = ", ".join(f"{labels[k][0]['value']} ({labels[k][0]['confidence']:.0%})" for k in labels)
-        out.append(f"- {g['group']:<9} box {g['box']}  {summary}")
+        drawn = " (drawn)" if g["person"] is None else ""
+        out.append(f"- {g['group']:<9} box {g['box']}{drawn}  {summary}")
         for m in g["matches"]:
             out.append(f"    {m['score']:.3f}  {m['id']:<14} {m['title']}")
         if g.get("unmatched"):
