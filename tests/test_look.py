@@ -17,6 +17,7 @@ from vitrine.cli.main import main as cli
 from vitrine.engine import Engine
 from vitrine.errors import ImageError, InvalidInput
 from vitrine.index.store import Filters, RangeFilter
+from vitrine.vision import service as look_service
 from vitrine.vision.evaluation import evaluate_looks, photo_split
 from vitrine.vision.garments import garment_group, iou
 from vitrine.vision.look import MATCH_GROUPS, NO_PERSON, LookFinder, categories_by_group, match_filters
@@ -112,7 +113,8 @@ def test_non_images_and_bombs_are_refused(luma_engine: Engine) -> None:
         service.save_photo((CCP / "photos" / "0003.jpg").read_bytes()[:300])  # truncated
 
 
-def test_a_drawn_box_adds_the_garment_the_look_missed_and_a_moved_box_is_cut_again(luma_engine: Engine) -> None:
+def test_a_drawn_box_adds_the_garment_the_look_missed_and_a_moved_box_is_cut_again(
+        luma_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     """The look finds no bags: the shopper draws the one she carries (ccp 0003's purse), says it is a bag, and it
     is cut from the photo as drawn and matched with Luma's bags. A garment's box moved onto her trousers is cut
     again there and its labels read again, all but the one she corrected."""
@@ -153,6 +155,9 @@ def test_a_drawn_box_adds_the_garment_the_look_missed_and_a_moved_box_is_cut_aga
             service.add(look_id, box)
     with pytest.raises(InvalidInput, match="group"):
         service.add(look_id, truth["purse"], group="hat")
+    monkeypatch.setattr(look_service, "MAX_DRAWN", 2)  # a shopper may draw without a key: a look holds so many
+    with pytest.raises(InvalidInput, match="at most 2 drawn garments"):
+        service.add(look_id, truth["bag"], group="bag")
     assert len(service.get(look_id)["garments"]) == len(look["garments"]) + 2  # nothing stored by the refusals
 
 
@@ -215,6 +220,11 @@ def test_look_job_states_index_and_correction(settings: object, luma_home: Path)
         assert drawn.json()["index"] == len(look["garments"]) and len(drawn.json()["matches"]) == 2
         assert client.get(drawn.json()["crop_url"]).headers["content-type"] == "image/png"
         look["garments"].append(drawn.json())  # indexed below with the others
+        keyless = client.post(f"/looks/{look_id}/garments", json={"box": skirt}, headers={"Authorization": ""})
+        assert keyless.status_code == 201  # a shopper draws on their own look as they made it: no key needed
+        assert client.patch(f"/looks/{look_id}/garments/0", json={"labels": {"colour": "red"}},
+                            headers={"Authorization": ""}).status_code == 401  # corrections are curation
+        look["garments"].append(keyless.json())
         refused = client.post(f"/looks/{look_id}/garments", json={"box": skirt, "group": "hat"})
         assert refused.status_code == 422 and "group" in refused.json()["error"]["field"]
         assert client.post("/looks/0123456789abcdef/garments", json={"box": skirt}).status_code == 404

@@ -36,6 +36,7 @@ SWEEP_EVERY_S = 60.0
 LABEL_KINDS = ("category", "colour", "pattern")
 REMATCH_TOP_K = 5  # matches of a corrected garment of a look older Vitrines kept without its top_k
 CHANGE_ATTEMPTS = 8
+MAX_DRAWN = 20  # drawn garments a look holds (a shopper may draw without a key: each is a stored crop)
 MIN_BOX_SIDE = 8  # a drawn or corrected box smaller than this is a slip of the mouse, not a garment
 T = TypeVar("T")
 
@@ -181,6 +182,7 @@ class LookService:
         record = self.get(look_id)
         if "garments" not in record:
             raise InvalidInput(f"look {look_id!r} has not been analysed yet", field="look_id")
+        _check_room(record)
         group = group or garment_group(labels.get("category", ""))
         drawn = self.finder.drawn(self.photo(look_id)[0], _checked_box(record, box),
                                   collection=record.get("collection"), group=group)
@@ -194,6 +196,7 @@ class LookService:
             item["corrected"] = dict(labels)
 
         def append(latest: dict[str, Any]) -> dict[str, Any]:
+            _check_room(latest)  # again: another request may have drawn one meanwhile
             item["index"] = len(latest["garments"])
             latest["garments"].append(item)
             return item
@@ -324,3 +327,8 @@ def _checked_box(record: dict[str, Any], box: list[int]) -> Box:
         raise InvalidInput(f"a box is at least {MIN_BOX_SIDE} pixels on each side", field="box")
     x0, y0, x1, y1 = box
     return x0, y0, x1, y1
+
+
+def _check_room(record: dict[str, Any]) -> None:
+    if sum(1 for g in record["garments"] if g.get("person", 0) is None) >= MAX_DRAWN:
+        raise InvalidInput(f"a look holds at most {MAX_DRAWN} drawn garments", field="box")
