@@ -150,14 +150,19 @@ class DecisionModel:
         path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
 
 
-def load(path: Path = MODEL_FILE) -> DecisionModel:
+def read_model(path: Path, what: str) -> tuple[dict[str, Any], dict[str, Array]]:
+    """A look model's card (the .json beside it) and arrays (the .npz), or a clear error naming `what`."""
     try:
         card = json.loads(path.with_suffix(".json").read_text())
         with np.load(path) as data:
-            arrays = {k: data[k] for k in data.files}
+            return card, {k: data[k] for k in data.files}
     except (OSError, ValueError) as exc:
-        raise ModelUnavailable(f"cannot read the garment decisions {path}: {exc}; train them with "
+        raise ModelUnavailable(f"cannot read {what} {path}: {exc}; train it with "
                                "`vitrine train-look ccp/boxes.json`") from exc
+
+
+def load(path: Path = MODEL_FILE) -> DecisionModel:
+    card, arrays = read_model(path, "the garment decisions")
     reach = tuple(float(v) for v in arrays["outerwear_reach"])
     return DecisionModel(
         mean=arrays["mean"], scale=arrays["scale"],

@@ -21,8 +21,7 @@ from typing import Any
 import numpy as np
 
 from vitrine.arrays import Array
-from vitrine.errors import ModelUnavailable
-from vitrine.vision.decisions import cnn_view
+from vitrine.vision.decisions import cnn_view, read_model
 from vitrine.vision.garments import GROUP_WORDS, Box
 
 MODEL_FILE = Path(__file__).with_name("look-drawn-boxes.npz")
@@ -81,12 +80,6 @@ class DrawnBoxModel:
 
 
 def load(path: Path = MODEL_FILE) -> DrawnBoxModel:
-    try:
-        card = json.loads(path.with_suffix(".json").read_text())
-        with np.load(path) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise ModelUnavailable(f"cannot read the drawn-box model {path}: {exc}; train it with "
-                               "`vitrine train-look ccp/boxes.json`") from exc
+    card, arrays = read_model(path, "the drawn-box model")
     return DrawnBoxModel(mean=arrays["mean"], scale=arrays["scale"], centre=arrays["centre"], basis=arrays["basis"],
                          weights=arrays["weights"], card=card)
