@@ -282,6 +282,7 @@ def test_shop_the_look(server: dict[str, str], page: Any) -> None:
     garments = page.locator("#garments .garment").count()
     x0, y0, x1, y1 = next(b["bbox_xyxy"] for b in look_boxes("photos/0003.jpg") if b["label"] == "purse")
     width, height = Image.open(DATA / "ccp" / "photos" / "0003.jpg").size
+    page.get_by_role("button", name="Draw a garment it missed").click()
     stage = page.locator(".stage").bounding_box()
     page.mouse.move(stage["x"] + x0 * stage["width"] / width, stage["y"] + y0 * stage["height"] / height)
     page.mouse.down()

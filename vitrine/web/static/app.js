@@ -426,6 +426,15 @@ function drawOnLook(lookId, look, stage, boxStyle, done) {
     el("button", { type: "submit", text: "Shop this garment" }));
   let box = null;
   let start = null;
+  let drawing = false;  // off: the photo scrolls the page on a phone as any photo does
+  const hint = el("p", { class: "meta", hidden: true, text: "Drag a box around it on the photo, then say what it is." });
+  const toggle = el("button", { type: "button", class: "secondary", "aria-pressed": "false", text: "Draw a garment it missed",
+    onclick: () => {
+      drawing = !drawing;
+      stage.classList.toggle("drawing-mode", drawing);
+      toggle.setAttribute("aria-pressed", String(drawing));
+      hint.hidden = !drawing;
+    } });
   const marker = el("div", { class: "drawing", hidden: true });
   stage.append(marker);
   const at = (e) => {
@@ -434,7 +443,12 @@ function drawOnLook(lookId, look, stage, boxStyle, done) {
     return [Math.round(clamp((e.clientX - r.left) / r.width) * look.width), Math.round(clamp((e.clientY - r.top) / r.height) * look.height)];
   };
   const around = (a, b) => [Math.min(a[0], b[0]), Math.min(a[1], b[1]), Math.max(a[0], b[0]), Math.max(a[1], b[1])];
-  stage.addEventListener("pointerdown", (e) => { start = at(e); stage.setPointerCapture(e.pointerId); e.preventDefault(); });
+  stage.addEventListener("pointerdown", (e) => {
+    if (!drawing) return;
+    start = at(e);
+    stage.setPointerCapture(e.pointerId);
+    e.preventDefault();
+  });
   stage.addEventListener("pointermove", (e) => {
     if (!start) return;
     marker.hidden = false;
@@ -450,7 +464,7 @@ function drawOnLook(lookId, look, stage, boxStyle, done) {
     form.hidden = false;
     group.focus();
   });
-  return el("div", {}, el("p", { class: "meta", text: "Missed something? Drag a box around it on the photo." }), form);
+  return el("div", { class: "draw" }, toggle, hint, form);
 }
 
 // -- admin ---------------------------------------------------------------------------------------
