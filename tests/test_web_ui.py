@@ -274,6 +274,12 @@ def test_shop_the_look(server: dict[str, str], page: Any) -> None:
     assert page.locator(".stage .box").count() == page.locator("#garments .garment").count() >= 2
     assert page.locator("#garments .garment .card").count() >= 4
     assert "No matches: the collection has no shoes" in page.locator("#garments").inner_text()  # not tights
+    page.wait_for_selector(".stage[data-labels=placed]")  # no box's label covers another's (her coat and top)
+    labels = page.locator(".stage .box span").evaluate_all("els => els.map(e => e.getBoundingClientRect().toJSON())")
+    for i, a in enumerate(labels):
+        for b in labels[:i]:
+            assert not (a["left"] < b["right"] and b["left"] < a["right"] and a["top"] < b["bottom"]
+                        and b["top"] < a["bottom"]), (a, b)
     page.get_by_label("Category").first.fill("trench coat")  # an inline correction (needs the write key)
     page.evaluate("k => localStorage.setItem('vitrine.key', k)", server["token"])
     page.get_by_role("button", name="Correct").first.click()

@@ -377,7 +377,8 @@ async function lookPage(lookId) {
 async function showLook(lookId, view) {
   let look;
   try { look = await api(`/looks/${lookId}`); } catch (e) { view.replaceChildren(el("p", { class: "error", text: e.message })); return; }
-  const stage = el("div", { class: "stage" }, el("img", { src: look.photo_url, alt: "the uploaded photo", draggable: "false" }));
+  const stage = el("div", { class: "stage" });
+  stage.append(el("img", { src: look.photo_url, alt: "the uploaded photo", draggable: "false", onload: () => untangleLabels(stage) }));
   const boxStyle = ([x0, y0, x1, y1]) => `left:${(100 * x0) / look.width}%;top:${(100 * y0) / look.height}%;width:${(100 * (x1 - x0)) / look.width}%;height:${(100 * (y1 - y0)) / look.height}%`;
   for (const g of look.garments) {
     stage.append(el("div", { class: "box", style: boxStyle(g.box) }, el("span", { text: `${g.group}: ${g.labels.colour[0].value} ${g.labels.category[0].value}` })));
@@ -406,6 +407,18 @@ async function showLook(lookId, view) {
   });
   view.replaceChildren(el("p", { class: "meta", text: look.reason || `${look.people} people, ${look.garments.length} garments` }),
     el("div", { class: "look" }, el("div", {}, stage, drawn), el("div", { id: "garments" }, garments)));
+}
+
+// Nested boxes (a coat and the top under it) start at nearly the same corner: a label that would cover one placed
+// before it goes to the bottom of its box instead.
+function untangleLabels(stage) {
+  const placed = [];
+  for (const span of stage.querySelectorAll(".box span")) {
+    const r = span.getBoundingClientRect();
+    if (placed.some((p) => r.left < p.right && p.left < r.right && r.top < p.bottom && p.top < r.bottom)) span.classList.add("below");
+    placed.push(span.getBoundingClientRect());
+  }
+  stage.dataset.labels = "placed";
 }
 
 // A garment the look missed (it finds no bags): the shopper drags a box around it on the photo, says what it is
