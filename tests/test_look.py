@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from vitrine.api.app import create_app
+from vitrine.cli.look_commands import GROUP_COLOURS, draw_look
 from vitrine.cli.main import main as cli
 from vitrine.engine import Engine
 from vitrine.errors import ImageError, InvalidInput
@@ -267,6 +268,22 @@ def test_cli_look_draws_the_boxes(luma_home: Path, tmp_path: Path, capsys: pytes
     photo = str(CCP / "photos" / "0003.jpg")
     assert cli(["--home", str(luma_home), "look", photo, "--box", "0,0,9999,10"]) == 2  # outside the photo
     assert "box must be" in capsys.readouterr().err
+
+
+def test_drawn_labels_of_nested_boxes_do_not_cover_each_other() -> None:
+    """A coat and the top under it start at the same corner: the top's label goes to the bottom of its box."""
+    photo = io.BytesIO()
+    Image.new("RGB", (400, 400), "white").save(photo, "PNG")
+    labels = {"colour": [{"value": "grey"}], "category": [{"value": "coat"}]}
+    look = {"garments": [{"group": "outerwear", "box": [10, 10, 300, 300], "labels": labels},
+                         {"group": "top", "box": [12, 12, 200, 200], "labels": labels}]}
+    drawn = np.asarray(draw_look(photo.getvalue(), look))
+
+    def share(colour: tuple[int, int, int], rows: slice) -> float:
+        return float((drawn[rows, 20:60] == colour).all(axis=-1).mean())
+
+    assert share(GROUP_COLOURS["outerwear"], slice(14, 22)) > 0.3  # the coat's label, not covered
+    assert share(GROUP_COLOURS["top"], slice(180, 196)) > 0.3  # the top's, at the bottom of its box
 
 
 def test_detection_evaluation_counts(luma_engine: Engine, tmp_path: Path) -> None:

@@ -65,15 +65,21 @@ def draw_look(photo: bytes, look: dict[str, Any]) -> Image.Image:
     image = Image.open(io.BytesIO(photo)).convert("RGB")
     pen = ImageDraw.Draw(image)
     width = max(2, round(max(image.size) / 250))
+    placed: list[tuple[float, float, float, float]] = []
     for garment in look["garments"]:
         colour = GROUP_COLOURS.get(garment["group"], (52, 73, 94))
         x0, y0, x1, y1 = garment["box"]
         pen.rectangle((x0, y0, x1, y1), outline=colour, width=width)
         labels = garment["labels"]
         text = f"{garment['group']}: {labels['colour'][0]['value']} {labels['category'][0]['value']}"
-        left, top, right, bottom = pen.textbbox((x0 + width, y0 + width), text)
-        pen.rectangle((left - 2, top - 2, right + 2, bottom + 2), fill=colour)
-        pen.text((x0 + width, y0 + width), text, fill=(255, 255, 255))
+        at = (x0 + width, y0 + width)
+        left, top, right, bottom = pen.textbbox(at, text)
+        if any(left < pr and pl < right and top < pb and pt < bottom for pl, pt, pr, pb in placed):
+            at = (x0 + width, y1 - width - (bottom - top) - 4)  # nested boxes share a corner: label at the bottom
+            left, top, right, bottom = pen.textbbox(at, text)
+        placed.append((left - 2, top - 2, right + 2, bottom + 2))
+        pen.rectangle(placed[-1], fill=colour)
+        pen.text(at, text, fill=(255, 255, 255))
     return image
 
 
