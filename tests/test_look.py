@@ -225,13 +225,16 @@ def test_look_job_states_index_and_correction(settings: object, luma_home: Path)
         assert keyless.status_code == 201  # a shopper draws on their own look as they made it: no key needed
         assert client.patch(f"/looks/{look_id}/garments/0", json={"labels": {"colour": "red"}},
                             headers={"Authorization": ""}).status_code == 401  # corrections are curation
-        look["garments"].append(keyless.json())
+        assert client.delete(f"/looks/{look_id}/garments/{keyless.json()['index']}",
+                             headers={"Authorization": ""}).status_code == 204  # not a garment after all
+        assert client.get(f"/looks/{look_id}").json()["garments"][-1]["removed"] is True  # indices stay
+        assert client.delete(f"/looks/{look_id}/garments/99").status_code == 404
         refused = client.post(f"/looks/{look_id}/garments", json={"box": skirt, "group": "hat"})
         assert refused.status_code == 422 and "group" in refused.json()["error"]["field"]
         assert client.post("/looks/0123456789abcdef/garments", json={"box": skirt}).status_code == 404
 
         indexed = client.post(f"/looks/{look_id}/index", json={"collection": "wardrobe"}).json()
-        assert len(indexed["products"]) == len(look["garments"])
+        assert len(indexed["products"]) == len(look["garments"])  # not the removed one
         first = client.get(f"/collections/wardrobe/products/{indexed['products'][0]}").json()
         assert first["category"] == "blouse" and first["attributes"]["look"] == look_id
         # The correction is now a training pair of that product.

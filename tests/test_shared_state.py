@@ -114,7 +114,8 @@ def test_a_schema_6_store_gains_the_models_table(engine: Engine, small_luma: Pat
 
 
 def test_a_look_analysed_by_a_worker_is_read_corrected_and_indexed_through_another_replica(
-        settings: Settings, small_luma: Path, tmp_path: Path, models_dir: Path) -> None:
+        settings: Settings, small_luma: Path, tmp_path: Path, models_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     photo = STREET.read_bytes()
     with Engine(settings) as replica, Engine(_other_replica(settings, tmp_path, models_dir)) as worker:
         replica.ingest("shop", small_luma)
@@ -133,9 +134,24 @@ def test_a_look_analysed_by_a_worker_is_read_corrected_and_indexed_through_anoth
         drawn = looks.add(look_id, [0, 0, done["width"] // 3, done["height"] // 3], group="bag")  # one it missed
         assert LookService(worker).get(look_id)["garments"][-1] == drawn and drawn["group"] == "bag"
         assert LookService(worker).crop(look_id, drawn["index"]) == looks.crop(look_id, drawn["index"])
-        ids = LookService(worker).index(look_id, "shop")
+        LookService(worker).remove(look_id, drawn["index"])  # not a bag after all: kept, marked, not indexed
+        indexer = LookService(worker)
+        put_product = worker.put_product
+        raced: list[dict[str, object]] = []
+
+        def racing(*args: object, **kwargs: object) -> None:
+            if not raced:  # a shopper draws another garment through the replica while the worker indexes
+                raced.append(looks.add(look_id, [0, 0, done["width"] // 2, done["height"] // 2], group="bag"))
+            put_product(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(worker, "put_product", racing)
+        ids = indexer.index(look_id, "shop")
+        assert len(ids) == len(done["garments"])  # neither the removed garment nor the one drawn meanwhile
         assert replica.get_product("shop", ids[0]).colour == "plum"
-        assert looks.get(look_id)["garments"][0]["product"] == {"collection": "shop", "id": ids[0]}
+        garments = looks.get(look_id)["garments"]
+        assert garments[0]["product"] == {"collection": "shop", "id": ids[0]}
+        assert garments[drawn["index"]]["removed"] and "product" not in garments[drawn["index"]]
+        assert garments[-1]["index"] == raced[0]["index"] and "product" not in garments[-1]
         if BACKEND == "postgres":
             assert not (settings.home / "looks.sqlite").exists()
 

@@ -301,6 +301,9 @@ def test_shop_the_look(server: dict[str, str], page: Any) -> None:
     assert added.get_attribute("aria-label") == f"garment {garments + 1}: bag"
     assert added.locator(".card").count() >= 1  # matched with Luma's bags
     page.screenshot(path=str(SHOTS / "ui-look.png"), full_page=True)
+    page.get_by_role("button", name=f"Remove garment {garments + 1}: not a bag").click()  # changed her mind
+    page.wait_for_function(f"document.querySelectorAll('#garments .garment').length === {garments}")
+    assert page.locator(".stage .box").count() == garments
 
 
 def test_our_assets_are_small() -> None:

@@ -205,6 +205,17 @@ class LookService:
         self.store.put_crop(look_id, added["index"], drawn.crop_png)
         return added
 
+    def remove(self, look_id: str, index: int) -> dict[str, Any]:
+        """Marks a garment as not one (a box where there is none, a garment shown twice): it stays in the look,
+        so that the others keep their indices, with `removed` set; it is no longer indexed as a product."""
+
+        def mark(latest: dict[str, Any]) -> dict[str, Any]:
+            garment = self._garment(latest, index)
+            garment["removed"] = True
+            return garment
+
+        return self._change(look_id, mark)
+
     def _match(self, record: dict[str, Any], crop: bytes, labels: dict[str, str],
                group: str) -> tuple[list[dict[str, Any]], str | None] | None:
         """A garment's matches in the look's collection (with the look's filters and top_k), or why it has
@@ -227,6 +238,8 @@ class LookService:
             raise InvalidInput(f"look {look_id!r} has not been analysed yet", field="look_id")
         ids = []
         for garment in record["garments"]:
+            if garment.get("removed"):
+                continue
             label = {kind: (garment["labels"].get(kind) or [{"value": ""}])[0]["value"] for kind in LABEL_KINDS}
             product_id = f"look-{look_id}-{garment['index']}"
             record_ = ProductRecord(
@@ -241,8 +254,9 @@ class LookService:
             ids.append(product_id)
 
         def link(latest: dict[str, Any]) -> None:
-            for old, new in zip(latest["garments"], record["garments"], strict=True):
-                old["product"] = new["product"]
+            for garment in record["garments"]:  # by index: a shopper may have drawn one meanwhile
+                if "product" in garment:
+                    latest["garments"][garment["index"]]["product"] = garment["product"]
 
         self._change(look_id, link)
         return ids

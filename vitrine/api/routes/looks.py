@@ -112,12 +112,19 @@ def correct_garment(look_id: str, index: int, body: Correction, request: Request
     return _with_crop_url(look_id, _runner(request).looks.correct(look_id, index, labels=body.labels, box=body.box))
 
 
-# Drawing a garment changes only that look (no collection, no training pair), so a shopper may do it wherever
-# they may make a look: without a key where reads are public.
+# Drawing or removing a garment changes only that look (no collection, no training pair), so a shopper may do it
+# wherever they may make a look: without a key where reads are public.
 @router.post("/looks/{look_id}/garments", status_code=201, dependencies=[Read],
              summary="Add a garment the look missed (a bag): draw its box; it is labelled and matched like the others")
 def add_garment(look_id: str, body: DrawnGarment, request: Request) -> dict[str, Any]:
     return _with_crop_url(look_id, _runner(request).looks.add(look_id, body.box, group=body.group, labels=body.labels))
+
+
+@router.delete("/looks/{look_id}/garments/{index}", dependencies=[Read], response_class=Response, status_code=204,
+               summary="Remove a garment the look found wrongly (kept as removed, so the others keep their indices)")
+def remove_garment(look_id: str, index: int, request: Request) -> Response:
+    _runner(request).looks.remove(look_id, index)
+    return Response(status_code=204)
 
 
 @router.post("/looks/{look_id}/index", dependencies=[Write], response_model=Indexed,

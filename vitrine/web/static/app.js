@@ -380,17 +380,22 @@ async function showLook(lookId, view) {
   const stage = el("div", { class: "stage" });
   stage.append(el("img", { src: look.photo_url, alt: "the uploaded photo", draggable: "false", onload: () => untangleLabels(stage) }));
   const boxStyle = ([x0, y0, x1, y1]) => `left:${(100 * x0) / look.width}%;top:${(100 * y0) / look.height}%;width:${(100 * (x1 - x0)) / look.width}%;height:${(100 * (y1 - y0)) / look.height}%`;
-  for (const g of look.garments) {
+  const shown = look.garments.filter((g) => !g.removed);  // one the shopper said is not a garment stays, marked
+  for (const g of shown) {
     stage.append(el("div", { class: "box", style: boxStyle(g.box) }, el("span", { text: `${g.group}: ${g.labels.colour[0].value} ${g.labels.category[0].value}` })));
   }
   const drawn = drawOnLook(lookId, look, stage, boxStyle, () => showLook(lookId, view));
-  const garments = look.garments.map((g) => {
+  const garments = shown.map((g) => {
     const category = el("input", { type: "text", id: `fix-${g.index}`, value: g.labels.category[0].value });
     return el("section", { class: "garment", "aria-label": `garment ${g.index + 1}: ${g.group}` },
       el("header", {},
         el("img", { src: g.crop_url, alt: `${g.group} crop` }),
         el("div", {},
-          el("strong", { text: g.group }),
+          el("strong", { text: g.group }), " ",
+          el("button", { type: "button", class: "link", "aria-label": `Remove garment ${g.index + 1}: not a ${g.group}`, text: "Not a garment",
+            onclick: async () => {
+              try { await api(`/looks/${lookId}/garments/${g.index}`, { method: "DELETE" }); toast("Removed"); showLook(lookId, view); } catch (err) { toast(err.message); }
+            } }),
           el("div", { class: "meta", text: Object.entries(g.labels).map(([k, v]) => `${k}: ${v[0].value} (${Math.round(v[0].confidence * 100)}%)`).join(" · ") }))),
       el("form", { class: "row", onsubmit: async (e) => {
         e.preventDefault();
@@ -405,7 +410,7 @@ async function showLook(lookId, view) {
       g.unmatched ? el("p", { class: "meta", text: `No matches: ${g.unmatched}` })
         : el("ul", { class: "grid" }, g.matches.map((m) => card({ ...m, main_image_url: `/collections/${encodeURIComponent(m.collection)}/products/${encodeURIComponent(m.id)}/images/0`, matched_image_url: null, matched_image_position: null }))));
   });
-  view.replaceChildren(el("p", { class: "meta", text: look.reason || `${look.people} people, ${look.garments.length} garments` }),
+  view.replaceChildren(el("p", { class: "meta", text: look.reason || `${look.people} people, ${shown.length} garments` }),
     el("div", { class: "look" }, el("div", {}, stage, drawn), el("div", { id: "garments" }, garments)));
 }
 
