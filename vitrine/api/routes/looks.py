@@ -1,5 +1,6 @@
 """Shop the look over HTTP: upload a street photo (a job), read the look with its boxes, labels, crops
-and matches, correct a garment or add one it missed, add the garments to a collection."""
+and matches, correct a garment, add one it missed or remove one it found wrongly, add the garments to a
+collection."""
 
 from __future__ import annotations
 
