@@ -224,7 +224,10 @@ def test_look_job_states_index_and_correction(settings: object, luma_home: Path)
         keyless = client.post(f"/looks/{look_id}/garments", json={"box": skirt}, headers={"Authorization": ""})
         assert keyless.status_code == 201  # a shopper draws on their own look as they made it: no key needed
         assert client.patch(f"/looks/{look_id}/garments/0", json={"labels": {"colour": "red"}},
-                            headers={"Authorization": ""}).status_code == 401  # corrections are curation
+                            headers={"Authorization": ""}).status_code == 401  # label corrections are curation
+        blouse = next(b["bbox_xyxy"] for b in BOXES["photos/0001.jpg"]["boxes"] if b["label"] == "blouse")
+        moved = client.patch(f"/looks/{look_id}/garments/0", json={"box": blouse}, headers={"Authorization": ""})
+        assert moved.status_code == 200 and moved.json()["box"] == blouse  # a box is the shopper's own look's
         assert client.delete(f"/looks/{look_id}/garments/{keyless.json()['index']}",
                              headers={"Authorization": ""}).status_code == 204  # not a garment after all
         assert client.get(f"/looks/{look_id}").json()["garments"][-1]["removed"] is True  # indices stay

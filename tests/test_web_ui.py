@@ -26,6 +26,16 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = REPO / "docs" / "img"
 
 
+def drag(page: Any, box: list[int], size: tuple[int, int]) -> None:
+    """Drags the mouse over the look's photo from one corner of `box` (photo pixels) to the other."""
+    stage = page.locator(".stage").bounding_box()
+    x0, y0, x1, y1 = box
+    page.mouse.move(stage["x"] + x0 * stage["width"] / size[0], stage["y"] + y0 * stage["height"] / size[1])
+    page.mouse.down()
+    page.mouse.move(stage["x"] + x1 * stage["width"] / size[0], stage["y"] + y1 * stage["height"] / size[1], steps=5)
+    page.mouse.up()
+
+
 def look_boxes(image: str) -> list[dict[str, Any]]:
     """The true garment boxes of a ccp street photo."""
     photos = json.loads((DATA / "ccp" / "boxes.json").read_text())
@@ -289,11 +299,7 @@ def test_shop_the_look(server: dict[str, str], page: Any) -> None:
     x0, y0, x1, y1 = next(b["bbox_xyxy"] for b in look_boxes("photos/0003.jpg") if b["label"] == "purse")
     width, height = Image.open(DATA / "ccp" / "photos" / "0003.jpg").size
     page.get_by_role("button", name="Draw a garment it missed").click()
-    stage = page.locator(".stage").bounding_box()
-    page.mouse.move(stage["x"] + x0 * stage["width"] / width, stage["y"] + y0 * stage["height"] / height)
-    page.mouse.down()
-    page.mouse.move(stage["x"] + x1 * stage["width"] / width, stage["y"] + y1 * stage["height"] / height, steps=5)
-    page.mouse.up()
+    drag(page, [x0, y0, x1, y1], (width, height))
     page.get_by_label("What you drew").select_option("bag")
     page.get_by_role("button", name="Shop this garment").click()
     page.wait_for_function(f"document.querySelectorAll('#garments .garment').length === {garments + 1}")
@@ -304,6 +310,16 @@ def test_shop_the_look(server: dict[str, str], page: Any) -> None:
     page.get_by_role("button", name=f"Remove garment {garments + 1}: not a bag").click()  # changed her mind
     page.wait_for_function(f"document.querySelectorAll('#garments .garment').length === {garments}")
     assert page.locator(".stage .box").count() == garments
+    # The top's box is off (a top under an open coat is a narrow band): she redraws it around her blouse.
+    look_id = page.url.rsplit("/", 1)[-1]
+    top = next(g for g in httpx.get(f"{server['base']}/looks/{look_id}").json()["garments"] if g["group"] == "top")
+    blouse = next(b["bbox_xyxy"] for b in look_boxes("photos/0003.jpg") if b["label"] == "blouse")
+    page.get_by_role("button", name=f"Redraw the box of garment {top['index'] + 1}: top").click()
+    drag(page, blouse, (width, height))
+    page.wait_for_function("document.querySelector('#toast')?.textContent === 'Box redrawn'")
+    moved = httpx.get(f"{server['base']}/looks/{look_id}").json()["garments"][top["index"]]
+    assert all(abs(a - b) <= 3 for a, b in zip(moved["box"], blouse, strict=True)), (moved["box"], blouse)
+    assert moved["corrected"] == {"box": moved["box"]}  # moved, not relabelled
 
 
 def test_our_assets_are_small() -> None:

@@ -24,6 +24,22 @@ class Forbidden(VitrineError):
     code = "forbidden"
 
 
+def is_public(scope: str, settings: Settings) -> bool:
+    """Whether `scope` needs no key (the public_reads / public_writes settings)."""
+    return (scope == "read" and settings.public_reads) or (scope != "admin" and settings.public_writes)
+
+
+def demand(scope: str, key: ApiKey | None, settings: Settings) -> None:
+    """Within a route open to a lesser scope, the check `require(scope)` makes, for a key already verified (None: no
+    key given): a route whose body decides how much it changes."""
+    if is_public(scope, settings):
+        return
+    if key is None:
+        raise Unauthorized(f"this needs an API key with the {scope!r} scope", field="authorization")
+    if not key.allows(scope):
+        raise Forbidden(f"key {key.id!r} has the {key.scope!r} scope; this needs {scope!r}", field="authorization")
+
+
 def require(scope: str, *, public: Callable[[Settings], bool] | None = None) -> Callable[..., ApiKey | None]:
     """`public` decides whether the scope needs no key (default: the public_reads / public_writes settings)."""
 
@@ -33,10 +49,7 @@ def require(scope: str, *, public: Callable[[Settings], bool] | None = None) -> 
         header: Annotated[str | None, Depends(_header)],
     ) -> ApiKey | None:
         settings = request.app.state.engine.settings
-        if public is not None:
-            open_scope = public(settings)
-        else:
-            open_scope = (scope == "read" and settings.public_reads) or (scope != "admin" and settings.public_writes)
+        open_scope = public(settings) if public is not None else is_public(scope, settings)
         token = bearer.credentials if bearer else header
         if not token:
             if open_scope:

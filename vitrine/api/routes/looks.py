@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from pydantic import BaseModel, Field
 
-from vitrine.api.auth import Read, Write
+from vitrine.api.auth import Read, Write, demand
 from vitrine.api.deps import EngineDep
 from vitrine.api.forms import parse_json_part, read_upload
 from vitrine.api.routes.jobs import JobOut
@@ -106,15 +106,19 @@ def look_crop(look_id: str, index: int, request: Request) -> Response:
     return Response(_runner(request).looks.crop(look_id, index), media_type="image/png")
 
 
-@router.patch("/looks/{look_id}/garments/{index}", dependencies=[Write],
-              summary="Correct a garment's labels or box (cut again); matched again; kept, and a training pair "
-                      "once indexed")
-def correct_garment(look_id: str, index: int, body: Correction, request: Request) -> dict[str, Any]:
+# Drawing, removing or moving a garment changes only that look (no collection, no training pair), so a shopper may
+# do it wherever they may make a look: without a key where reads are public. A label correction becomes a training
+# pair once the look is indexed: that is curation, and needs the write scope.
+@router.patch("/looks/{look_id}/garments/{index}",
+              summary="Correct a garment's box (cut again; as a look is made) or labels (write scope; a training "
+                      "pair once indexed); matched again")
+def correct_garment(look_id: str, index: int, body: Correction, request: Request,
+                    key: Annotated[ApiKey | None, Read]) -> dict[str, Any]:
+    if body.labels:
+        demand("write", key, request.app.state.engine.settings)
     return _with_crop_url(look_id, _runner(request).looks.correct(look_id, index, labels=body.labels, box=body.box))
 
 
-# Drawing or removing a garment changes only that look (no collection, no training pair), so a shopper may do it
-# wherever they may make a look: without a key where reads are public.
 @router.post("/looks/{look_id}/garments", status_code=201, dependencies=[Read],
              summary="Add a garment the look missed (a bag): draw its box; it is labelled and matched like the others")
 def add_garment(look_id: str, body: DrawnGarment, request: Request) -> dict[str, Any]:

@@ -395,7 +395,9 @@ async function showLook(lookId, view) {
           el("button", { type: "button", class: "link", "aria-label": `Remove garment ${g.index + 1}: not a ${g.group}`, text: "Not a garment",
             onclick: async () => {
               try { await api(`/looks/${lookId}/garments/${g.index}`, { method: "DELETE" }); toast("Removed"); showLook(lookId, view); } catch (err) { toast(err.message); }
-            } }),
+            } }), " ",
+          el("button", { type: "button", class: "link", "aria-label": `Redraw the box of garment ${g.index + 1}: ${g.group}`, text: "Redraw its box",
+            onclick: () => { drawn.redraw(g); stage.scrollIntoView({ block: "nearest" }); } }),
           el("div", { class: "meta", text: Object.entries(g.labels).map(([k, v]) => `${k}: ${v[0].value} (${Math.round(v[0].confidence * 100)}%)`).join(" · ") }))),
       el("form", { class: "row", onsubmit: async (e) => {
         e.preventDefault();
@@ -411,7 +413,7 @@ async function showLook(lookId, view) {
         : el("ul", { class: "grid" }, g.matches.map((m) => card({ ...m, main_image_url: `/collections/${encodeURIComponent(m.collection)}/products/${encodeURIComponent(m.id)}/images/0`, matched_image_url: null, matched_image_position: null }))));
   });
   view.replaceChildren(el("p", { class: "meta", text: look.reason || `${look.people} people, ${shown.length} garments` }),
-    el("div", { class: "look" }, el("div", {}, stage, drawn), el("div", { id: "garments" }, garments)));
+    el("div", { class: "look" }, el("div", {}, stage, drawn.element), el("div", { id: "garments" }, garments)));
 }
 
 // Nested boxes (a coat and the top under it) start at nearly the same corner: a label that would cover one placed
@@ -445,14 +447,19 @@ function drawOnLook(lookId, look, stage, boxStyle, done) {
   let box = null;
   let start = null;
   let drawing = false;  // off: the photo scrolls the page on a phone as any photo does
-  const hint = el("p", { class: "meta", hidden: true, text: "Drag a box around it on the photo, then say what it is." });
+  let moving = null;  // the garment whose box is being redrawn, or null: a new garment
+  const hint = el("p", { class: "meta", hidden: true });
+  const setDrawing = (on, garment = null) => {
+    drawing = on;
+    moving = on ? garment : null;
+    stage.classList.toggle("drawing-mode", on);
+    toggle.setAttribute("aria-pressed", String(on && garment === null));
+    hint.hidden = !on;
+    hint.textContent = garment === null ? "Drag a box around it on the photo, then say what it is."
+      : `Drag the new box of garment ${garment.index + 1} (${garment.group}) on the photo.`;
+  };
   const toggle = el("button", { type: "button", class: "secondary", "aria-pressed": "false", text: "Draw a garment it missed",
-    onclick: () => {
-      drawing = !drawing;
-      stage.classList.toggle("drawing-mode", drawing);
-      toggle.setAttribute("aria-pressed", String(drawing));
-      hint.hidden = !drawing;
-    } });
+    onclick: () => setDrawing(!(drawing && moving === null)) });
   const marker = el("div", { class: "drawing", hidden: true });
   stage.append(marker);
   const at = (e) => {
@@ -479,10 +486,15 @@ function drawOnLook(lookId, look, stage, boxStyle, done) {
     if (b[2] - b[0] < 8 || b[3] - b[1] < 8) { marker.hidden = true; return; }  // a click, not a box
     box = b;
     marker.setAttribute("style", boxStyle(b));
+    if (moving !== null) {  // a garment's box redrawn: cut again, read again, matched again
+      api(`/looks/${lookId}/garments/${moving.index}`, { method: "PATCH", json: { box } })
+        .then(() => { toast("Box redrawn"); done(); }, (err) => toast(err.message));
+      return;
+    }
     form.hidden = false;
     group.focus();
   });
-  return el("div", { class: "draw" }, toggle, hint, form);
+  return { element: el("div", { class: "draw" }, toggle, hint, form), redraw: (garment) => setDrawing(true, garment) };
 }
 
 // -- admin ---------------------------------------------------------------------------------------
