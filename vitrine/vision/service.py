@@ -167,7 +167,7 @@ class LookService:
         changed = self._change(look_id, change)
         if crop is not None:
             self.store.put_crop(look_id, index, crop)
-        if changed.get("product"):
+        if labels and changed.get("product"):  # a moved box alone never writes to the collection
             self._record_pairs(changed)
         return changed
 
