@@ -32,12 +32,16 @@ def is_public(scope: str, settings: Settings) -> bool:
 def demand(scope: str, key: ApiKey | None, settings: Settings) -> None:
     """Within a route open to a lesser scope, the check `require(scope)` makes, for a key already verified (None: no
     key given): a route whose body decides how much it changes."""
-    if is_public(scope, settings):
+    _allow(scope, key, is_public(scope, settings))
+
+
+def _allow(scope: str, key: ApiKey | None, open_scope: bool) -> None:
+    """Raises unless the scope is open or `key` (verified; None: none given) holds it."""
+    if open_scope or (key is not None and key.allows(scope)):
         return
     if key is None:
         raise Unauthorized(f"this needs an API key with the {scope!r} scope", field="authorization")
-    if not key.allows(scope):
-        raise Forbidden(f"key {key.id!r} has the {key.scope!r} scope; this needs {scope!r}", field="authorization")
+    raise Forbidden(f"key {key.id!r} has the {key.scope!r} scope; this needs {scope!r}", field="authorization")
 
 
 def require(scope: str, *, public: Callable[[Settings], bool] | None = None) -> Callable[..., ApiKey | None]:
@@ -52,15 +56,13 @@ def require(scope: str, *, public: Callable[[Settings], bool] | None = None) -> 
         open_scope = public(settings) if public is not None else is_public(scope, settings)
         token = bearer.credentials if bearer else header
         if not token:
-            if open_scope:
-                return None
-            raise Unauthorized(f"this needs an API key with the {scope!r} scope", field="authorization")
+            _allow(scope, None, open_scope)
+            return None
         keys: KeyStore = request.app.state.keys
         key = keys.verify(token)
         if key is None:
             raise Unauthorized("unknown or revoked API key", field="authorization")
-        if not key.allows(scope) and not open_scope:
-            raise Forbidden(f"key {key.id!r} has the {key.scope!r} scope; this needs {scope!r}", field="authorization")
+        _allow(scope, key, open_scope)
         return key
 
     return check
