@@ -187,14 +187,15 @@ class LookFinder:
         rgb = np.asarray(image, dtype=np.uint8)
         everyone = self.detector.segment(rgb)
         crop, masked = self.cut(rgb, everyone, box)
+        raw = None  # the built-in model's features of `crop`, once read
         if group is None:
             raw = self.engine.embedder.features(crop)
             group = self.drawn_model.group(raw, self.group_shares(raw),
                                            box_geometry(box, everyone, image.width, image.height))
         if masked and group in UNMASKED_GROUPS:
-            crop = self.cut(rgb, None, box)[0]
+            crop, raw = self.cut(rgb, None, box)[0], None
         embedder = self.engine.embedder_for(collection) if collection else self.engine.embedder
-        features = embedder.features(crop)
+        features = raw if raw is not None and embedder is self.engine.embedder else embedder.features(crop)
         labels = self.engine.labeller(collection).label(features)[0]
         labels["category"] = self._chooser(collection, (group,), own_words=True).label(features)[0]["category"]
         return Garment(person=None, group=group, box=box, labels=labels, crop_png=crop)
