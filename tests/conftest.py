@@ -152,14 +152,14 @@ def make_settings(home: Path, models_dir: Path, **overrides: object) -> Settings
     return Settings(home=home, data_dir=DATA, threads=2, **overrides)
 
 
-def admin_token(home: Path) -> str:
-    """A fresh admin API key for `home` (the way `vitrine keys create` makes one), on the test backend."""
+def admin_token(home: Path, scope: str = "admin") -> str:
+    """A fresh API key for `home` (the way `vitrine keys create` makes one), on the test backend."""
     from vitrine.keys import SCHEMA, KeyStore
 
     backend = backend_for(home)
     store = KeyStore(backend.tables("keys", SCHEMA))
     try:
-        return store.create("tests", "admin")[1]
+        return store.create("tests", scope)[1]
     finally:
         store.close()
         backend.close()

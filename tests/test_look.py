@@ -182,6 +182,7 @@ def test_what_a_drawn_box_holds_is_read_from_the_crop_and_where_it_lies(luma_eng
 
 def test_look_job_states_index_and_correction(settings: object, luma_home: Path) -> None:
     auth = {"Authorization": f"Bearer {admin_token(settings.home)}"}  # type: ignore[attr-defined]
+    reader = {"Authorization": f"Bearer {admin_token(settings.home, 'read')}"}  # type: ignore[attr-defined]
     with Engine(settings) as engine, TestClient(create_app(engine=engine), headers=auth) as client:  # type: ignore[arg-type]
         engine.ingest("luma", DATA / "luma" / "catalog.csv")
         photo = (CCP / "photos" / "0001.jpg").read_bytes()
@@ -225,6 +226,8 @@ def test_look_job_states_index_and_correction(settings: object, luma_home: Path)
         assert keyless.status_code == 201  # a shopper draws on their own look as they made it: no key needed
         assert client.patch(f"/looks/{look_id}/garments/0", json={"labels": {"colour": "red"}},
                             headers={"Authorization": ""}).status_code == 401  # label corrections are curation
+        assert client.patch(f"/looks/{look_id}/garments/0", json={"labels": {"colour": "red"}},
+                            headers=reader).json()["error"]["code"] == "forbidden"  # a read key: 403
         blouse = next(b["bbox_xyxy"] for b in BOXES["photos/0001.jpg"]["boxes"] if b["label"] == "blouse")
         moved = client.patch(f"/looks/{look_id}/garments/0", json={"box": blouse}, headers={"Authorization": ""})
         assert moved.status_code == 200 and moved.json()["box"] == blouse  # a box is the shopper's own look's
