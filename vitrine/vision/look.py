@@ -301,13 +301,7 @@ def garment_as_dict(garment: Garment, index: int) -> dict[str, Any]:
     }
 
 
-def look_as_dict(look: Look, *, crop_url: Callable[[int], str] | None = None) -> dict[str, Any]:
-    """The JSON shape of a look (CLI --json and the job result)."""
-    garments = []
-    for i, g in enumerate(look.garments):
-        item = garment_as_dict(g, i)
-        if crop_url is not None:
-            item["crop_url"] = crop_url(i)
-        garments.append(item)
-    return {"width": look.width, "height": look.height, "people": look.people, "garments": garments,
-            "reason": look.reason}
+def look_as_dict(look: Look) -> dict[str, Any]:
+    """The JSON shape of a look (CLI --json and the job result); the API adds the crops' URLs."""
+    return {"width": look.width, "height": look.height, "people": look.people,
+            "garments": [garment_as_dict(g, i) for i, g in enumerate(look.garments)], "reason": look.reason}
