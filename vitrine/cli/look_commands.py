@@ -6,6 +6,7 @@ import argparse
 import io
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +40,12 @@ def add_parsers(sub: Any) -> None:
     evaluate.add_argument("--json", action="store_true")
     evaluate.add_argument("--no-progress", action="store_true")
 
-    train = sub.add_parser("train-look", help="learn shop the look's garment decisions, and what a drawn box holds, "
-                                              "from the train split of a boxes file (ccp/boxes.json)")
+    train = sub.add_parser("train-look", help="learn shop the look's garment decisions, where their boxes end, and "
+                                              "what a drawn box holds, from the train split of a boxes file "
+                                              "(ccp/boxes.json)")
     train.add_argument("boxes", type=Path)
     train.add_argument("--out", type=Path, help="where to write the decisions (default: the package's); the "
-                                                "drawn-box model goes beside them")
+                                                "box edge and drawn-box models go beside them")
     train.add_argument("--limit", type=int, help="only the first N train photos")
     train.add_argument("--json", action="store_true")
     train.add_argument("--no-progress", action="store_true")
@@ -148,30 +150,40 @@ def cmd_eval_look(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_train_look(engine: Engine, args: argparse.Namespace) -> int:
-    from vitrine.vision import drawn_boxes
-    from vitrine.vision.decision_training import train_decisions
+    from vitrine.vision import box_edges, drawn_boxes
+    from vitrine.vision.box_edge_training import train_box_edges
+    from vitrine.vision.decision_training import gather, train_decisions
     from vitrine.vision.decisions import MODEL_FILE
     from vitrine.vision.drawn_box_training import train_drawn_boxes
     from vitrine.vision.look import LookFinder
 
+    started = time.perf_counter()
     out = args.out or MODEL_FILE
-    drawn_out = out.parent / drawn_boxes.MODEL_FILE.name
+    edges_out, drawn_out = out.parent / box_edges.MODEL_FILE.name, out.parent / drawn_boxes.MODEL_FILE.name
     finder = LookFinder(engine)
     with count_bar(not args.no_progress and not args.json, "photo") as progress:
-        model = train_decisions(finder, args.boxes, limit=args.limit, progress=progress)
+        photos, people = gather(finder, args.boxes, limit=args.limit, progress=progress)
+    model = train_decisions(finder, args.boxes, photos, people)
+    edges = train_box_edges(photos, people, model, args.boxes)
     with count_bar(not args.no_progress and not args.json, "photo") as progress:
         drawn = train_drawn_boxes(finder, args.boxes, limit=args.limit, progress=progress)
     model.save(out)
+    edges.save(edges_out)
     drawn.save(drawn_out)
     card = dict(model.card, thresholds=model.thresholds.__dict__, path=str(out),
-                drawn_boxes=dict(drawn.card, path=str(drawn_out)))
+                box_edges=dict(edges.card, path=str(edges_out)), drawn_boxes=dict(drawn.card, path=str(drawn_out)),
+                total_seconds=round(time.perf_counter() - started, 1))
     if args.json:
         sys.stdout.write(json.dumps(card, indent=2) + "\n")
         return 0
-    lines = [f"learned from {card['people']} people in {card['photos']} train photos in {card['seconds']} s: {out}",
+    lines = [f"learned from {card['people']} people in {card['photos']} train photos in {card['total_seconds']} s: "
+             f"{out}",
              f"out of fold, mean F1 {card['out_of_fold']['mean_f1']}:"]
     for group, m in card["out_of_fold"]["groups"].items():
         lines.append(f"  {group:<10} recall {m['recall']}  precision {m['precision']}")
+    moved = edges.card["out_of_fold_recall"]
+    lines.append("where their boxes end, out of fold, recall unmoved -> moved: " + ", ".join(
+        f"{g} {moved['unmoved'][g]} -> {moved['moved'][g]}" for g in moved["moved"]) + f": {edges_out}")
     lines.append(f"what a drawn box holds, out of fold: {drawn.card['out_of_fold_accuracy']['all']} of "
                  f"{sum(drawn.card['boxes'].values())} boxes read right: {drawn_out}")
     lines.append(f"measure it on the dev split: vitrine eval-look {args.boxes} --split dev")

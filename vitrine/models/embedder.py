@@ -113,5 +113,14 @@ class ImageEmbedder:
         """Raw features of one image (a query): (dim,) float32. Raises ImageError."""
         return self.finish(self.prepare(data, max_pixels=max_pixels))
 
+    def features_many(self, blobs: Sequence[bytes]) -> list[Array]:
+        """Raw features of several images at once (a look's crops): decoded in the pool, encoded as one batch.
+        Raises the ImageError of the first bad one."""
+        arrays = self.preprocess_many(blobs)
+        bad = next((item for item in arrays if isinstance(item, Exception)), None)
+        if bad is not None:
+            raise bad
+        return list(self.encode_arrays([item for item in arrays if not isinstance(item, Exception)]))
+
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

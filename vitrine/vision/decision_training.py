@@ -42,6 +42,7 @@ from vitrine.vision.decisions import (
 from vitrine.vision.evaluation import DATASET_GROUPS, count_matches, new_counts, rates, read_photos, true_boxes
 from vitrine.vision.garments import Box, iou
 from vitrine.vision.look import LookFinder, PersonEvidence
+from vitrine.vision.people import Person as Body
 
 COMPONENTS = 8  # principal components per crop
 L2 = 1.0
@@ -59,6 +60,7 @@ class Person:
     width: int
     height: int
     evidence: PersonEvidence
+    body: Body  # the landmarks and pixels the evidence was read from
 
 
 def gather(finder: LookFinder, boxes_file: Path, *, limit: int | None = None,
@@ -73,7 +75,7 @@ def gather(finder: LookFinder, boxes_file: Path, *, limit: int | None = None,
                              max_pixels=finder.engine.settings.max_image_pixels)
         rgb = np.asarray(image, dtype=np.uint8)
         for person in finder.detector.detect(rgb):
-            people.append(Person(n, image.width, image.height, finder.evidence(rgb, person)))
+            people.append(Person(n, image.width, image.height, finder.evidence(rgb, person), person))
         if progress is not None:
             progress(n + 1, len(photos))
     return photos, people
@@ -184,10 +186,10 @@ def mean_f1(result: dict[str, dict[str, Any]]) -> float:
     return float(np.mean(f1))
 
 
-def train_decisions(finder: LookFinder, boxes_file: Path, *, limit: int | None = None, components: int = COMPONENTS,
-                    progress: Progress | None = None) -> DecisionModel:
+def train_decisions(finder: LookFinder, boxes_file: Path, photos: list[dict[str, Any]], people: list[Person], *,
+                    components: int = COMPONENTS) -> DecisionModel:
+    """The decisions, from the train photos and their people as `gather` read them."""
     started = time.perf_counter()
-    photos, people = gather(finder, boxes_file, limit=limit, progress=progress)
     if not people:
         raise InvalidInput(f"nobody was found in the train photos of {boxes_file}", field="boxes")
     reach = outerwear_reach(photos, people)
