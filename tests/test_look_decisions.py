@@ -97,6 +97,7 @@ def test_the_shipped_box_edge_model_and_its_card() -> None:
     assert model.mean.shape == model.scale.shape == (groups, n) and model.weights.shape == (groups, n, 4)
     moved, unmoved = card["out_of_fold_recall"]["moved"], card["out_of_fold_recall"]["unmoved"]
     assert all(moved[g] > unmoved[g] for g in box_edges.GROUPS)  # out of fold, every group's boxes gain
+    assert card["left_unmoved"] == [] and all(model.weights[g].any() for g in range(groups))
 
 
 def test_a_dress_box_ends_where_the_dress_does(luma_engine: Engine) -> None:
@@ -110,6 +111,20 @@ def test_a_dress_box_ends_where_the_dress_does(luma_engine: Engine) -> None:
     rgb = np.asarray(Image.open(CCP / photo["image"]).convert("RGB"))
     full = finder.evidence(rgb, finder.detector.detect(rgb)[0]).boxes["full"]
     assert iou(full, truth) < 0.45 and iou(dress.box, truth) >= 0.5
+
+
+def test_box_edges_learn_from_fewer_crops_than_components() -> None:
+    """`train-look --limit 3`: fewer crops than principal components asked for; the model reads what it has."""
+    rng = np.random.default_rng(0)
+    n = len(box_edges.evidence_names())
+    found = [box_edge_training.Example(0, "top", (10, 10, 60, 90), 100, 100, rng.random(n, dtype=np.float32),
+                                       rng.random(1328, dtype=np.float32), np.array([0.1, 0.0, -0.1, 0.2]))
+             for _ in range(5)]
+    model = box_edge_training.fit(found, components=32, l2=100.0)
+    assert len(model.basis) == 5 and model.weights.shape == (len(box_edges.GROUPS), n + 5, 4)
+    moves = model.moves("top", found[0].evidence, found[0].raw)
+    assert np.allclose(moves, [0.1, 0.0, -0.1, 0.2], atol=1e-3)  # every example moved alike: so is this one
+    assert np.allclose(model.moves("shoes", found[0].evidence, found[0].raw), 0.0)  # no shoes seen: left be
 
 
 def test_moved_boxes_stay_in_the_photo() -> None:
