@@ -113,6 +113,21 @@ def test_a_dress_box_ends_where_the_dress_does(luma_engine: Engine) -> None:
     assert iou(full, truth) < 0.45 and iou(dress.box, truth) >= 0.5
 
 
+def test_eval_look_measures_the_boxes_unmoved_too(
+    luma_engine: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`eval-look --unmoved`: the boxes where the landmarks put them, so that anyone can measure what the box edge
+    model adds. On ccp 0287 (a dev photo) only the moved dress box finds the dress."""
+    photo = next(p for p in read_photos(CCP / "boxes.json", "dev") if p["image"] == "photos/0287.jpg")
+    (tmp_path / "photos").symlink_to(CCP / "photos")
+    (tmp_path / "boxes.json").write_text(json.dumps([photo]))
+    found = {}
+    for flags in ([], ["--unmoved"]):
+        assert cli(["--home", str(luma_engine.home), "eval-look", str(tmp_path / "boxes.json"), "--json", *flags]) == 0
+        found[bool(flags)] = json.loads(capsys.readouterr().out)["groups"]["dress"]["recall"]
+    assert found == {False: 1.0, True: 0.0}
+
+
 def test_box_edges_learn_from_fewer_crops_than_components() -> None:
     """`train-look --limit 3`: fewer crops than principal components asked for; the model reads what it has."""
     rng = np.random.default_rng(0)

@@ -37,6 +37,8 @@ def add_parsers(sub: Any) -> None:
     evaluate.add_argument("--limit", type=int, help="only the first N photos")
     evaluate.add_argument("--split", choices=("all", "train", "dev"), default="all",
                           help="dev: the quarter of the photos that nothing here learns from")
+    evaluate.add_argument("--unmoved", action="store_true",
+                          help="leave the boxes where the body's landmarks put them (no learned box edges), to compare")
     evaluate.add_argument("--json", action="store_true")
     evaluate.add_argument("--no-progress", action="store_true")
 
@@ -129,8 +131,8 @@ def cmd_eval_look(engine: Engine, args: argparse.Namespace) -> int:
     from vitrine.vision.look import LookFinder
 
     with count_bar(not args.no_progress and not args.json, "photo") as progress:
-        result = evaluate_looks(LookFinder(engine), args.boxes, limit=args.limit, split=args.split,
-                                progress=progress)
+        result = evaluate_looks(LookFinder(engine, move_edges=not args.unmoved), args.boxes, limit=args.limit,
+                                split=args.split, progress=progress)
     if args.json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
         return 0

@@ -94,11 +94,13 @@ class PersonEvidence:
 
 class LookFinder:
     def __init__(self, engine: Engine, decisions: DecisionModel | None = None,
-                 box_edges: BoxEdgeModel | None = None) -> None:
+                 box_edges: BoxEdgeModel | None = None, *, move_edges: bool = True) -> None:
+        """`move_edges=False` leaves the boxes where the body's landmarks put them (`eval-look --unmoved`)."""
         self.engine = engine
         self.detector = PeopleDetector()
         self._decisions = decisions
         self._box_edges = box_edges
+        self.move_edges = move_edges
         self._drawn_model: DrawnBoxModel | None = None
         self._choosers: dict[tuple[str, str], tuple[ZeroShotLabeller, ZeroShotLabeller]] = {}
         self._by_group: dict[str, tuple[tuple[str, int], dict[str, list[str]]]] = {}
@@ -267,7 +269,8 @@ class LookFinder:
         labeller = self.engine.labeller(collection)
         height, width = rgb.shape[:2]
         chosen = [(group, kind, self.box_edges.refine(group, kind, boxes[kind], person, p,
-                                                       found.features.get(source(kind)), width, height))
+                                                       found.features.get(source(kind)), width, height)
+                   if self.move_edges else boxes[kind])
                   for group, kind in choose(set(boxes), p, model.thresholds)]
         crops = [_crop_on_white(rgb, person.mask, box, masked=kind != "feet") for _, kind, box in chosen]
         # A box the model left where it was keeps the features its region's crop already has.
