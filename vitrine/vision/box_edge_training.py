@@ -24,7 +24,7 @@ from vitrine.errors import InvalidInput
 from vitrine.vision.box_edges import GROUPS, BoxEdgeModel, box_evidence, evidence_names, moved, source
 from vitrine.vision.decision_training import Person, relative_offsets
 from vitrine.vision.decisions import DecisionModel, choose, cnn_view
-from vitrine.vision.evaluation import count_matches, new_counts, rates, true_boxes
+from vitrine.vision.evaluation import rates_of, true_boxes
 from vitrine.vision.garments import Box, iou
 
 COMPONENTS = (8, 16, 32)
@@ -99,10 +99,7 @@ def recall(photos: list[dict[str, Any]], found: list[Example], boxes: list[Box])
     predicted: list[list[tuple[str, Box]]] = [[] for _ in photos]
     for example, box in zip(found, boxes, strict=True):
         predicted[example.photo].append((example.group, box))
-    counts = new_counts()
-    for photo, shown in zip(photos, predicted, strict=True):
-        count_matches(true_boxes(photo), shown, counts)
-    return {g: m["recall"] or 0.0 for g, m in rates(counts).items() if g in GROUPS}
+    return {g: m["recall"] or 0.0 for g, m in rates_of(photos, predicted).items() if g in GROUPS}
 
 
 def out_of_fold(found: list[Example], folds: Array, components: int, l2: float) -> list[Box]:
@@ -115,8 +112,7 @@ def out_of_fold(found: list[Example], folds: Array, components: int, l2: float) 
         model = fit(kept, components, l2)
         for i in np.flatnonzero(folds == fold):
             e = found[i]
-            if e.group in GROUPS:
-                boxes[i] = moved(e.box, model.moves(e.group, e.evidence, e.raw), e.width, e.height)
+            boxes[i] = moved(e.box, model.moves(e.group, e.evidence, e.raw), e.width, e.height)
     return boxes
 
 

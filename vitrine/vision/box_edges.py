@@ -24,7 +24,7 @@ import numpy as np
 
 from vitrine.arrays import Array
 from vitrine.vision.decisions import DECISIONS, cnn_view, read_model
-from vitrine.vision.garments import MIN_SIDE_PX, Box
+from vitrine.vision.garments import MIN_SIDE_PX, Box, move_edges
 from vitrine.vision.people import Person
 
 MODEL_FILE = Path(__file__).with_name("look-box-edges.npz")
@@ -82,12 +82,8 @@ def evidence_names() -> list[str]:
 
 
 def moved(box: Box, moves: Array, width: int, height: int) -> Box:
-    """`box` with each edge moved by `moves` (left, top, right, bottom) in its width and height, in the photo."""
-    x0, y0, x1, y1 = box
-    w, h = x1 - x0, y1 - y0
-    dx0, dy0, dx1, dy1 = np.clip(moves, -MAX_MOVE, MAX_MOVE)
-    return (max(0, round(x0 + dx0 * w)), max(0, round(y0 + dy0 * h)),
-            min(width, round(x1 + dx1 * w)), min(height, round(y1 + dy1 * h)))
+    """`box` with its edges moved as the model says, none by more than MAX_MOVE of the box's width or height."""
+    return move_edges(box, np.clip(moves, -MAX_MOVE, MAX_MOVE), width, height)
 
 
 @dataclass

@@ -39,7 +39,7 @@ from vitrine.vision.decisions import (
     coat_box,
     evidence_vector,
 )
-from vitrine.vision.evaluation import DATASET_GROUPS, count_matches, new_counts, rates, read_photos, true_boxes
+from vitrine.vision.evaluation import DATASET_GROUPS, rates_of, read_photos, true_boxes
 from vitrine.vision.garments import Box, iou
 from vitrine.vision.look import LookFinder, PersonEvidence
 from vitrine.vision.people import Person as Body
@@ -172,10 +172,7 @@ def score(photos: list[dict[str, Any]], people: list[Person], probabilities: lis
         if "upper" in boxes:
             boxes["coat"] = coat_box(boxes["upper"], reach, person.width, person.height)
         predicted[person.photo] += [(group, boxes[kind]) for group, kind in choose(set(boxes), p, thresholds)]
-    counts = new_counts()
-    for photo, found in zip(photos, predicted, strict=True):
-        count_matches(true_boxes(photo), found, counts)
-    return rates(counts)
+    return rates_of(photos, predicted)
 
 
 def mean_f1(result: dict[str, dict[str, Any]]) -> float:

@@ -102,10 +102,7 @@ def evidence_vector(components: dict[str, tuple[Array, Array]], features: dict[s
 def coat_box(upper: Box, reach: tuple[float, float, float, float], width: int, height: int) -> Box:
     """A coat reaches below the hips and a little wider than the top under it: the upper-body box with
     each edge moved by `reach`, in the box's width and height."""
-    x0, y0, x1, y1 = upper
-    w, h = x1 - x0, y1 - y0
-    return (max(0, round(x0 + reach[0] * w)), max(0, round(y0 + reach[1] * h)), min(width, round(x1 + reach[2] * w)),
-            min(height, round(y1 + reach[3] * h)))
+    return body.move_edges(upper, reach, width, height)
 
 
 @dataclass(frozen=True)

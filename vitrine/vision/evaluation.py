@@ -89,6 +89,14 @@ def rates(counts: Counts) -> dict[str, dict[str, Any]]:
             for group, c in counts.items()}
 
 
+def rates_of(photos: list[dict[str, Any]], predicted: list[list[tuple[str, Box]]]) -> dict[str, dict[str, Any]]:
+    """Recall and precision per group of these boxes (a list per photo) on these photos."""
+    counts = new_counts()
+    for photo, shown in zip(photos, predicted, strict=True):
+        count_matches(true_boxes(photo), shown, counts)
+    return rates(counts)
+
+
 def evaluate_looks(finder: LookFinder, boxes_file: Path, *, limit: int | None = None, split: str = "all",
                    progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     photos = read_photos(boxes_file, split)

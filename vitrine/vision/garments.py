@@ -139,6 +139,15 @@ def skirt_length(box: Box, person: Person, width: int, height: int) -> Box:
     return _clip((x0 - flare, hip_y - 0.25 * length, x1 + flare, hip_y + 0.95 * length), width, height)
 
 
+def move_edges(box: Box, moves: tuple[float, float, float, float] | Array, width: int, height: int) -> Box:
+    """`box` with each edge (left, top, right, bottom) moved by `moves`, in the box's width and height, kept in
+    the photo."""
+    x0, y0, x1, y1 = box
+    w, h = x1 - x0, y1 - y0
+    return (max(0, round(x0 + float(moves[0]) * w)), max(0, round(y0 + float(moves[1]) * h)),
+            min(width, round(x1 + float(moves[2]) * w)), min(height, round(y1 + float(moves[3]) * h)))
+
+
 def _clip(box: tuple[float, float, float, float], width: int, height: int) -> Box:
     x0, y0, x1, y1 = box
     return (max(0, int(x0)), max(0, int(y0)), min(width, int(np.ceil(x1))), min(height, int(np.ceil(y1))))
