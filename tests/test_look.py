@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +20,12 @@ from vitrine.cli.main import main as cli
 from vitrine.engine import Engine
 from vitrine.errors import ImageError, InvalidInput
 from vitrine.index.store import Filters, RangeFilter
+from vitrine.logs import NATIVE_CHATTER, native_chatter_logged
 from vitrine.vision import service as look_service
 from vitrine.vision.evaluation import evaluate_looks, photo_split
 from vitrine.vision.garments import garment_group, iou
 from vitrine.vision.look import MATCH_GROUPS, NO_PERSON, LookFinder, categories_by_group, match_filters
+from vitrine.vision.people import PeopleDetector
 from vitrine.vision.service import LookService
 
 CCP = DATA / "ccp"
@@ -88,6 +92,21 @@ def test_somebody_the_pose_model_misses_at_first_is_found_on_a_second_look(luma_
     rgb = np.asarray(Image.open(CCP / photo["image"]).convert("RGB"))
     person = finder.detector.detect(rgb)[0]
     assert person.point(11)[0] > person.point(12)[0]  # she faces us: her left shoulder is on the photo's right
+
+
+def test_mediapipe_s_own_log_lines_go_to_the_debug_log(capfd: pytest.CaptureFixture[str],
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """MediaPipe's C++ prints its graphs' warnings straight to stderr, under the CLI's table and between the
+    server's JSON lines; they are logged at debug level instead. Other lines written there meanwhile stay."""
+    rgb = np.asarray(Image.open(DATA / "people" / "bus.jpg").convert("RGB"))
+    with caplog.at_level(logging.DEBUG, logger="vitrine.vision.people"):
+        assert len(PeopleDetector().detect(rgb)) == 2  # a new detector starts its own graphs, which warn
+        with native_chatter_logged(logging.getLogger("test")):
+            os.write(2, b"W0000 00:00:1.0 x.cc:1] chatter\nnot chatter\n")
+    err = capfd.readouterr().err.splitlines()
+    assert "not chatter" in err
+    assert not [line for line in err if NATIVE_CHATTER.match(line)]
+    assert any("inference_feedback_manager" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.parametrize("photo", ["people/bus.jpg", "ccp/photos/0001.jpg", "ccp/photos/0010.jpg"])

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import re
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
@@ -32,3 +37,35 @@ def configure_logging(level: int = logging.WARNING) -> None:
     root.setLevel(level)
     for noisy in ("httpx", "httpcore", "sentence_transformers", "transformers", "torch"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+# What MediaPipe's C++ and TensorFlow Lite print of themselves: their info and warning lines.
+NATIVE_CHATTER = re.compile(r"^(INFO: |WARNING: All log messages before absl::InitializeLog|[IW]\d{4} \d\d:\d\d:\d\d)")
+
+
+@contextlib.contextmanager
+def native_chatter_logged(logger: logging.Logger) -> Iterator[None]:
+    """Native libraries write their own log lines straight to file descriptor 2, between the JSON lines (and
+    under a CLI's table). While this runs, that descriptor goes to a temporary file. Their info and warning lines
+    are then logged at debug level; any other line is written back to stderr, as it came."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no descriptor 2 to redirect
+        yield
+        return
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines():
+                if NATIVE_CHATTER.match(line):
+                    logger.debug("native library: %s", line)
+                elif line:
+                    sys.stderr.write(line + "\n")
+            sys.stderr.flush()

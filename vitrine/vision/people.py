@@ -9,6 +9,8 @@ person's pixels inside their box. MediaPipe graphs are not thread-safe: one lock
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +20,9 @@ from PIL import Image
 
 from vitrine.arrays import Array
 from vitrine.errors import ModelUnavailable
+from vitrine.logs import native_chatter_logged
 
+log = logging.getLogger(__name__)
 MAX_PEOPLE = 4
 MIN_POSE_CONFIDENCE = 0.5
 MIN_VISIBLE_LANDMARKS = 8
@@ -46,6 +50,7 @@ class PeopleDetector:
         self._pose: Any = None
         self._segmenter: Any = None
         self._lock = threading.Lock()
+        self._settled = False  # MediaPipe has printed what it prints once (graphs started, somebody found)
 
     def _load(self) -> None:
         if self._pose is not None:
@@ -62,7 +67,7 @@ class PeopleDetector:
     def detect(self, rgb: Array) -> list[Person]:
         """(H, W, 3) uint8 RGB to the people in it, largest first."""
         height, width = rgb.shape[:2]
-        with self._lock:
+        with self._lock, self._chatter_logged():
             self._load()
             everyone = self._segment(rgb)
             canvas = rgb.copy()
@@ -73,13 +78,19 @@ class PeopleDetector:
                     break
             if not people and isinstance(everyone, np.ndarray) and everyone.mean() >= MIN_SEGMENTED_SHARE:
                 people += self._second_look(rgb, everyone)
+            self._settled = self._settled or bool(people)
         return sorted(people, key=lambda p: -(p.box[2] - p.box[0]) * (p.box[3] - p.box[1]))
 
     def segment(self, rgb: Array) -> Array | None:
         """(H, W) bool: the pixels of anybody in the photo; None when the segmentation gives nothing."""
-        with self._lock:
+        with self._lock, self._chatter_logged():
             self._load()
             return self._segment(rgb)
+
+    def _chatter_logged(self) -> contextlib.AbstractContextManager[None]:
+        """MediaPipe's own log lines (its graphs starting, its first landmarks) go to the debug log, not around
+        a CLI's output or the server's JSON lines. Once they are out, stderr is left alone."""
+        return contextlib.nullcontext() if self._settled else native_chatter_logged(log)
 
     def _segment(self, rgb: Array) -> Array | None:
         segmentation = self._segmenter.process(rgb).segmentation_mask
