@@ -40,7 +40,8 @@ def configure_logging(level: int = logging.WARNING) -> None:
 
 
 # What MediaPipe's C++ and TensorFlow Lite print of themselves: their info and warning lines.
-NATIVE_CHATTER = re.compile(r"^(INFO: |WARNING: All log messages before absl::InitializeLog|[IW]\d{4} \d\d:\d\d:\d\d)")
+NATIVE_CHATTER = re.compile(
+    r"^(INFO: Created TensorFlow Lite|WARNING: All log messages before absl::InitializeLog|[IW]\d{4} \d\d:\d\d:\d\d)")
 
 
 @contextlib.contextmanager
@@ -49,12 +50,15 @@ def native_chatter_logged(logger: logging.Logger) -> Iterator[None]:
     under a CLI's table). While this runs, that descriptor goes to a temporary file. Their info and warning lines
     are then logged at debug level; any other line is written back to stderr, as it came."""
     sys.stderr.flush()
-    try:
-        saved = os.dup(2)
-    except OSError:  # no descriptor 2 to redirect
-        yield
-        return
-    with tempfile.TemporaryFile() as captured:
+    with contextlib.ExitStack() as stack:
+        try:
+            captured = stack.enter_context(tempfile.TemporaryFile())
+            saved = os.dup(2)
+        except OSError:  # no temporary file or no descriptor 2: leave stderr as it is
+            captured = None
+        if captured is None:
+            yield
+            return
         os.dup2(captured.fileno(), 2)
         try:
             yield
