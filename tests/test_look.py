@@ -21,11 +21,12 @@ from vitrine.engine import Engine
 from vitrine.errors import ImageError, InvalidInput
 from vitrine.index.store import Filters, RangeFilter
 from vitrine.logs import NATIVE_CHATTER, native_chatter_logged
+from vitrine.vision import people as people_module
 from vitrine.vision import service as look_service
 from vitrine.vision.evaluation import evaluate_looks, photo_split
 from vitrine.vision.garments import garment_group, iou
 from vitrine.vision.look import MATCH_GROUPS, NO_PERSON, LookFinder, categories_by_group, match_filters
-from vitrine.vision.people import PeopleDetector
+from vitrine.vision.people import PeopleDetector, Person
 from vitrine.vision.service import LookService
 
 CCP = DATA / "ccp"
@@ -92,6 +93,29 @@ def test_somebody_the_pose_model_misses_at_first_is_found_on_a_second_look(luma_
     rgb = np.asarray(Image.open(CCP / photo["image"]).convert("RGB"))
     person = finder.detector.detect(rgb)[0]
     assert person.point(11)[0] > person.point(12)[0]  # she faces us: her left shoulder is on the photo's right
+
+
+def test_the_tallest_person_the_segmentation_misses_is_drawn_from_their_landmarks(luma_engine: Engine) -> None:
+    """basketball1.png: the segmentation sees only the man on the right, close to the camera. The man on the left,
+    in full view and the tallest, got only his shoes; now his top and trousers are found on him too."""
+    look = LookFinder(luma_engine).find((DATA / "people" / "basketball1.png").read_bytes(), collection=None)
+    on_him = {g.group for g in look.garments if g.box[2] <= 170 and g.box[0] >= 30}  # his landmarks: x 52-159
+    assert {"top", "bottom", "shoes"} <= on_him
+
+
+def test_passers_by_the_segmentation_misses_are_left_out() -> None:
+    """Only the tallest people the segmentation missed are drawn: shorter ones are passers-by, not the look."""
+    marks = np.zeros((33, 3), dtype=np.float32)
+    body = {11: (40, 40), 12: (60, 40), 23: (42, 100), 24: (58, 100), 25: (42, 150), 26: (58, 150),
+            27: (42, 195), 28: (58, 195)}
+    for index, (x, y) in body.items():
+        marks[index] = (x, y, 1.0)
+    tall = Person(landmarks=marks, box=(40, 40, 60, 195), mask=np.zeros((200, 200), dtype=bool))
+    short = Person(landmarks=marks * [0.5, 0.5, 1.0], box=(20, 20, 30, 98), mask=np.zeros((200, 200), dtype=bool))
+    drawn, passer_by = people_module._drawn_where_unsegmented([tall, short], 200, 200)
+    assert not passer_by.mask.any()
+    assert drawn.mask[70, 50] and drawn.mask[170, 42] and drawn.mask[170, 58]  # torso and both shins
+    assert not drawn.mask[170, 50] and not drawn.mask[10, 150]  # apart below the knees; nothing off the body
 
 
 def test_mediapipe_s_own_log_lines_go_to_the_debug_log(capfd: pytest.CaptureFixture[str],
