@@ -147,6 +147,13 @@ def test_moved_boxes_stay_in_the_photo() -> None:
     assert box_edges.moved((10, 10, 50, 90), np.array([-2.0, 0.0, 0.0, 0.0]), 100, 100)[0] == 0  # at most a width
 
 
+def test_a_box_moved_off_its_own_region_stays_where_it_was() -> None:
+    """A body unlike any the model learned from (messi5.jpg, sliding) must not send the box off the person."""
+    box = (100, 100, 200, 300)
+    assert box_edges.moved(box, np.array([0.5, 0.0, 0.5, 0.0]), 400, 400) == (150, 100, 250, 300)  # IoU 0.33 ...
+    assert box_edges.moved(box, np.array([0.6, 0.0, 0.6, 0.0]), 400, 400) == box  # ... but this would be 0.25
+
+
 def test_the_person_grid_reads_the_widened_box() -> None:
     mask = np.zeros((100, 100), dtype=bool)
     mask[:, 40:60] = True  # a standing person, a fifth of the photo wide
