@@ -14,7 +14,7 @@ from PIL import Image
 
 from vitrine.cli.main import main as cli
 from vitrine.engine import Engine
-from vitrine.vision import box_edge_training, box_edges, decisions, drawn_boxes
+from vitrine.vision import bag_training, bags, box_edge_training, box_edges, decisions, drawn_boxes
 from vitrine.vision.decision_training import GRID, fit_logistic
 from vitrine.vision.decisions import Thresholds, choose, leg_gaps
 from vitrine.vision.drawn_box_training import COMPONENTS, L2
@@ -59,6 +59,12 @@ def test_train_look_learns_from_train_photos_only(
     assert drawn["components"] in COMPONENTS and drawn["l2"] in L2 and 0 < drawn["out_of_fold_accuracy"]["all"] <= 1
     assert drawn_boxes.load(Path(drawn["path"])).card == {k: v for k, v in drawn.items() if k != "path"}
 
+    found = card["bags"]  # bags in the whole photo: learned from the same train photos' bag boxes
+    assert found["photos"] == 36 and found["split"] == "train" and found["bags"] > 0
+    assert found["path"] == str(out.parent / "look-bags.npz") and found["threshold"] in bag_training.THRESHOLDS
+    assert set(found["out_of_fold"]) == {str(t) for t in bag_training.THRESHOLDS}
+    assert bags.load(Path(found["path"])).card == {k: v for k, v in found.items() if k != "path"}
+
     model = decisions.load(out)
     assert model.thresholds == Thresholds(**card["thresholds"])
     photo = (CCP / dev[0]["image"]).read_bytes()
@@ -85,6 +91,61 @@ def test_the_shipped_drawn_box_model_and_its_card() -> None:
     assert model.mean.shape == model.scale.shape == (n,) and len(card["evidence"]) == n
     assert model.weights.shape == (len(drawn_boxes.GROUPS), n + 1) and model.basis.shape[0] == card["components"]
     assert card["out_of_fold_accuracy"]["bag"] > 0.8  # a carried bag: from a quarter (zero-shot) to most
+
+
+def test_the_shipped_bag_detector_and_its_card() -> None:
+    model = bags.load()
+    card = model.card
+    assert card["split"] == "train" and card["photos"] == len(read_photos(CCP / "boxes.json", "train"))
+    assert card["image_model"] == decisions.load().card["image_model"]  # the maps it learned on
+    assert model.threshold in bag_training.THRESHOLDS
+    chosen = card["out_of_fold"][str(model.threshold)]
+    assert chosen["recall"] > 0.25 and chosen["precision"] > 0.25  # out of fold; 0 before it
+    assert model.weights["fine.weight"].shape == (bag_training.CHANNELS, 112, 1, 1)
+    assert model.weights["coarse.weight"].shape == (bag_training.CHANNELS, 1280, 1, 1)
+
+
+def test_the_bag_head_runs_in_numpy_as_it_learned_in_pytorch() -> None:
+    import torch
+
+    torch.manual_seed(0)
+    head = bag_training.head_module().eval()
+    rng = np.random.default_rng(0)
+    fine = rng.normal(size=(1, 112, bags.GRID_H, bags.GRID_W)).astype(np.float32)
+    coarse = rng.normal(size=(1, 1280, bags.GRID_H // 2, bags.GRID_W // 2)).astype(np.float32)
+    people = rng.random((1, bags.PEOPLE_CHANNELS, bags.GRID_H, bags.GRID_W)).astype(np.float32)
+    with torch.no_grad():
+        logits, size = head(torch.from_numpy(fine), torch.from_numpy(coarse), torch.from_numpy(people))
+    model = bags.BagModel({k: v.numpy() for k, v in head.state_dict().items()}, threshold=0.5, card={})
+    heat, boxes = model.heat(fine[0], coarse[0], people[0])
+    assert np.allclose(heat, torch.sigmoid(logits[0]).numpy(), atol=1e-5)
+    assert np.allclose(boxes, size[0].numpy(), atol=1e-5)
+
+
+def test_bag_peaks_are_boxes_in_the_photo() -> None:
+    heat = np.zeros((bags.GRID_H, bags.GRID_W), dtype=np.float32)
+    heat[20, 5], heat[20, 6], heat[10, 15] = 0.9, 0.6, 0.3  # one peak with a lower neighbour, one too weak
+    size = np.zeros((4, bags.GRID_H, bags.GRID_W), dtype=np.float32)
+    size[:2, 20, 5] = np.log(3.0), np.log(4.0)  # 3 x 4 cells, centred in its cell
+    found = bags.peaks(heat, size, 0.4, 2 * bags.INPUT_W, 2 * bags.INPUT_H)  # a photo twice the input's size
+    assert found == [(pytest.approx(0.9), (128, 592, 224, 720))]  # centre (5.5, 20.5) cells = (176, 656) px
+
+
+def test_bags_are_looked_for_in_portrait_and_square_photos() -> None:
+    assert bags.looks_in(341, 512) and bags.looks_in(1080, 1920) and bags.looks_in(800, 800)
+    assert not bags.looks_in(1280, 720) and not bags.looks_in(200, 600)  # zidane.jpg; a sliver
+
+
+def test_people_maps_mark_wrists_elbows_and_hips() -> None:
+    mask = np.zeros((512, 352), dtype=bool)
+    mask[100:500, 150:200] = True
+    marks = np.zeros((33, 3), dtype=np.float32)
+    marks[15] = (168, 264, 1.0)  # a wrist in cell (16, 10)
+    marks[23] = (168, 300, 0.1)  # a hip too hidden to count
+    maps = bags.people_maps([Person(landmarks=marks, box=(150, 100, 200, 500), mask=mask)], 352, 512)
+    assert maps.shape == (bags.PEOPLE_CHANNELS, bags.GRID_H, bags.GRID_W)
+    assert maps[0, 15, 10] == pytest.approx(1.0) and maps[0, 15, 2] == 0  # the person's pixels, by cell
+    assert np.unravel_index(maps[1].argmax(), maps[1].shape) == (16, 10) and not maps[3].any()
 
 
 def test_the_shipped_box_edge_model_and_its_card() -> None:

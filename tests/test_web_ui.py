@@ -294,7 +294,7 @@ def test_shop_the_look(server: dict[str, str], page: Any) -> None:
     page.evaluate("k => localStorage.setItem('vitrine.key', k)", server["token"])
     page.get_by_role("button", name="Correct").first.click()
     page.wait_for_function("document.querySelector('#garments .meta')?.textContent.includes('trench coat')")
-    # The look finds no bags: the shopper drags a box around hers on the photo and shops it.
+    # The look finds her bag, not the purse she also carries: the shopper drags a box around it and shops it.
     garments = page.locator("#garments .garment").count()
     x0, y0, x1, y1 = next(b["bbox_xyxy"] for b in look_boxes("photos/0003.jpg") if b["label"] == "purse")
     width, height = Image.open(DATA / "ccp" / "photos" / "0003.jpg").size

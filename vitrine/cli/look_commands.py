@@ -152,7 +152,8 @@ def cmd_eval_look(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_train_look(engine: Engine, args: argparse.Namespace) -> int:
-    from vitrine.vision import box_edges, drawn_boxes
+    from vitrine.vision import bags, box_edges, drawn_boxes
+    from vitrine.vision.bag_training import train_bags
     from vitrine.vision.box_edge_training import train_box_edges
     from vitrine.vision.decision_training import gather, train_decisions
     from vitrine.vision.decisions import MODEL_FILE
@@ -162,6 +163,7 @@ def cmd_train_look(engine: Engine, args: argparse.Namespace) -> int:
     started = time.perf_counter()
     out = args.out or MODEL_FILE
     edges_out, drawn_out = out.parent / box_edges.MODEL_FILE.name, out.parent / drawn_boxes.MODEL_FILE.name
+    bags_out = out.parent / bags.MODEL_FILE.name
     finder = LookFinder(engine)
     with count_bar(not args.no_progress and not args.json, "photo") as progress:
         photos, people = gather(finder, args.boxes, limit=args.limit, progress=progress)
@@ -169,11 +171,17 @@ def cmd_train_look(engine: Engine, args: argparse.Namespace) -> int:
     edges = train_box_edges(photos, people, model, args.boxes)
     with count_bar(not args.no_progress and not args.json, "photo") as progress:
         drawn = train_drawn_boxes(finder, args.boxes, limit=args.limit, progress=progress)
+    with count_bar(not args.no_progress and not args.json, "photo") as progress:
+        bag_model = train_bags(photos, people, args.boxes, image_model=model.card["image_model"],
+                               model_dir=engine.home / "models", threads=engine.settings.threads,
+                               max_pixels=engine.settings.max_image_pixels, progress=progress)
     model.save(out)
     edges.save(edges_out)
     drawn.save(drawn_out)
+    bag_model.save(bags_out)
     card = dict(model.card, thresholds=model.thresholds.__dict__, path=str(out),
                 box_edges=dict(edges.card, path=str(edges_out)), drawn_boxes=dict(drawn.card, path=str(drawn_out)),
+                bags=dict(bag_model.card, threshold=bag_model.threshold, path=str(bags_out)),
                 total_seconds=round(time.perf_counter() - started, 1))
     if args.json:
         sys.stdout.write(json.dumps(card, indent=2) + "\n")
@@ -188,6 +196,9 @@ def cmd_train_look(engine: Engine, args: argparse.Namespace) -> int:
         f"{g} {moved['unmoved'][g]} -> {moved['moved'][g]}" for g in moved["moved"]) + f": {edges_out}")
     lines.append(f"what a drawn box holds, out of fold: {drawn.card['out_of_fold_accuracy']['all']} of "
                  f"{sum(drawn.card['boxes'].values())} boxes read right: {drawn_out}")
+    chosen = bag_model.card["out_of_fold"][str(bag_model.threshold)]
+    lines.append(f"bags, out of fold at threshold {bag_model.threshold}: recall {chosen['recall']}  precision "
+                 f"{chosen['precision']}: {bags_out}")
     lines.append(f"measure it on the dev split: vitrine eval-look {args.boxes} --split dev")
     sys.stdout.write("\n".join(lines) + "\n")
     return 0

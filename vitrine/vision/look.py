@@ -4,7 +4,8 @@ Which regions become garments is decided per person by the models of `decisions`
 over the full body, a coat or a top over the upper body (a coat's box reaches below the hips, with
 the top under it when it is open), which bottom over the lower body (a skirt's box is shortened).
 Each box's edges are then moved where the model of `box_edges` puts the garment's.
-Every crop is masked with the person's segmentation and set on white, like a catalog photo,
+Bags, which no body region places, are found in the whole photo by the detector of `bags`.
+Every crop but a bag's and shoes' is masked with the person's segmentation and set on white, like a catalog photo,
 before it is labelled (among its group's categories) and matched.
 """
 
@@ -23,7 +24,10 @@ from vitrine.engine import Engine
 from vitrine.index.store import Filters, normalise_field
 from vitrine.models.imaging import decode_image
 from vitrine.models.labels import Label, ZeroShotLabeller
+from vitrine.models.registry import image_model_spec
 from vitrine.search.query import Hit, Query
+from vitrine.vision.bags import BagModel, FeatureMaps, looks_in, people_maps, photo_pixels
+from vitrine.vision.bags import load as load_bags
 from vitrine.vision.box_edges import BoxEdgeModel, source
 from vitrine.vision.box_edges import load as load_box_edges
 from vitrine.vision.decisions import DecisionModel, choose, leg_gaps
@@ -101,6 +105,7 @@ class LookFinder:
         self._decisions = decisions
         self._box_edges = box_edges
         self.move_edges = move_edges
+        self._bags: tuple[BagModel, FeatureMaps] | None = None
         self._drawn_model: DrawnBoxModel | None = None
         self._choosers: dict[tuple[str, str], tuple[ZeroShotLabeller, ZeroShotLabeller]] = {}
         self._by_group: dict[str, tuple[tuple[str, int], dict[str, list[str]]]] = {}
@@ -118,6 +123,16 @@ class LookFinder:
         if self._box_edges is None:
             self._box_edges = load_box_edges()
         return self._box_edges
+
+    @property
+    def bags(self) -> tuple[BagModel, FeatureMaps]:
+        """The bag detector and the feature maps of the image model it learned on, loaded on first use."""
+        if self._bags is None:
+            model = load_bags()
+            spec = image_model_spec(model.card["image_model"])
+            self._bags = (model, FeatureMaps(spec, model_dir=self.engine.home / "models",
+                                             threads=self.engine.settings.threads))
+        return self._bags
 
     @property
     def decisions(self) -> DecisionModel:
@@ -176,6 +191,7 @@ class LookFinder:
         garments: list[Garment] = []
         for number, person in enumerate(people):
             garments += self._garments(rgb, person, number, collection)
+        garments += self._bag_garments(image, rgb, people, collection)
         stage("MATCHING")
         if collection:
             for garment in garments:
@@ -196,7 +212,7 @@ class LookFinder:
         return response.hits, None
 
     def drawn(self, photo: bytes, box: Box, *, collection: str | None, group: str | None = None) -> Garment:
-        """A garment where somebody drew its box: one the look missed (it finds no bags), or a box corrected.
+        """A garment where somebody drew its box: one the look missed (a bag, often), or a box corrected.
         It is cut from the photo (`cut`); its group is read by the drawn-box model unless given; its labels
         are read as the look's own garments' are. `box` must lie inside the photo."""
         image = decode_image(photo, max_pixels=self.engine.settings.max_image_pixels)
@@ -284,6 +300,44 @@ class LookFinder:
             labels["category"] = self._chooser(collection, (group,), own_words=True).label(features)[0]["category"]
             garments.append(Garment(person=number, group=group, box=box, labels=labels, crop_png=crop))
         return garments
+
+
+    def _bag_garments(self, image: Image.Image, rgb: Array, people: list[Person],
+                      collection: str | None) -> list[Garment]:
+        """The bags the detector finds, cut as they are (the segmentation cuts into a carried bag), each given to
+        the person whose wrists or hips are nearest. None in a landscape photo (`bags.looks_in`)."""
+        if not looks_in(image.width, image.height):
+            return []
+        model, maps = self.bags
+        fine, coarse = maps(photo_pixels(image, maps.spec)[None])
+        found = model.bags(fine[0], coarse[0], people_maps(people, image.width, image.height), image.width,
+                           image.height)
+        if not found:
+            return []
+        crops = [_crop_on_white(rgb, None, box, masked=False) for _, box in found]
+        embedder = self.engine.embedder_for(collection) if collection else self.engine.embedder
+        labeller = self.engine.labeller(collection)
+        garments = []
+        for (_, box), crop, features in zip(found, crops, embedder.features_many(crops), strict=True):
+            labels = labeller.label(features)[0]
+            labels["category"] = self._chooser(collection, ("bag",), own_words=True).label(features)[0]["category"]
+            garments.append(Garment(person=nearest_person(box, people), group="bag", box=box, labels=labels,
+                                    crop_png=crop))
+        return garments
+
+
+def nearest_person(box: Box, people: list[Person]) -> int:
+    """The index of the person whose visible wrists or hips lie nearest the box's centre (who carries it)."""
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+
+    def distance(person: Person) -> float:
+        points = [person.landmarks[i] for i in (15, 16, 23, 24) if person.landmarks[i][2] >= 0.3]
+        if not points:
+            x0, y0, x1, y1 = person.box
+            points = [np.array([(x0 + x1) / 2, (y0 + y1) / 2, 1.0])]
+        return min(float(np.hypot(p[0] - cx, p[1] - cy)) for p in points)
+
+    return min(range(len(people)), key=lambda i: distance(people[i]))
 
 
 def categories_by_group(counts: list[tuple[str, int]]) -> dict[str, list[str]]:
