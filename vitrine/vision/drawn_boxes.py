@@ -1,4 +1,4 @@
-"""What a box somebody draws on a look holds, when they do not say (a garment the look missed: it finds no bags).
+"""What a box somebody draws on a look holds, when they do not say (a garment the look missed, often a bag).
 
 Read zero-shot from the crop alone, the group is right for half of the ccp dev boxes: a carried bag's crop holds
 hips and reads as a bottom, a top's as a coat. Where the box lies on the person says much of what the crop does

@@ -173,7 +173,7 @@ class LookService:
 
     def add(self, look_id: str, box: list[int], *, group: str | None = None,
             labels: dict[str, str] | None = None) -> dict[str, Any]:
-        """A garment the look missed, where somebody drew its box (the look finds no bags): cut from the photo,
+        """A garment the look missed, where somebody drew its box (a bag, often): cut from the photo,
         its group read from the crop unless given (or named by a corrected category), labelled and matched
         like the look's own garments."""
         labels = _checked_labels(labels)

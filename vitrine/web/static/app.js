@@ -428,7 +428,7 @@ function untangleLabels(stage) {
   stage.dataset.labels = "placed";
 }
 
-// A garment the look missed (it finds no bags): the shopper drags a box around it on the photo, says what it is
+// A garment the look missed (a bag, often): the shopper drags a box around it on the photo, says what it is
 // (or lets Vitrine read it), and it is added to the look, labelled and matched like the others.
 function drawOnLook(lookId, look, stage, boxStyle, done) {
   const group = el("select", { id: "drawn-group" },
