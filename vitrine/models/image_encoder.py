@@ -86,36 +86,35 @@ def read_tuned_tail(spec: ImageModelSpec) -> dict[str, Any]:
         raise ModelUnavailable(f"cannot read the tuned weights of {spec.name} from {path}: {exc}") from exc
 
 
-def export_onnx(spec: ImageModelSpec, target: Path) -> Path:
-    """Exports the feature model to `target` atomically, after checking ORT against PyTorch."""
+def export_checked(model: Any, size: tuple[int, int], target: Path, *, outputs: list[str], what: str) -> float:
+    """Exports `model` (pixels of `size`, height then width, to `outputs`, any batch size) to `target` atomically,
+    after checking ONNX Runtime's outputs against PyTorch's on a random batch. Returns the largest difference."""
     import onnxruntime as ort
     import torch
 
-    model = _torch_feature_model(spec)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(f".tmp{os.getpid()}")
-    sample = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (2, 3, spec.size_px, spec.size_px)))
-    sample = sample.float()
+    sample = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (2, 3, *size))).float()
     with torch.no_grad():
-        expected = model(sample).numpy()
-        torch.onnx.export(
-            model,
-            (sample,),
-            str(tmp),
-            input_names=["pixels"],
-            output_names=["features"],
-            dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}},
-            opset_version=17,
-            dynamo=False,
-        )
-    session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-    got = session.run(None, {"pixels": sample.numpy()})[0]
-    error = float(np.abs(got - expected).max())
+        found = model(sample)
+        expected = [t.numpy() for t in (found if isinstance(found, tuple) else (found,))]
+        torch.onnx.export(model, (sample,), str(tmp), input_names=["pixels"], output_names=outputs,
+                          dynamic_axes={name: {0: "batch"} for name in ["pixels", *outputs]}, opset_version=17,
+                          dynamo=False)
+    got = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"]).run(None, {"pixels": sample.numpy()})
+    error = max(float(np.abs(g - e).max()) for g, e in zip(got, expected, strict=True))
     if error > EXPORT_TOLERANCE:
         tmp.unlink(missing_ok=True)
-        raise ModelUnavailable(f"ONNX export of {spec.name} differs from PyTorch by {error:.2e}")
+        raise ModelUnavailable(f"ONNX export of {what} differs from PyTorch by {error:.2e}")
     os.replace(tmp, target)
-    log.info("exported image model", extra={"model": spec.name, "path": str(target), "max_error": error})
+    log.info("exported to ONNX", extra={"model": what, "path": str(target), "max_error": error})
+    return error
+
+
+def export_onnx(spec: ImageModelSpec, target: Path) -> Path:
+    """Exports the feature model to `target` atomically, after checking ORT against PyTorch."""
+    export_checked(_torch_feature_model(spec), (spec.size_px, spec.size_px), target, outputs=["features"],
+                   what=spec.name)
     return target
 
 

@@ -12,8 +12,6 @@ chosen out of fold are the bags. The head runs here in NumPy; only the feature m
 from __future__ import annotations
 
 import json
-import logging
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,15 +21,13 @@ import numpy as np
 from PIL import Image
 
 from vitrine.arrays import Array
-from vitrine.errors import ModelUnavailable
-from vitrine.models.image_encoder import EXPORT_TOLERANCE, _torch_feature_model
+from vitrine.models.export_quiet import quiet_export
+from vitrine.models.image_encoder import _torch_feature_model, export_checked
 from vitrine.models.ort_session import open_session
 from vitrine.models.registry import ImageModelSpec
 from vitrine.vision.decisions import read_model
 from vitrine.vision.garments import Box
 from vitrine.vision.people import Person
-
-log = logging.getLogger(__name__)
 
 MODEL_FILE = Path(__file__).with_name("look-bags.npz")
 INPUT_W, INPUT_H, STRIDE = 352, 512, 16  # ccp's photos are about 340 x 512
@@ -105,30 +101,6 @@ def maps_module(spec: ImageModelSpec) -> Any:
     return FeatureMaps().eval()
 
 
-def export_maps(spec: ImageModelSpec, target: Path) -> Path:
-    """Exports the feature maps model to `target` atomically, after checking ORT against PyTorch."""
-    import onnxruntime as ort
-    import torch
-
-    model = maps_module(spec)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(f".tmp{os.getpid()}")
-    sample = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (2, 3, INPUT_H, INPUT_W))).float()
-    with torch.no_grad():
-        expected = [t.numpy() for t in model(sample)]
-        torch.onnx.export(model, (sample,), str(tmp), input_names=["pixels"], output_names=["fine", "coarse"],
-                          dynamic_axes={"pixels": {0: "batch"}, "fine": {0: "batch"}, "coarse": {0: "batch"}},
-                          opset_version=17, dynamo=False)
-    got = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"]).run(None, {"pixels": sample.numpy()})
-    error = max(float(np.abs(g - e).max()) for g, e in zip(got, expected, strict=True))
-    if error > EXPORT_TOLERANCE:
-        tmp.unlink(missing_ok=True)
-        raise ModelUnavailable(f"ONNX export of {spec.name}'s feature maps differs from PyTorch by {error:.2e}")
-    os.replace(tmp, target)
-    log.info("exported feature maps", extra={"model": spec.name, "path": str(target), "max_error": error})
-    return target
-
-
 class FeatureMaps:
     """The image model's feature maps of whole photos, through ONNX Runtime (exported once, on first use)."""
 
@@ -144,10 +116,9 @@ class FeatureMaps:
         with self._lock:
             if self._session is None:
                 if not self.path.is_file():
-                    from vitrine.models.export_quiet import quiet_export
-
                     with quiet_export():
-                        export_maps(self.spec, self.path)
+                        export_checked(maps_module(self.spec), (INPUT_H, INPUT_W), self.path,
+                                       outputs=["fine", "coarse"], what=f"{self.spec.name}'s feature maps")
                 self._session = open_session(self.path, threads=self.threads)
         fine, coarse = self._session.run(None, {"pixels": np.ascontiguousarray(pixels, dtype=np.float32)})
         return np.asarray(fine, dtype=np.float32), np.asarray(coarse, dtype=np.float32)
