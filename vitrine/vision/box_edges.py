@@ -85,8 +85,8 @@ def evidence_names() -> list[str]:
 def moved(box: Box, moves: Array, width: int, height: int) -> Box:
     """`box` with its edges moved as the model says, none by more than MAX_MOVE of the box's width or height; as it
     was where the moved box would leave it (IoU < MIN_KEPT_IOU). On the street photos the model learned from that
-    is 8 boxes of 2,145, none found either way; on `messi5.jpg`, a footballer sliding, it took the dress box off
-    him onto the pitch."""
+    is 8 boxes of 2,145, none found either way in sample; on `messi5.jpg`, a footballer sliding, it took the dress box
+    off him onto the pitch."""
     new = move_edges(box, np.clip(moves, -MAX_MOVE, MAX_MOVE), width, height)
     return new if iou(new, box) >= MIN_KEPT_IOU else box
 

@@ -5,8 +5,8 @@ over the full body, a coat or a top over the upper body (a coat's box reaches be
 the top under it when it is open), which bottom over the lower body (a skirt's box is shortened).
 Each box's edges are then moved where the model of `box_edges` puts the garment's.
 Bags, which no body region places, are found in the whole photo by the detector of `bags`.
-Every crop but a bag's and shoes' is masked with the person's segmentation and set on white, like a catalog photo,
-before it is labelled (among its group's categories) and matched.
+Every crop but a bag's and shoes' is masked with the person's segmentation and set on white, like a
+catalog photo, before it is labelled (among its group's categories) and matched.
 """
 
 from __future__ import annotations
@@ -300,7 +300,6 @@ class LookFinder:
             labels["category"] = self._chooser(collection, (group,), own_words=True).label(features)[0]["category"]
             garments.append(Garment(person=number, group=group, box=box, labels=labels, crop_png=crop))
         return garments
-
 
     def _bag_garments(self, image: Image.Image, rgb: Array, people: list[Person],
                       collection: str | None) -> list[Garment]:
