@@ -14,7 +14,15 @@ from PIL import Image
 
 from vitrine.cli.main import main as cli
 from vitrine.engine import Engine
-from vitrine.vision import bag_training, bags, box_edge_training, box_edges, decisions, drawn_boxes
+from vitrine.vision import (
+    bag_training,
+    bags,
+    box_edge_training,
+    box_edges,
+    decision_training,
+    decisions,
+    drawn_boxes,
+)
 from vitrine.vision.decision_training import GRID, fit_logistic
 from vitrine.vision.decisions import Thresholds, choose, leg_gaps
 from vitrine.vision.drawn_box_training import COMPONENTS, L2
@@ -70,6 +78,28 @@ def test_train_look_learns_from_train_photos_only(
     photo = (CCP / dev[0]["image"]).read_bytes()
     look = LookFinder(luma_engine, decisions=model).find(photo, collection=None)
     assert look.people >= 1 and look.garments
+
+
+def test_train_look_refuses_photos_without_bags_before_learning_anything(
+    luma_engine: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bag detector needs bag boxes: photos with none are refused before the other models take their minutes."""
+
+    def learned(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the decisions were learned before the photos were refused")
+
+    monkeypatch.setattr(decision_training, "train_decisions", learned)
+    photos = [p for p in json.loads((CCP / "boxes.json").read_text()) if photo_split(p["image"]) == "train"]
+    bagless = [p for p in photos if not any(g == "bag" for g, _ in true_boxes(p))][:2]
+    (tmp_path / "photos").mkdir()
+    for photo in bagless:
+        shutil.copyfile(CCP / photo["image"], tmp_path / photo["image"])
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps(bagless))
+    out = tmp_path / "model" / "decisions.npz"
+    assert cli(["--home", str(luma_engine.home), "train-look", str(boxes), "--out", str(out), "--no-progress"]) != 0
+    assert "no bag boxes to learn from" in capsys.readouterr().err
+    assert not out.parent.exists()  # nothing written
 
 
 def test_the_shipped_decisions_and_their_card() -> None:

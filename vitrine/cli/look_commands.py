@@ -167,14 +167,15 @@ def cmd_train_look(engine: Engine, args: argparse.Namespace) -> int:
     finder = LookFinder(engine)
     with count_bar(not args.no_progress and not args.json, "photo") as progress:
         photos, people = gather(finder, args.boxes, limit=args.limit, progress=progress)
+    # The bags first: with no bag boxes among the photos it refuses them, before minutes of the other models.
+    with count_bar(not args.no_progress and not args.json, "photo") as progress:
+        bag_model = train_bags(photos, people, args.boxes, image_model=finder.engine.image_encoder.spec.name,
+                               model_dir=engine.home / "models", threads=engine.settings.threads,
+                               max_pixels=engine.settings.max_image_pixels, progress=progress)
     model = train_decisions(finder, args.boxes, photos, people)
     edges = train_box_edges(photos, people, model, args.boxes)
     with count_bar(not args.no_progress and not args.json, "photo") as progress:
         drawn = train_drawn_boxes(finder, args.boxes, limit=args.limit, progress=progress)
-    with count_bar(not args.no_progress and not args.json, "photo") as progress:
-        bag_model = train_bags(photos, people, args.boxes, image_model=model.card["image_model"],
-                               model_dir=engine.home / "models", threads=engine.settings.threads,
-                               max_pixels=engine.settings.max_image_pixels, progress=progress)
     model.save(out)
     edges.save(edges_out)
     drawn.save(drawn_out)

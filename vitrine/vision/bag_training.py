@@ -172,10 +172,10 @@ def focal_loss(logits: Any, heat: Any) -> Any:
 def train_bags(photos: list[dict[str, Any]], people: list[Person], boxes_file: Path, *, image_model: str,
                model_dir: Path, threads: int, max_pixels: int, progress: Progress | None = None) -> BagModel:
     started = time.perf_counter()
+    if not any(g == "bag" for photo in photos for g, _ in true_boxes(photo)):
+        raise InvalidInput(f"the train photos of {boxes_file} have no bag boxes to learn from", field="boxes")
     maps = FeatureMaps(image_model_spec(image_model), model_dir=model_dir, threads=threads)
     found = examples(photos, people, boxes_file, maps, max_pixels=max_pixels, progress=progress)
-    if not any(e.bags for e in found):
-        raise InvalidInput(f"the train photos of {boxes_file} have no bag boxes to learn from", field="boxes")
     fold_of_photo = np.random.default_rng(0).permutation(len(photos)) % FOLDS
     out_of_fold: list[tuple[Any, Any]] = [(None, None)] * len(photos)
     for fold in range(FOLDS):
