@@ -1,5 +1,6 @@
-"""`vitrine train-look`, its fourth model: the bag detector (`bags.py`), learned from the train split of street
-photos with boxes (the dev split stays for `vitrine eval-look`).
+"""`vitrine train-look`, its first model once the people are gathered: the bag detector (`bags.py`), learned from
+the train split of street photos with boxes (the dev split stays for `vitrine eval-look`). Photos without a bag
+box are refused before anything is learned.
 
 Each train photo and its mirror image are read once through the image model's feature maps, beside maps of the
 people found in it (gathered already for the decisions). The head learns with a focal loss on Gaussian heat maps
